@@ -1,0 +1,175 @@
+"""The chip: cores, SRAM, clock, interconnect and HBM, in SI units.
+
+A `Chip` is problem data: frozen, validated, free of Hydra and Pyomo. Every
+quantity carries its unit in its name. The IPU-POD4 reference (spec section 1)
+uses the published unit conventions: "16 TB/s" of HBM is 16000 x 2**20 bytes
+per millisecond, and the per-core exchange "5.5 GB/s" is 5.5 x 2**30 bytes/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+#: One published "TB/s" of HBM bandwidth in bytes per second (2**20 B per us).
+PUBLISHED_TB_PER_S = 1000 * 2**20 * 1000.0
+#: One published "GB/s" of per-core exchange bandwidth in bytes per second.
+PUBLISHED_GB_PER_S = float(2**30)
+#: Per-core exchange bandwidth the reference cycle model was fitted on.
+REFERENCE_CORE_LINK_BYTES_PER_S = 5.5 * PUBLISHED_GB_PER_S
+
+
+class Topology(StrEnum):
+    ALL_TO_ALL = "all_to_all"
+    MESH = "mesh"
+    TORUS = "torus"
+
+
+@dataclass(frozen=True)
+class Chip:
+    """An inter-core connected AI chip (or a system of several, joined).
+
+    Cores are numbered 0..cores-1; on a mesh or torus they form a
+    `mesh_rows` x `mesh_cols` grid (row-major) with HBM controllers on the
+    edges.
+    """
+
+    name: str
+    topology: Topology = Topology.ALL_TO_ALL
+    n_chips: int = 1
+    cores_per_chip: int = 1472
+    sram_bytes_per_core: int = 638_976
+    reserved_sram_bytes_per_core: int = 0
+    clock_hz: float = 1.325e9
+    core_link_bytes_per_s: float = REFERENCE_CORE_LINK_BYTES_PER_S
+    hbm_bytes_per_s: float = 16 * PUBLISHED_TB_PER_S
+    inter_chip_exchange_factor: float = 1.25
+    compute_scale: float = 1.0
+    mesh_rows: int = 0
+    mesh_cols: int = 0
+    mesh_link_bytes_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "n_chips": self.n_chips,
+            "cores_per_chip": self.cores_per_chip,
+            "sram_bytes_per_core": self.sram_bytes_per_core,
+            "clock_hz": self.clock_hz,
+            "core_link_bytes_per_s": self.core_link_bytes_per_s,
+            "hbm_bytes_per_s": self.hbm_bytes_per_s,
+            "inter_chip_exchange_factor": self.inter_chip_exchange_factor,
+            "compute_scale": self.compute_scale,
+        }
+        for field, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"chip {self.name!r}: {field} must be > 0, got {value}")
+        if not 0 <= self.reserved_sram_bytes_per_core < self.sram_bytes_per_core:
+            raise ValueError(
+                f"chip {self.name!r}: reserved_sram_bytes_per_core must be in "
+                f"[0, sram_bytes_per_core), got {self.reserved_sram_bytes_per_core}"
+            )
+        object.__setattr__(self, "topology", Topology(self.topology))
+        if self.topology is not Topology.ALL_TO_ALL:
+            if self.mesh_rows * self.mesh_cols != self.cores:
+                raise ValueError(
+                    f"chip {self.name!r}: a {self.topology} needs mesh_rows x mesh_cols = cores "
+                    f"({self.cores}), got {self.mesh_rows} x {self.mesh_cols}; "
+                    "set chip.mesh_rows and chip.mesh_cols"
+                )
+            if not self.mesh_link_bytes_per_s > 0:
+                raise ValueError(
+                    f"chip {self.name!r}: a {self.topology} needs mesh_link_bytes_per_s > 0"
+                )
+
+    # -- derived quantities -------------------------------------------------
+    @property
+    def cores(self) -> int:
+        return self.n_chips * self.cores_per_chip
+
+    @property
+    def usable_sram_bytes_per_core(self) -> int:
+        return self.sram_bytes_per_core - self.reserved_sram_bytes_per_core
+
+    @property
+    def total_sram_bytes(self) -> int:
+        return self.usable_sram_bytes_per_core * self.cores
+
+    @property
+    def hbm_bytes_per_cycle(self) -> float:
+        """HBM delivery into the chip per clock cycle, all controllers together."""
+        return self.hbm_delivery_bytes_per_s / self.clock_hz
+
+    @property
+    def hbm_delivery_bytes_per_s(self) -> float:
+        """HBM bandwidth the interconnect can take in.
+
+        All-to-all: the controllers are network nodes with their own ports, so
+        HBM bandwidth is the limit. Mesh and torus: controllers sit on the
+        edges, one per boundary link, so the edge links cap the delivery
+        (an analytic estimate; the routed simulator refines it).
+        """
+        if self.topology is Topology.ALL_TO_ALL:
+            return self.hbm_bytes_per_s
+        return min(self.hbm_bytes_per_s, self.edge_links * self.mesh_link_bytes_per_s)
+
+    @property
+    def edge_links(self) -> int:
+        """Links from edge HBM controllers into the grid (one per boundary core side)."""
+        if self.topology is Topology.ALL_TO_ALL:
+            return 0
+        return 2 * (self.mesh_rows + self.mesh_cols)
+
+    @property
+    def noc_bytes_per_cycle(self) -> float:
+        """Aggregate interconnect bandwidth for delivering preloads, per cycle.
+
+        All-to-all: every core receives at its link rate. Mesh/torus: a core
+        has 4 links but each byte crosses several of them; we charge the
+        average hop count of an edge-to-core route (rows/2 + cols/2 on a mesh,
+        half that on a torus) against 4 links per core.
+        """
+        if self.topology is Topology.ALL_TO_ALL:
+            return self.cores * self.core_link_bytes_per_s / self.clock_hz
+        hops = (self.mesh_rows + self.mesh_cols) / 2
+        if self.topology is Topology.TORUS:
+            hops /= 2
+        link_capacity = 4 * self.cores * self.mesh_link_bytes_per_s
+        return link_capacity / max(hops, 1.0) / self.clock_hz
+
+    @property
+    def max_partitioned_dims(self) -> int | None:
+        """How many dims a plan may split spatially: None = no limit."""
+        return None if self.topology is Topology.ALL_TO_ALL else 2
+
+    @property
+    def shift_cycles_per_byte(self) -> float:
+        """Cycles to shift one byte between cores, all cores in parallel.
+
+        The reference fit is 0.56 cycles per 2-byte element at 5.5 GB/s per
+        core; other link rates scale it. On a mesh a shift round is a ring
+        embedded in a line of cores (a folded ring: two hops per step), on a
+        torus a real ring (one hop).
+        """
+        if self.topology is Topology.ALL_TO_ALL:
+            link = self.core_link_bytes_per_s
+            hops = 1.0
+        else:
+            link = self.mesh_link_bytes_per_s
+            hops = 2.0 if self.topology is Topology.MESH else 1.0
+        return 0.28 * hops * REFERENCE_CORE_LINK_BYTES_PER_S / link
+
+    def exchange_factor(self, cores_used: int) -> float:
+        """Multiplier on exchange time when a plan spans more than one chip."""
+        spans_chips = self.n_chips > 1 and cores_used > self.cores_per_chip
+        return self.inter_chip_exchange_factor if spans_chips else 1.0
+
+    def cycles_to_s(self, cycles: float) -> float:
+        return cycles / self.clock_hz
+
+    def mesh_shape_for(self, cores: int) -> tuple[int, int]:
+        """The most square rows x cols factorisation of `cores` (rows <= cols)."""
+        rows = int(math.isqrt(cores))
+        while cores % rows:
+            rows -= 1
+        return rows, cores // rows

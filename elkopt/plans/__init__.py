@@ -1,0 +1,1 @@
+"""Per-operator plan space: the reference cycle model, plan enumeration, plan tables."""

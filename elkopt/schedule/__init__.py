@@ -1,0 +1,1 @@
+"""Schedules, the analytic timeline and the independent checker."""

@@ -1,0 +1,41 @@
+"""A schedule: per operator its plan option and when its preload is issued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from elkopt.plans.option import PlanOption
+
+#: preload_window value for loads issued before the first operator starts.
+PROLOGUE = -1
+
+
+@dataclass(frozen=True)
+class OpSchedule:
+    """Decisions for one operator.
+
+    option: its preload layout and executing plan.
+    preload_window: index of the operator during whose execution this
+        operator's load is issued (PROLOGUE for before the first operator);
+        ignored for an operator without HBM data. Must be < the op's index.
+    hbm_bytes: the operator's unique HBM bytes (0 if it has none).
+    """
+
+    op: int
+    option: PlanOption
+    preload_window: int
+    hbm_bytes: int
+
+    @property
+    def has_load(self) -> bool:
+        return self.hbm_bytes > 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """All decisions for a graph. ops[i].op == i; loads issued one after
+    another in preload_order (indices of ops with HBM data)."""
+
+    ops: tuple[OpSchedule, ...]
+    preload_order: tuple[int, ...]
+    scheduler: str = ""
