@@ -1,0 +1,118 @@
+"""From a graph and a chip to a checked schedule, its timeline and the references.
+
+    graph + chip -> plan tables -> scheduler -> timeline -> independent check
+
+Typed arguments only: the Hydra layer converts its config before calling in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from elkopt.chip import Chip
+from elkopt.graph.ir import Graph
+from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables
+from elkopt.schedule import baselines
+from elkopt.schedule.checker import assert_valid
+from elkopt.schedule.schedule import Schedule
+from elkopt.schedule.timeline import Timeline
+
+SCHEDULERS = ("basic", "static")
+
+
+class PlanningError(ValueError):
+    """The model cannot be planned on the chip as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class PlanningOptions:
+    """Knobs of the plan space and the baselines.
+
+    cache_dir: plan-table disk cache; None = no cache.
+    max_spatial_splits: spatial splits per operator given a full temporal
+        enumeration (the rest are costed without temporal splitting).
+    static_step_bytes: step of the Static baseline's execution-space sweep.
+    max_preload_ops: how many operators ahead a load may be issued.
+    """
+
+    cache_dir: str | None = None
+    max_spatial_splits: int = 64
+    static_step_bytes: int = 10 * 1024
+    max_preload_ops: int = baselines.DEFAULT_MAX_PRELOAD_OPS
+
+    def __post_init__(self) -> None:
+        for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"planning.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    graph: Graph
+    chip: Chip
+    schedule: Schedule
+    timeline: Timeline
+    references: dict[str, float]  # latency in ms: basic, static, ideal, lower_bound
+    compile_s: float
+    stats: dict[str, float | int] = field(default_factory=dict)
+    tables: TableSet | None = None
+
+
+def compile_model(
+    graph: Graph,
+    chip: Chip,
+    scheduler: str,
+    options: PlanningOptions,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it."""
+    if scheduler not in SCHEDULERS:
+        raise PlanningError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    say(f"{graph.name}: {graph.n_ops} operators, {len(graph.unique_signatures())} unique; building plan tables")
+    try:
+        tables = build_tables(
+            graph, chip, options.max_spatial_splits, options.cache_dir, progress=say
+        )
+    except InfeasibleOperatorError as err:
+        raise PlanningError(str(err)) from None
+    say(f"plan tables ready in {tables.seconds:.1f} s ({tables.cache_hits} of {tables.unique_ops} from cache)")
+
+    to_ms = 1e3 / chip.clock_hz
+    say("scheduling: Basic")
+    basic = baselines.schedule_basic(graph, tables, chip)
+    say("scheduling: Static (sweeping the execution space)")
+    static = baselines.schedule_static(
+        graph, tables, chip, options.static_step_bytes, options.max_preload_ops
+    )
+    say("scheduling: Ideal")
+    ideal = baselines.schedule_ideal(graph, tables, chip, options.max_preload_ops)
+    chosen = {"basic": basic, "static": static}[scheduler]
+    say("checking the plan independently")
+    assert_valid(chosen.schedule, chip, [graph.dependencies(i) for i in range(graph.n_ops)], chosen.timeline)
+
+    references = {
+        "basic": basic.timeline.latency_cycles * to_ms,
+        "static": static.timeline.latency_cycles * to_ms,
+        "ideal": ideal.timeline.latency_cycles * to_ms,
+        "lower_bound": baselines.lower_bound_cycles(graph, tables, chip) * to_ms,
+    }
+    stats: dict[str, float | int] = {
+        "unique_ops": tables.unique_ops,
+        "plan_table_cache_hits": tables.cache_hits,
+        "plan_table_s": round(tables.seconds, 3),
+        "plan_options": sum(len(t) for t in {id(t): t for t in tables.tables}.values()),
+    }
+    return RunResult(
+        graph=graph,
+        chip=chip,
+        schedule=chosen.schedule,
+        timeline=chosen.timeline,
+        references=references,
+        compile_s=time.perf_counter() - start,
+        stats=stats,
+        tables=tables,
+    )

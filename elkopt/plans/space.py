@@ -1,0 +1,392 @@
+"""Enumerate and cost compute-shift plans of one operator (spec sections 3-4).
+
+A plan splits the iteration space spatially (`s[d]` core groups per dim) and
+temporally (`t[d][v]` rotating pieces per dim and operand). Enumeration runs
+in two stages, both vectorised with numpy:
+
+1. every spatial split that passes the reference pruning (core use and
+   padding floors) is costed without temporal splitting;
+2. the `max_spatial_splits` most promising splits (the fastest, and those on
+   the front of fastest vs smallest possible footprint) get the full
+   temporal enumeration under the divisibility rules.
+
+Stage 1 keeps the plan space tractable: the reference enumerates temporal
+factors for every spatial split and needs minutes for one large matmul.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from elkopt.chip import Chip
+from elkopt.graph.ir import OpKind, Operator
+from elkopt.plans import cycles as cyc
+
+#: Core-use and padding floors of the reference pruning (spec section 4).
+CORE_USE_FLOOR = 0.9
+PADDING_FLOOR = 0.9
+#: Above this many temporal combinations per split, the rarest are thinned.
+MAX_TEMPORAL_COMBOS = 4096
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """What the cost model needs of an operator: no names, only structure."""
+
+    kind: OpKind
+    lengths: tuple[int, ...]
+    uses: tuple[tuple[bool, ...], ...]  # uses[v][d]; operand 0 is the output
+    hbm: tuple[bool, ...]  # per operand: read from HBM
+    reduce: str | None = None
+
+    @classmethod
+    def of(cls, op: Operator) -> "OpShape":
+        names = [d.name for d in op.dims]
+        operands = (op.output, *op.inputs)
+        uses = tuple(tuple(n in o.dims for n in names) for o in operands)
+        hbm = tuple(str(o.storage) == "hbm" for o in operands)
+        return cls(op.kind, tuple(d.length for d in op.dims), uses, hbm, op.reduce)
+
+    @property
+    def n_dims(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def uses_array(self) -> np.ndarray:
+        return np.array(self.uses, dtype=bool)  # (V, D)
+
+    @property
+    def hbm_operands(self) -> tuple[int, ...]:
+        return tuple(v for v, h in enumerate(self.hbm) if h)
+
+
+def pruning_floors(shape: OpShape, cores: int) -> tuple[float, float]:
+    """(minimum fraction of cores used, minimum padding efficiency)."""
+    volume = float(np.prod(np.array(shape.lengths, dtype=np.float64)))
+    spread = max(shape.lengths) * shape.n_dims / 220
+    core_use = CORE_USE_FLOOR * min(volume / (volume + 2 * cores), spread)
+    padding = PADDING_FLOOR * min(volume / (volume + cores), spread)
+    return core_use, padding
+
+
+def _padding(lengths: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    return lengths / (np.ceil(lengths / splits) * splits)
+
+
+def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = None) -> np.ndarray:
+    """All spatial splits (n, D) passing the reference pruning, as int64."""
+    lengths = np.array(shape.lengths, dtype=np.int64)
+    core_use, pad_floor = pruning_floors(shape, cores)
+    min_cores = max(1, math.ceil(core_use * cores - 1e-9))
+    cands = []
+    for length in lengths:
+        s = np.arange(1, min(int(length), cores) + 1, dtype=np.int64)
+        cands.append(s[_padding(float(length), s) >= pad_floor - 1e-12])
+    order = sorted(range(len(lengths)), key=lambda d: len(cands[d]))
+    last = order[-1]
+
+    partial = np.ones((1, len(lengths)), dtype=np.int64)
+    for d in order[:-1]:
+        c = cands[d]
+        rows = np.repeat(partial, len(c), axis=0)
+        rows[:, d] = np.tile(c, len(partial))
+        keep = rows.prod(axis=1) <= cores
+        rows = rows[keep]
+        pad = np.prod(_padding(lengths, rows), axis=1)
+        rows = rows[pad >= pad_floor - 1e-12]
+        if max_split_dims is not None:
+            rows = rows[(rows > 1).sum(axis=1) <= max_split_dims]
+        partial = rows
+
+    # The last dim takes every candidate in [ceil(min_cores/p), cores/p].
+    c = cands[last]
+    p = partial.prod(axis=1)
+    lo = np.searchsorted(c, -(-min_cores // p), side="left")
+    hi = np.searchsorted(c, cores // p, side="right")
+    counts = np.maximum(hi - lo, 0)
+    rows = np.repeat(partial, counts, axis=0)
+    starts = np.repeat(lo, counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows[:, last] = c[starts + offsets]
+    pad = np.prod(_padding(lengths, rows), axis=1)
+    rows = rows[pad >= pad_floor - 1e-12]
+    if max_split_dims is not None:
+        rows = rows[(rows > 1).sum(axis=1) <= max_split_dims]
+    return rows
+
+
+@lru_cache(maxsize=4096)
+def _divisors(n: int) -> tuple[int, ...]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return tuple(sorted(set(small + [n // d for d in small])))
+
+
+@lru_cache(maxsize=65536)
+def _factorisations(replicas: int, caps: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Per-dim factor tuples with product dividing `replicas`, factor <= cap."""
+    out: list[tuple[int, ...]] = [()]
+    for cap in caps:
+        nxt = []
+        for prefix in out:
+            used = math.prod(prefix)
+            for f in _divisors(replicas // used):
+                if f <= cap:
+                    nxt.append(prefix + (f,))
+        out = nxt
+    return tuple(out)
+
+
+@dataclass
+class CostedPlans:
+    """Plans of one operator with their costs; arrays share the first axis."""
+
+    spatial: np.ndarray  # (n, D) int64
+    temporal: np.ndarray  # (n, D, V) int64
+    hot_bytes: np.ndarray  # (n,) int64
+    exec_cycles: np.ndarray  # (n,) float64
+    exchange_cycles: np.ndarray  # (n,) float64
+
+    def __len__(self) -> int:
+        return len(self.hot_bytes)
+
+
+def cost_plans(
+    shape: OpShape, spatial: np.ndarray, temporal: np.ndarray, chip: Chip, elem_bytes: int
+) -> CostedPlans:
+    """Cost plans: spatial (n, D) with temporal (n, D, V) factors."""
+    uses = shape.uses_array  # (V, D)
+    lengths = np.array(shape.lengths, dtype=np.int64)
+    n, n_dims = spatial.shape
+    n_ops = uses.shape[0]
+    tile = -(-lengths // spatial)  # (n, D) per-core tile
+    tmax = temporal.max(axis=2)  # (n, D)
+    sub = -(-tile // tmax)  # per-iteration sub-shape
+    iterations = tmax.prod(axis=1).astype(np.float64)
+    p = sub.prod(axis=1).astype(np.float64)
+    # per-iteration piece of every operand, cut by its own temporal factors
+    own = -(-tile[:, :, None] // temporal)  # (n, D, V)
+    piece = np.where(uses.T[None, :, :], own, 1).prod(axis=1).astype(np.float64)  # (n, V)
+    rotating = (temporal > 1).any(axis=1)  # (n, V)
+    hot_bytes = ((piece * (1 + rotating)).sum(axis=1) * elem_bytes).astype(np.int64)
+
+    compute = _compute_cycles(shape, sub, p) * iterations / chip.compute_scale
+    per_byte = chip.shift_cycles_per_byte
+    shifts = _rotation_cycles(temporal, piece, elem_bytes, per_byte)
+    shuffle = _shuffle_cycles(shape, spatial, temporal, sub, piece, elem_bytes, per_byte)
+    cores_used = spatial.prod(axis=1)
+    factor = np.where(
+        (chip.n_chips > 1) & (cores_used > chip.cores_per_chip), chip.inter_chip_exchange_factor, 1.0
+    )
+    exchange = (shifts + shuffle) * factor
+    del n, n_dims, n_ops
+    return CostedPlans(spatial, temporal, hot_bytes, compute + exchange, exchange)
+
+
+def _compute_cycles(shape: OpShape, sub: np.ndarray, p: np.ndarray) -> np.ndarray:
+    uses = shape.uses_array
+    kind = shape.kind
+    if kind is OpKind.MATMUL:
+        out, a, b = uses[0], uses[1], uses[2]
+        sel = {
+            "b": out & a & b,
+            "m": out & a & ~b,
+            "n": out & b & ~a,
+            "k": a & b & ~out,
+        }
+        prod = {k: np.where(mask[None, :], sub, 1).prod(axis=1) for k, mask in sel.items()}
+        return cyc.matmul_cycles(prod["b"], prod["m"], prod["k"], prod["n"])
+    if kind is OpKind.BINARY:
+        return cyc.binary_cycles(p)
+    if kind is OpKind.UNARY:
+        return cyc.unary_cycles(p)
+    if kind is OpKind.REDUCE:
+        o = np.where(uses[0][None, :], sub, 1).prod(axis=1)
+        return cyc.reduce_cycles(o, p / o)
+    if kind is OpKind.GATHER:
+        idx = np.where(uses[-1][None, :], sub, 1).prod(axis=1)
+        return cyc.gather_cycles(p, idx)
+    if kind is OpKind.SLICE:
+        return np.zeros_like(p)  # its whole cost is the re-layout in the shuffle
+    raise ValueError(f"no cycle formula for operator kind {kind!r}")
+
+
+def _rotation_cycles(
+    temporal: np.ndarray, piece: np.ndarray, elem_bytes: int, per_byte: float
+) -> np.ndarray:
+    """Shift rounds of the rotation schedule (spec section 4), all plans at once.
+
+    Per dim, the sorted distinct factors c1 | c2 | ... give rounds of
+    g = c_j / c_{j-1} - 1 shifts of every operand with factor >= c_j. Rounds
+    are nested with the biggest shifted piece outermost.
+    """
+    n, n_dims, n_ops = temporal.shape
+    levels = np.sort(temporal, axis=2)  # (n, D, V) ascending
+    prev = np.concatenate([np.ones((n, n_dims, 1), dtype=levels.dtype), levels[:, :, :-1]], axis=2)
+    g = levels // prev  # 1 where no new level
+    # operands shifted in the round of level j: those with factor >= level j
+    shifted = temporal[:, :, None, :] >= levels[:, :, :, None]  # (n, D, J, V)
+    size = (shifted * piece[:, None, None, :]).sum(axis=3)  # (n, D, J)
+    count = shifted.sum(axis=3)
+    g = g.reshape(n, -1).astype(np.float64)
+    size = size.reshape(n, -1)
+    count = count.reshape(n, -1).astype(np.float64)
+    size = np.where(g > 1, size, 0.0)
+    order = np.argsort(-size, axis=1, kind="stable")
+    g = np.take_along_axis(g, order, axis=1)
+    size = np.take_along_axis(size, order, axis=1)
+    count = np.take_along_axis(count, order, axis=1)
+    outer = np.cumprod(np.concatenate([np.ones((n, 1)), g[:, :-1]], axis=1), axis=1)
+    volume = (outer * (g - 1) * size).sum(axis=1)
+    n_shifts = (outer * (g - 1) * count).sum(axis=1)
+    return 2 * cyc.SYNC_CYCLES * n_shifts + cyc.shift_cycles(volume, elem_bytes, per_byte)
+
+
+def _shuffle_cycles(
+    shape: OpShape,
+    spatial: np.ndarray,
+    temporal: np.ndarray,
+    sub: np.ndarray,
+    piece: np.ndarray,
+    elem_bytes: int,
+    per_byte: float,
+) -> np.ndarray:
+    """After the op: one sync for element-wise ops; otherwise re-layout the
+    output piece and reduce partial sums held by several cores."""
+    if shape.kind in (OpKind.BINARY, OpKind.UNARY):
+        return np.full(len(spatial), cyc.SYNC_CYCLES)
+    out_uses = shape.uses_array[0]
+    out_replicas = np.where(out_uses[None, :], 1, spatial).prod(axis=1)
+    replicas = np.maximum(np.rint(out_replicas / temporal[:, :, 0].prod(axis=1)), 1)
+    out_sub = np.where(out_uses[None, :], sub, 1).prod(axis=1).astype(np.float64)
+    relayout = cyc.shift_cycles(piece[:, 0], elem_bytes, per_byte) + 6 * cyc.SYNC_CYCLES
+    return relayout + cyc.output_reduction_cycles(out_sub, replicas, elem_bytes, per_byte)
+
+
+def replicas(shape: OpShape, spatial: np.ndarray) -> np.ndarray:
+    """(n, V): cores holding the same tile of each operand."""
+    uses = shape.uses_array
+    return np.stack([np.where(u[None, :], 1, spatial).prod(axis=1) for u in uses], axis=1)
+
+
+def no_temporal(shape: OpShape, n: int) -> np.ndarray:
+    return np.ones((n, shape.n_dims, len(shape.uses)), dtype=np.int64)
+
+
+def enumerate_temporal(shape: OpShape, split: np.ndarray, pad_floor: float) -> np.ndarray:
+    """All temporal factor sets (m, D, V) for one spatial split.
+
+    Rules: a factor only on dims the operand uses; per operand the product of
+    its factors divides its replica count; per dim the factors of all
+    operands divide each other in a chain; the padded sub-tile keeps the
+    padding floor.
+    """
+    uses = shape.uses
+    n_dims, n_ops = shape.n_dims, len(uses)
+    tile = [-(-length // int(s)) for length, s in zip(shape.lengths, split)]
+    reps = replicas(shape, split[None, :])[0]
+    per_operand = []
+    for v in range(n_ops):
+        dims = [d for d in range(n_dims) if uses[v][d]]
+        opts = _factorisations(int(reps[v]), tuple(tile[d] for d in dims))
+        full = np.ones((len(opts), n_dims), dtype=np.int64)
+        if dims:
+            full[:, dims] = np.array(opts, dtype=np.int64).reshape(len(opts), len(dims))
+        per_operand.append(full)
+    per_operand = _thin(per_operand)
+    grids = np.meshgrid(*[np.arange(len(o)) for o in per_operand], indexing="ij")
+    combos = np.stack([o[g.ravel()] for o, g in zip(per_operand, grids)], axis=2)  # (m, D, V)
+    srt = np.sort(combos, axis=2)
+    chain = (srt[:, :, 1:] % srt[:, :, :-1] == 0).all(axis=(1, 2))
+    combos = combos[chain]
+    tile_arr = np.array(tile, dtype=np.int64)
+    tmax = combos.max(axis=2)
+    padded = -(-tile_arr // tmax) * tmax
+    pad = np.prod(tile_arr / padded, axis=1)
+    return combos[pad >= pad_floor - 1e-12]
+
+
+def _thin(per_operand: list[np.ndarray]) -> list[np.ndarray]:
+    """Keep the cross product under MAX_TEMPORAL_COMBOS by dropping, from the
+    operand with most options, those with the largest factor products
+    (deep temporal splits of one operand, rarely on the Pareto front)."""
+    per_operand = list(per_operand)
+    while math.prod(len(o) for o in per_operand) > MAX_TEMPORAL_COMBOS:
+        v = max(range(len(per_operand)), key=lambda i: len(per_operand[i]))
+        opts = per_operand[v]
+        order = np.argsort(opts.prod(axis=1), kind="stable")
+        per_operand[v] = opts[np.sort(order[: max(1, len(opts) * 3 // 4)])]
+    return per_operand
+
+
+def select_splits(shape: OpShape, costed: CostedPlans, limit: int) -> np.ndarray:
+    """Indices of the spatial splits worth a temporal enumeration.
+
+    Half the budget goes to the fastest splits; the rest to the splits on the
+    front of (smallest footprint reachable by temporal splitting, cycles).
+    """
+    n = len(costed)
+    if n <= limit:
+        return np.arange(n)
+    fastest = np.argsort(costed.exec_cycles, kind="stable")[: limit // 2]
+    reps = replicas(shape, costed.spatial)
+    lengths = np.array(shape.lengths, dtype=np.int64)
+    tile = -(-lengths // costed.spatial)
+    uses = shape.uses_array
+    sizes = np.stack([np.where(u[None, :], tile, 1).prod(axis=1) for u in uses], axis=1)
+    floor = np.where(reps > 1, 2 * np.ceil(sizes / reps), sizes).sum(axis=1)
+    front = pareto_2d(floor, costed.exec_cycles)
+    front = front[np.argsort(floor[front], kind="stable")]
+    rest = limit - len(fastest)
+    if len(front) > rest:
+        front = front[np.linspace(0, len(front) - 1, rest).round().astype(int)]
+    return np.unique(np.concatenate([fastest, front]))
+
+
+def pareto_2d(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated in (x, y), both minimised; ties keep one."""
+    order = np.lexsort((y, x))
+    best = np.minimum.accumulate(y[order])
+    keep = np.ones(len(order), dtype=bool)
+    keep[1:] = y[order][1:] < best[:-1]
+    return order[keep]
+
+
+def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> CostedPlans:
+    """Every plan worth keeping for one operator, costed."""
+    spatial = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims)
+    if len(spatial) == 0:
+        return CostedPlans(
+            np.zeros((0, shape.n_dims), np.int64),
+            np.zeros((0, shape.n_dims, len(shape.uses)), np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0),
+            np.zeros(0),
+        )
+    stage1 = cost_plans(shape, spatial, no_temporal(shape, len(spatial)), chip, elem_bytes)
+    chosen = select_splits(shape, stage1, max_splits)
+    _, pad_floor = pruning_floors(shape, chip.cores)
+    spat, temp = [], []
+    for i in chosen:
+        combos = enumerate_temporal(shape, spatial[i], pad_floor)
+        spat.append(np.repeat(spatial[i][None, :], len(combos), axis=0))
+        temp.append(combos)
+    return cost_plans(shape, np.concatenate(spat), np.concatenate(temp), chip, elem_bytes)
+
+
+__all__ = [
+    "OpShape",
+    "CostedPlans",
+    "enumerate_plans",
+    "enumerate_spatial",
+    "enumerate_temporal",
+    "cost_plans",
+    "pareto_2d",
+    "replicas",
+    "pruning_floors",
+    "itertools",
+]

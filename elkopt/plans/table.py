@@ -1,0 +1,360 @@
+"""Plan tables: per operator, every (cold layout, hot plan) pair worth keeping.
+
+A table row pairs a preload layout (cold bytes per core) with an executing
+plan (hot bytes per core, cycles) and the distribution cost between them.
+Rows dominated in (cold, hot, cycles) are dropped. Tables are computed once
+per operator signature and chip, and cached on disk as .npz files so a sweep
+never recomputes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from elkopt.chip import Chip
+from elkopt.graph.ir import Graph, Operator
+from elkopt.plans import cycles as cyc
+from elkopt.plans.option import Plan, PlanOption
+from elkopt.plans.space import CostedPlans, OpShape, enumerate_plans, pareto_2d, replicas
+
+#: Bump when the cost model or the table layout changes: old cache files then miss.
+TABLE_FORMAT = 1
+
+_ARRAYS = (
+    "cold_bytes",
+    "hot_bytes",
+    "exec_cycles",
+    "exchange_cycles",
+    "distribution_cycles",
+    "spatial",
+    "temporal",
+    "cold_split",
+    "front",
+)
+
+
+class InfeasibleOperatorError(ValueError):
+    """An operator has no plan whose hot footprint fits in a core's SRAM."""
+
+
+@dataclass(frozen=True, eq=False)
+class PlanTable:
+    """All kept (cold, hot) pairs of one operator; arrays share the first axis.
+
+    front: indices of the hot Pareto front (hot bytes vs exec cycles, rows
+    whose cold layout is the hot layout, so no distribution).
+    """
+
+    cold_bytes: np.ndarray
+    hot_bytes: np.ndarray
+    exec_cycles: np.ndarray
+    exchange_cycles: np.ndarray
+    distribution_cycles: np.ndarray
+    spatial: np.ndarray  # (n, D)
+    temporal: np.ndarray  # (n, D, V)
+    cold_split: np.ndarray  # (n, number of HBM operands)
+    front: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cold_bytes)
+
+    @property
+    def total_cycles(self) -> np.ndarray:
+        return self.exec_cycles + self.distribution_cycles
+
+    @property
+    def min_cold_bytes(self) -> int:
+        return int(self.cold_bytes.min())
+
+    @property
+    def min_hot_bytes(self) -> int:
+        return int(self.hot_bytes.min())
+
+    def option(self, row: int) -> PlanOption:
+        plan = Plan(
+            tuple(int(s) for s in self.spatial[row]),
+            tuple(tuple(int(t) for t in dim) for dim in self.temporal[row]),
+        )
+        return PlanOption(
+            plan=plan,
+            cold_bytes=int(self.cold_bytes[row]),
+            hot_bytes=int(self.hot_bytes[row]),
+            exec_cycles=float(self.exec_cycles[row]),
+            exchange_cycles=float(self.exchange_cycles[row]),
+            distribution_cycles=float(self.distribution_cycles[row]),
+            cold_split=tuple(int(q) for q in self.cold_split[row]),
+        )
+
+    def best_row(
+        self,
+        hot_budget: float,
+        max_cold: float | None = None,
+        same_layout: bool = False,
+    ) -> int | None:
+        """Fastest row (exec + distribution) with hot <= hot_budget.
+
+        max_cold: only preload layouts of at most this many bytes per core.
+        same_layout: only rows whose preload layout is the executing layout.
+        Returns None if no row qualifies.
+        """
+        ok = self.hot_bytes <= hot_budget
+        if max_cold is not None:
+            ok &= self.cold_bytes <= max_cold
+        if same_layout:
+            ok &= self.distribution_cycles == 0
+        if not ok.any():
+            return None
+        total = np.where(ok, self.total_cycles, np.inf)
+        return int(np.argmin(total))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _ARRAYS}
+
+
+def build_table(op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> PlanTable:
+    """Enumerate, cost and reduce the plans of one operator."""
+    shape = op if isinstance(op, OpShape) else OpShape.of(op)
+    costed = enumerate_plans(shape, chip, elem_bytes, max_splits)
+    fits = costed.hot_bytes <= chip.usable_sram_bytes_per_core
+    costed = CostedPlans(*(a[fits] for a in _fields(costed)))
+    if len(costed) == 0:
+        return _empty_table(shape)
+    return _pair_with_cold_layouts(shape, costed, chip, elem_bytes)
+
+
+def _fields(c: CostedPlans) -> tuple[np.ndarray, ...]:
+    return (c.spatial, c.temporal, c.hot_bytes, c.exec_cycles, c.exchange_cycles)
+
+
+def _empty_table(shape: OpShape) -> PlanTable:
+    n_dims, n_ops, n_hbm = shape.n_dims, len(shape.uses), len(shape.hbm_operands)
+    return PlanTable(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0),
+        np.zeros(0),
+        np.zeros(0),
+        np.zeros((0, n_dims), np.int64),
+        np.zeros((0, n_dims, n_ops), np.int64),
+        np.zeros((0, n_hbm), np.int64),
+        np.zeros(0, np.int64),
+    )
+
+
+def _pair_with_cold_layouts(
+    shape: OpShape, costed: CostedPlans, chip: Chip, elem_bytes: int
+) -> PlanTable:
+    """Attach every compatible preload layout to every hot plan, then drop
+    rows dominated in (cold bytes, hot bytes, total cycles).
+
+    A preload layout cuts the tile of each HBM operand v into q_v pieces,
+    q_v a multiple of the hot plan's h_v = prod_d t[d][v] and a divisor of
+    the replica count (spec: t_hot divides t_cold). Distribution then gathers
+    m_v = q_v / h_v cold pieces per hot piece. Which dims carry the extra
+    split does not change any cost, so q_v alone identifies the layout.
+    """
+    hbm = shape.hbm_operands
+    n = len(costed)
+    lengths = np.array(shape.lengths, dtype=np.int64)
+    tile = -(-lengths // costed.spatial)
+    uses = shape.uses_array
+    rows = np.arange(n)
+    splits = np.zeros((n, 0), dtype=np.int64)
+    cold = np.zeros(n, dtype=np.float64)
+    moved = np.zeros(n, dtype=np.float64)  # elements gathered at distribution
+    syncs = np.zeros(n, dtype=np.float64)
+    reps = replicas(shape, costed.spatial)
+    for v in hbm:
+        tile_v = np.where(uses[v][None, :], tile, 1).prod(axis=1)[rows]
+        hot_v = costed.temporal[rows][:, :, v].prod(axis=1)
+        free = reps[rows, v] // hot_v
+        extra = [_divisor_list(int(f)) for f in free]
+        counts = np.array([len(e) for e in extra])
+        m = np.concatenate(extra).astype(np.int64)
+        rows, tile_v, hot_v = (np.repeat(a, counts) for a in (rows, tile_v, hot_v))
+        splits, cold, moved, syncs = (np.repeat(a, counts, axis=0) for a in (splits, cold, moved, syncs))
+        q = hot_v * m
+        piece = -(-tile_v // q)
+        splits = np.concatenate([splits, q[:, None]], axis=1)
+        cold = cold + piece
+        moved = moved + np.where(m > 1, m * piece, 0)
+        syncs = syncs + np.where(m > 1, m, 0)
+    cores_used = costed.spatial[rows].prod(axis=1)
+    factor = np.where(
+        (chip.n_chips > 1) & (cores_used > chip.cores_per_chip), chip.inter_chip_exchange_factor, 1.0
+    )
+    dist = (cyc.shift_cycles(moved, elem_bytes, chip.shift_cycles_per_byte) + cyc.SYNC_CYCLES * syncs) * factor
+    cold_bytes = (cold * elem_bytes).astype(np.int64)
+    hot = costed.hot_bytes[rows]
+    total = costed.exec_cycles[rows] + dist
+
+    keep = _pareto_3d(cold_bytes, hot, total)
+    rows, splits, cold_bytes, dist = rows[keep], splits[keep], cold_bytes[keep], dist[keep]
+    same = dist == 0
+    front = np.flatnonzero(same)[pareto_2d(costed.hot_bytes[rows][same], costed.exec_cycles[rows][same])]
+    return PlanTable(
+        cold_bytes=cold_bytes,
+        hot_bytes=costed.hot_bytes[rows],
+        exec_cycles=costed.exec_cycles[rows],
+        exchange_cycles=costed.exchange_cycles[rows],
+        distribution_cycles=dist,
+        spatial=costed.spatial[rows],
+        temporal=costed.temporal[rows],
+        cold_split=splits,
+        front=np.sort(front),
+    )
+
+
+def _divisor_list(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0] if n < 64 else _big_divisors(n)
+
+
+def _big_divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _pareto_3d(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Indices of rows not dominated in (a, b, c), all minimised.
+
+    Rows are swept by a ascending; a row survives if no earlier row has
+    b' <= b and c' <= c, checked against the 2-D staircase built so far.
+    """
+    order = np.lexsort((c, b, a))
+    stair_b: list[float] = []  # ascending b
+    stair_c: list[float] = []  # strictly descending c
+    kept = []
+    import bisect
+
+    for i in order:
+        bi, ci = b[i], c[i]
+        pos = bisect.bisect_right(stair_b, bi)
+        if pos and stair_c[pos - 1] <= ci:
+            continue
+        kept.append(i)
+        # insert (bi, ci) and drop the staircase points it dominates
+        end = pos
+        while end < len(stair_b) and stair_c[end] >= ci:
+            end += 1
+        stair_b[pos:end] = [bi]
+        stair_c[pos:end] = [ci]
+    return np.array(sorted(kept), dtype=np.int64)
+
+
+# -- the cache ---------------------------------------------------------------
+
+
+def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> str:
+    """Hex digest naming the table of `shape` on `chip` (name excluded)."""
+    chip_fields = asdict(chip)
+    chip_fields.pop("name")
+    chip_fields.pop("hbm_bytes_per_s")  # plans do not depend on HBM
+    text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _load(path: Path) -> PlanTable | None:
+    try:
+        with np.load(path) as data:
+            return PlanTable(**{name: data[name] for name in _ARRAYS})
+    except (OSError, KeyError, ValueError):
+        return None  # a corrupt or stale file is recomputed
+
+
+def _save(path: Path, table: PlanTable) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **table.to_arrays())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """Plan tables of a whole graph: one per op, shared by identical ops."""
+
+    tables: tuple[PlanTable, ...]  # per operator, program order
+    unique_ops: int
+    cache_hits: int
+    seconds: float
+
+    def __getitem__(self, i: int) -> PlanTable:
+        return self.tables[i]
+
+
+def build_tables(
+    graph: Graph,
+    chip: Chip,
+    max_splits: int = 64,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TableSet:
+    """Plan tables for every operator of `graph`, computed once per signature.
+
+    Raises InfeasibleOperatorError naming the operator when one fits in no plan.
+    """
+    start = time.perf_counter()
+    groups = graph.unique_signatures()
+    by_signature: dict = {}
+    hits = 0
+    for n, (signature, members) in enumerate(groups.items(), 1):
+        op = graph.ops[members[0]]
+        shape = OpShape.of(op)
+        key = table_key(shape, chip, graph.elem_bytes, max_splits)
+        path = Path(cache_dir) / f"{key}.npz" if cache_dir else None
+        table = _load(path) if path and path.exists() else None
+        if table is not None:
+            hits += 1
+        else:
+            table = build_table(shape, chip, graph.elem_bytes, max_splits)
+            if path is not None and len(table):
+                _save(path, table)
+        if len(table) == 0:
+            raise _infeasible(op, shape, chip, graph.elem_bytes)
+        by_signature[signature] = table
+        if progress and (n % 10 == 0 or n == len(groups)):
+            progress(
+                f"plan tables: {n}/{len(groups)} unique operators "
+                f"({hits} from cache, {time.perf_counter() - start:.1f} s)"
+            )
+    tables = tuple(by_signature[op.signature] for op in graph.ops)
+    return TableSet(tables, len(groups), hits, time.perf_counter() - start)
+
+
+def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> InfeasibleOperatorError:
+    # The smallest footprint any split could reach: every operand spread over all cores.
+    sizes = [
+        int(np.prod([l for l, u in zip(shape.lengths, uses) if u], dtype=np.float64))
+        for uses in shape.uses
+    ]
+    need = sum(-(-s // chip.cores) for s in sizes) * elem_bytes
+    have = chip.usable_sram_bytes_per_core
+    return InfeasibleOperatorError(
+        f"operator {op.name!r} ({op.label}, dims {dict((d.name, d.length) for d in op.dims)}) fits in no "
+        f"plan: it needs at least {need:,} B per core, more than the {have:,} B of SRAM per core "
+        f"(short by at least {max(need - have, 0):,} B; plans within the pruning rules need more). "
+        "Use a chip with more cores or SRAM, or a smaller batch or sequence."
+    )
+
+
+__all__ = [
+    "PlanTable",
+    "TableSet",
+    "InfeasibleOperatorError",
+    "build_table",
+    "build_tables",
+    "table_key",
+    "Sequence",
+]
