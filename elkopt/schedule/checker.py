@@ -1,0 +1,226 @@
+"""An independent checker for schedules and their timelines.
+
+It trusts neither the scheduler nor the timeline's bookkeeping: the rules are
+recomputed from the schedule, the chip and the raw interval arrays (cycles).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from elkopt.chip import Chip
+from elkopt.schedule.schedule import PROLOGUE, Schedule
+from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
+
+__all__ = ["ScheduleError", "assert_valid", "check_schedule"]
+
+
+def check_schedule(
+    schedule: Schedule,
+    chip: Chip,
+    dependencies: Sequence[Sequence[int]],
+    timeline: Timeline | None = None,
+) -> list[str]:
+    """All rule violations of `schedule` (empty list = valid).
+
+    dependencies[i]: the ops whose outputs op i reads. Without a `timeline`
+    one is computed; if that fails, its error is reported as a violation.
+    """
+    n = len(schedule.ops)
+    problems = _check_structure(schedule, chip)
+    if len(dependencies) != n:
+        problems.append(f"dependencies has {len(dependencies)} entries for {n} ops")
+    if timeline is None:
+        try:
+            timeline = compute_timeline(schedule, chip)
+        except ScheduleError as error:
+            return problems + [f"no timeline: {error}"]
+    if timeline.n_ops != n:
+        return problems + [f"timeline has {timeline.n_ops} ops, schedule {n}"]
+    tolerance = 1e-9 * max(1.0, float(abs(timeline.exec_end).max()) if n else 1.0)
+    problems += _check_execution(schedule, dependencies, timeline, tolerance)
+    problems += _check_loads(schedule, chip, timeline, tolerance)
+    problems += _check_sram(schedule, chip, timeline)
+    return problems
+
+
+def assert_valid(
+    schedule: Schedule,
+    chip: Chip,
+    dependencies: Sequence[Sequence[int]],
+    timeline: Timeline | None = None,
+) -> None:
+    """Raise ScheduleError listing every violation, if there is any."""
+    problems = check_schedule(schedule, chip, dependencies, timeline)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ScheduleError(f"invalid schedule ({len(problems)} violations):\n  {listing}")
+
+
+def _check_structure(schedule: Schedule, chip: Chip) -> list[str]:
+    """Rules on the decisions alone, no times."""
+    problems = []
+    ops = schedule.ops
+    n = len(ops)
+    usable = chip.usable_sram_bytes_per_core
+    for i, op in enumerate(ops):
+        if op.op != i:
+            problems.append(f"op {i}: ops[{i}].op is {op.op}")
+        if op.option.hot_bytes > usable:
+            problems.append(f"op {i}: hot {op.option.hot_bytes} B > usable SRAM {usable} B")
+        if op.has_load and not PROLOGUE <= op.preload_window < i:
+            problems.append(
+                f"op {i}: preload_window {op.preload_window} not in [{PROLOGUE}, {i - 1}]"
+            )
+    counts: dict[int, int] = {}
+    for j in schedule.preload_order:
+        counts[j] = counts.get(j, 0) + 1
+    for j, count in counts.items():
+        if not 0 <= j < n:
+            problems.append(f"preload_order: op {j} does not exist (ops 0..{n - 1})")
+        elif not ops[j].has_load:
+            problems.append(f"op {j}: in preload_order but has no HBM data")
+        if count > 1:
+            problems.append(f"op {j}: appears {count} times in preload_order")
+    for i, op in enumerate(ops):
+        if op.has_load and i not in counts:
+            problems.append(f"op {i}: has {op.hbm_bytes} HBM bytes but is not in preload_order")
+    problems += _check_deadlock(schedule)
+    return problems
+
+
+def _check_deadlock(schedule: Schedule) -> list[str]:
+    """A load cannot start before every earlier load in the order has been issued,
+    so it waits on the latest window so far; that op must come before its own op."""
+    problems = []
+    ops = schedule.ops
+    latest_window, latest_owner = PROLOGUE, None
+    for j in schedule.preload_order:
+        if not 0 <= j < len(ops):
+            continue
+        if ops[j].preload_window > latest_window:
+            latest_window, latest_owner = ops[j].preload_window, j
+        if latest_window >= j:
+            problems.append(
+                f"op {j}: deadlock, its load is queued behind the load of op {latest_owner}, "
+                f"issued during op {latest_window}, which cannot start before op {j}"
+            )
+    return problems
+
+
+def _check_execution(
+    schedule: Schedule, dependencies: Sequence[Sequence[int]], timeline: Timeline, tolerance: float
+) -> list[str]:
+    problems = []
+    start, end = timeline.exec_start, timeline.exec_end
+    for i, op in enumerate(schedule.ops):
+        s, e = float(start[i]), float(end[i])
+        if not (math.isfinite(s) and math.isfinite(e)):
+            problems.append(f"op {i}: execution interval [{s}, {e}] not finite")
+            continue
+        if s < -tolerance:
+            problems.append(f"op {i}: starts at cycle {s} < 0")
+        if e - s < op.option.total_cycles - tolerance:
+            problems.append(
+                f"op {i}: runs {e - s} cycles < its {op.option.total_cycles} cycles"
+            )
+        if i > 0 and s < float(end[i - 1]) - tolerance:
+            problems.append(
+                f"op {i}: starts at cycle {s} before op {i - 1} ends at cycle {float(end[i - 1])}"
+            )
+        for d in dependencies[i] if i < len(dependencies) else ():
+            if not 0 <= d < len(schedule.ops):
+                problems.append(f"op {i}: depends on op {d}, which does not exist")
+            elif s < float(end[d]) - tolerance:
+                problems.append(
+                    f"op {i}: starts at cycle {s} before its input op {d} ends "
+                    f"at cycle {float(end[d])}"
+                )
+    return problems
+
+
+def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: float) -> list[str]:
+    problems = []
+    ops = schedule.ops
+    start, load_start, load_end = timeline.exec_start, timeline.load_start, timeline.load_end
+    previous = None
+    for j in schedule.preload_order:
+        if not 0 <= j < len(ops) or not ops[j].has_load:
+            continue
+        ls, le = float(load_start[j]), float(load_end[j])
+        if not (math.isfinite(ls) and math.isfinite(le)):
+            problems.append(f"op {j}: load interval [{ls}, {le}] not finite")
+            continue
+        duration = max(
+            ops[j].hbm_bytes / chip.hbm_bytes_per_cycle,
+            ops[j].option.load_noc_bytes / chip.noc_bytes_per_cycle,
+        )
+        if le - ls < duration - tolerance:
+            problems.append(f"op {j}: load lasts {le - ls} cycles < {duration} cycles needed")
+        if le > float(start[j]) + tolerance:
+            problems.append(
+                f"op {j}: load ends at cycle {le} after the op starts at cycle {float(start[j])}"
+            )
+        window = ops[j].preload_window
+        window_start = 0.0 if window == PROLOGUE else (
+            float(start[window]) if 0 <= window < len(ops) else math.inf
+        )
+        if ls < window_start - tolerance:
+            problems.append(
+                f"op {j}: load starts at cycle {ls} before its window op {window} "
+                f"starts at cycle {window_start}"
+            )
+        if previous is not None and ls < float(load_end[previous]) - tolerance:
+            problems.append(
+                f"op {j}: load starts at cycle {ls} before the previous load in "
+                f"preload_order (op {previous}) ends at cycle {float(load_end[previous])}"
+            )
+        previous = j
+    return problems
+
+
+def _check_sram(schedule: Schedule, chip: Chip, timeline: Timeline) -> list[str]:
+    """Sweep every interval boundary; in use = hot of executing ops + cold of waiting ops.
+
+    Intervals are half-open: an op's hot bytes hold on [exec start, exec end),
+    its cold bytes on [load start, exec start).
+    """
+    ops = schedule.ops
+    usable = chip.usable_sram_bytes_per_core
+    # (time, op, is_hot, +1 begins / -1 ends); ends sort before begins at equal times.
+    events = []
+    for i, op in enumerate(ops):
+        a, b = float(timeline.exec_start[i]), float(timeline.exec_end[i])
+        if a < b:
+            events += [(a, 1, i, True), (b, -1, i, True)]
+        ls = float(timeline.load_start[i])
+        if op.has_load and math.isfinite(ls) and ls < a:
+            events += [(ls, 1, i, False), (a, -1, i, False)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    executing: dict[int, None] = {}
+    waiting: dict[int, None] = {}
+    in_use = 0
+    problems = []
+    k = 0
+    while k < len(events):
+        t = events[k][0]
+        arriving = []
+        while k < len(events) and events[k][0] == t:
+            _, sign, i, is_hot = events[k]
+            held = executing if is_hot else waiting
+            in_use += sign * (ops[i].option.hot_bytes if is_hot else ops[i].option.cold_bytes)
+            if sign > 0:
+                held[i] = None
+                arriving.append(i)
+            else:
+                del held[i]
+            k += 1
+        if in_use <= usable or not arriving:
+            continue
+        culprit = arriving[-1]
+        hot_text = " + ".join(f"hot {ops[i].option.hot_bytes} of op {i}" for i in executing)
+        cold_text = f"cold of ops {', '.join(map(str, sorted(waiting)))}" if waiting else ""
+        parts = " + ".join(p for p in (hot_text, cold_text) if p)
+        problems.append(f"op {culprit}: SRAM {in_use} B > {usable} B at cycle {t} ({parts})")
+    return problems
