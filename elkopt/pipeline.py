@@ -38,7 +38,7 @@ class PlanningOptions:
     """
 
     cache_dir: str | None = None
-    max_spatial_splits: int = 64
+    max_spatial_splits: int = 256
     static_step_bytes: int = 10 * 1024
     max_preload_ops: int = baselines.DEFAULT_MAX_PRELOAD_OPS
 
@@ -72,7 +72,7 @@ def compile_model(
         raise PlanningError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
-    say(f"{graph.name}: {graph.n_ops} operators, {len(graph.unique_signatures())} unique; building plan tables")
+    say(f"{graph.name}: {graph.n_ops} operators; building plan tables")
     try:
         tables = build_tables(
             graph, chip, options.max_spatial_splits, options.cache_dir, progress=say

@@ -297,7 +297,7 @@ class TableSet:
 def build_tables(
     graph: Graph,
     chip: Chip,
-    max_splits: int = 64,
+    max_splits: int = 256,
     cache_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TableSet:
@@ -306,12 +306,14 @@ def build_tables(
     Raises InfeasibleOperatorError naming the operator when one fits in no plan.
     """
     start = time.perf_counter()
-    groups = graph.unique_signatures()
-    by_signature: dict = {}
+    # Operators equal up to names share one table (every layer repeats).
+    members: dict[OpShape, int] = {}
+    for i, op in enumerate(graph.ops):
+        members.setdefault(OpShape.of(op), i)
+    by_shape: dict[OpShape, PlanTable] = {}
     hits = 0
-    for n, (signature, members) in enumerate(groups.items(), 1):
-        op = graph.ops[members[0]]
-        shape = OpShape.of(op)
+    for n, (shape, first) in enumerate(members.items(), 1):
+        op = graph.ops[first]
         key = table_key(shape, chip, graph.elem_bytes, max_splits)
         path = Path(cache_dir) / f"{key}.npz" if cache_dir else None
         table = _load(path) if path and path.exists() else None
@@ -323,14 +325,14 @@ def build_tables(
                 _save(path, table)
         if len(table) == 0:
             raise _infeasible(op, shape, chip, graph.elem_bytes)
-        by_signature[signature] = table
-        if progress and (n % 10 == 0 or n == len(groups)):
+        by_shape[shape] = table
+        if progress and (n % 10 == 0 or n == len(members)):
             progress(
-                f"plan tables: {n}/{len(groups)} unique operators "
+                f"plan tables: {n}/{len(members)} unique operators "
                 f"({hits} from cache, {time.perf_counter() - start:.1f} s)"
             )
-    tables = tuple(by_signature[op.signature] for op in graph.ops)
-    return TableSet(tables, len(groups), hits, time.perf_counter() - start)
+    tables = tuple(by_shape[OpShape.of(op)] for op in graph.ops)
+    return TableSet(tables, len(members), hits, time.perf_counter() - start)
 
 
 def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> InfeasibleOperatorError:

@@ -1,0 +1,145 @@
+"""Plan enumeration invariants, plan tables and their cache."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from elkopt.chip import Chip, Topology
+from elkopt.graph.ir import Dim, Operand, Operator, OpKind, Storage
+from elkopt.graph.zoo import build_graph
+from elkopt.plans.space import (
+    OpShape,
+    enumerate_plans,
+    enumerate_spatial,
+    enumerate_temporal,
+    pruning_floors,
+    replicas,
+)
+from elkopt.plans.table import build_table, build_tables
+
+HBM, CHIP = Storage.HBM, Storage.CHIP
+
+
+def dot(b=8, n=96, k=64):
+    return Operator(
+        "dot", "Dot", OpKind.MATMUL, (Dim("b", b), Dim("n", n), Dim("k", k)),
+        Operand("y", ("b", "n"), CHIP), (Operand("x", ("b", "k"), CHIP), Operand("w", ("k", "n"), HBM)),
+        reduce="sum",
+    )
+
+
+SMALL = Chip(name="small", cores_per_chip=64, sram_bytes_per_core=64 * 1024)
+
+
+def test_spatial_matches_brute_force():
+    shape = OpShape.of(dot())
+    got = {tuple(r) for r in enumerate_spatial(shape, SMALL.cores)}
+    use, pad = pruning_floors(shape, SMALL.cores)
+    want = set()
+    for s in itertools.product(*(range(1, min(l, SMALL.cores) + 1) for l in shape.lengths)):
+        p = math.prod(s)
+        eff = math.prod(l / (math.ceil(l / x) * x) for l, x in zip(shape.lengths, s))
+        if use * SMALL.cores <= p <= SMALL.cores and eff >= pad - 1e-12:
+            want.add(s)
+    assert got == want
+    assert len(got) > 10
+
+
+def test_mesh_limits_partitioned_dims():
+    shape = OpShape.of(dot())
+    rows = enumerate_spatial(shape, 64, max_split_dims=2)
+    assert len(rows) and ((rows > 1).sum(axis=1) <= 2).all()
+    assert ((enumerate_spatial(shape, 64) > 1).sum(axis=1) == 3).any()
+
+
+def test_temporal_rules():
+    shape = OpShape.of(dot())
+    uses = shape.uses_array
+    _, pad = pruning_floors(shape, 64)
+    for split in enumerate_spatial(shape, 64)[:40]:
+        reps = replicas(shape, split[None, :])[0]
+        combos = enumerate_temporal(shape, split, pad)
+        assert len(combos) >= 1
+        assert (combos == 1).all(axis=(1, 2)).any()  # no temporal split is always a plan
+        for t in combos:
+            for v in range(len(uses)):
+                assert (t[~uses[v], v] == 1).all()  # only on dims the operand uses
+                assert reps[v] % np.prod(t[:, v]) == 0  # product divides the replicas
+            for d in range(t.shape[0]):
+                chain = sorted(t[d])
+                assert all(b % a == 0 for a, b in zip(chain, chain[1:]))
+
+
+def test_footprints_by_hand():
+    shape = OpShape.of(dot(b=8, n=96, k=64))
+    plans = enumerate_plans(shape, SMALL, 2, max_splits=10_000)
+    for s, t, hot in zip(plans.spatial[:200], plans.temporal[:200], plans.hot_bytes[:200]):
+        tile = [math.ceil(l / x) for l, x in zip(shape.lengths, s)]
+        total = 0
+        for v, used in enumerate(shape.uses):
+            piece = math.prod(math.ceil(tile[d] / t[d][v]) for d in range(3) if used[d])
+            total += piece * (2 if (t[:, v] > 1).any() else 1)
+        assert hot == 2 * total
+
+
+def test_table_rows_are_not_dominated_and_min_cold_is_unique_data():
+    op = dot(b=8, n=96, k=64)
+    table = build_table(op, SMALL, 2, max_splits=10_000)
+    assert len(table) > 0
+    pts = np.stack([table.cold_bytes, table.hot_bytes, table.total_cycles], axis=1)
+    for i, p in enumerate(pts):
+        dominated = (pts <= p).all(axis=1) & (pts < p).any(axis=1)
+        assert not dominated.any(), f"row {i} dominated"
+    # no replication in the smallest preload layout: every core holds a distinct piece
+    assert table.min_cold_bytes * SMALL.cores >= 96 * 64 * 2
+    assert table.min_cold_bytes <= math.ceil(96 * 64 / (0.9 * SMALL.cores)) * 2 * 1.25
+    assert (table.cold_bytes <= table.hot_bytes).all()
+    front = table.front[np.argsort(table.hot_bytes[table.front])]
+    assert (np.diff(table.hot_bytes[front]) > 0).all() and (np.diff(table.exec_cycles[front]) < 0).all()
+
+
+def test_distribution_cost_follows_the_spec():
+    table = build_table(dot(b=8, n=96, k=64), SMALL, 2, max_splits=10_000)
+    for row in np.flatnonzero(table.distribution_cycles > 0)[:20]:
+        opt = table.option(int(row))
+        h = np.prod(np.array(opt.plan.temporal)[:, 2])
+        m = opt.cold_split[0] // h
+        assert m > 1 and opt.cold_split[0] % h == 0
+        piece = opt.cold_bytes // 2
+        assert opt.distribution_cycles == pytest.approx(m * piece * 0.56 + 118 * m)
+
+
+def test_identical_operators_share_tables_and_cache(tmp_path):
+    graph = build_graph("tiny", "decode", 4, 128)
+    first = build_tables(graph, SMALL, 64, cache_dir=tmp_path)
+    assert first.unique_ops < graph.n_ops and first.cache_hits == 0
+    again = build_tables(graph, SMALL, 64, cache_dir=tmp_path)
+    assert again.cache_hits == again.unique_ops
+    for a, b in zip(first.tables, again.tables):
+        assert np.array_equal(a.hot_bytes, b.hot_bytes) and np.array_equal(a.total_cycles, b.total_cycles)
+    # a different chip misses the cache
+    other = Chip(name="other", cores_per_chip=32, sram_bytes_per_core=64 * 1024)
+    assert build_tables(graph, other, 64, cache_dir=tmp_path).cache_hits == 0
+
+
+def test_exchange_factor_when_spanning_chips():
+    one = Chip(name="one", cores_per_chip=64)
+    two = Chip(name="two", cores_per_chip=32, n_chips=2)
+    shape = OpShape.of(dot())
+    a = enumerate_plans(shape, one, 2, 10_000)
+    b = enumerate_plans(shape, two, 2, 10_000)
+    ia = {(tuple(s), t.tobytes()): e for s, t, e in zip(a.spatial, a.temporal, a.exchange_cycles)}
+    checked = 0
+    for s, t, e in zip(b.spatial, b.temporal, b.exchange_cycles):
+        key = (tuple(s), t.tobytes())
+        if key in ia and np.prod(s) > 32:
+            assert e == pytest.approx(1.25 * ia[key])
+            checked += 1
+    assert checked > 0
+
+
+def test_mesh_chip_validates_its_shape():
+    with pytest.raises(ValueError, match="mesh_rows"):
+        Chip(name="m", topology=Topology.MESH, cores_per_chip=64, mesh_rows=4, mesh_cols=8, mesh_link_bytes_per_s=1e9)
