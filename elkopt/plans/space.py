@@ -82,7 +82,13 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
     """All spatial splits (n, D) passing the reference pruning, as int64."""
     lengths = np.array(shape.lengths, dtype=np.int64)
     core_use, pad_floor = pruning_floors(shape, cores)
-    min_cores = max(1, math.ceil(core_use * cores - 1e-9))
+    reachable = cores
+    if max_split_dims is not None:
+        # On a mesh a small operator may not reach the floor with its few
+        # widest dims; the floor then applies to what those dims can reach.
+        widest = sorted(shape.lengths, reverse=True)[:max_split_dims]
+        reachable = min(cores, math.prod(widest))
+    min_cores = max(1, math.ceil(core_use * reachable - 1e-9))
     cands = []
     for length in lengths:
         s = np.arange(1, min(int(length), cores) + 1, dtype=np.int64)

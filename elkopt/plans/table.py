@@ -343,13 +343,18 @@ def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> In
     ]
     need = sum(-(-s // chip.cores) for s in sizes) * elem_bytes
     have = chip.usable_sram_bytes_per_core
+    dims = dict((d.name, d.length) for d in op.dims)
+    if need <= have:
+        return InfeasibleOperatorError(
+            f"operator {op.name!r} ({op.label}, dims {dims}) has no plan within the plan-space "
+            f"rules on {chip.cores} cores ({chip.topology}): no spatial split reaches the core-use "
+            "and padding floors with the dims it may partition. Use another chip shape."
+        )
     return InfeasibleOperatorError(
-        f"operator {op.name!r} ({op.label}, dims {dict((d.name, d.length) for d in op.dims)}) fits in no "
-        f"plan: it needs at least {need:,} B per core, more than the {have:,} B of SRAM per core "
-        f"(short by at least {max(need - have, 0):,} B; plans within the pruning rules need more). "
-        "Use a chip with more cores or SRAM, or a smaller batch or sequence."
+        f"operator {op.name!r} ({op.label}, dims {dims}) fits in no plan: it needs at least "
+        f"{need:,} B per core, more than the {have:,} B of SRAM per core (short by at least "
+        f"{need - have:,} B). Use a chip with more cores or SRAM, or a smaller batch or sequence."
     )
-
 
 __all__ = [
     "PlanTable",

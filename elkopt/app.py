@@ -1,0 +1,207 @@
+"""One compile from typed config to files on disk: the body of `python -m elkopt.run`.
+
+`main(run_config, output_dir)` builds the graph and the chip, runs
+`elkopt.pipeline.compile_model`, and writes into `output_dir`:
+
+- plan.json: the schedule (see `elkopt.report.schedule_to_dict`);
+- trace.json: a Chrome trace of the timeline (open in https://ui.perfetto.dev);
+- metrics.json: latencies, utilisations, compile statistics and the resolved config.
+
+Every file is written atomically and metrics.json last, so a folder with a
+metrics.json holds a finished run. Bad input ends in one line on stderr (and
+error.json) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import elkopt
+from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.config import (
+    RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict, to_workload,
+)
+from elkopt.graph import zoo
+from elkopt.graph.ir import Graph
+from elkopt.pipeline import PlanningError, RunResult, compile_model
+from elkopt.report import (
+    plan_json_text, schedule_to_dict, temp_path_for, write_json_atomic, write_text_atomic,
+)
+from elkopt.schedule.trace import write_chrome_trace
+
+log = logging.getLogger(__name__)
+
+#: Exit status for input the program cannot run (bad value, no feasible plan).
+EXIT_BAD_INPUT = 2
+
+#: Published per-token latencies (ms) on IPU-POD4, all-to-all, 16 TB/s HBM,
+#: decode batch 32, KV length 2048 (spec section 7).
+PUBLISHED_MS: dict[str, dict[str, float]] = {
+    "llama2_13b": {"basic": 12.50, "static": 9.21, "elk_dyn": 8.27, "elk_full": 6.72, "ideal": 6.70},
+    "gemma2_27b": {"basic": 12.65, "static": 9.70, "elk_dyn": 8.61, "elk_full": 7.24, "ideal": 7.22},
+    "opt_30b": {"basic": 22.86, "static": 16.65, "elk_dyn": 14.97, "elk_full": 12.72, "ideal": 11.80},
+    "llama2_70b": {"basic": 26.51, "static": 20.38, "elk_dyn": 18.03, "elk_full": 14.96, "ideal": 14.43},
+}
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The typed inputs of one compile, converted and checked."""
+
+    model: str
+    workload: Workload
+    chip: Chip
+    graph: Graph
+
+
+def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
+    """Compile one model, write plan.json, trace.json and metrics.json; return an exit status.
+
+    0 on success, EXIT_BAD_INPUT (2) when the input cannot run: the reason is
+    printed as one line on stderr and written to output_dir/error.json.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Results of an earlier run in this folder would mark this one finished (or failed).
+    for stale in ("metrics.json", "error.json"):
+        (out / stale).unlink(missing_ok=True)
+    try:
+        inputs = build_inputs(run_config)
+        log.info("compiling %s (%d ops, %s) on %s with the %s scheduler",
+                 inputs.model, inputs.graph.n_ops, inputs.workload.describe(),
+                 inputs.chip.name, run_config.scheduler.name)
+        result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
+                               to_planning_options(run_config.planning), progress=log.info)
+    except ValueError as error:  # includes PlanningError and the domain objects' checks
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message = _one_line(error)
+        print(f"elkopt: error: {message}", file=sys.stderr)
+        write_json_atomic(out / "error.json", {
+            "error": message, "type": type(error).__name__,
+            "planning_error": isinstance(error, PlanningError),
+            "config": to_plain_dict(run_config),
+        })
+        return EXIT_BAD_INPUT
+    metrics = build_metrics(run_config, inputs, result)
+    write_outputs(out, result, metrics)
+    print(format_summary(metrics))
+    return 0
+
+
+def build_inputs(run_config: RunConfig) -> RunInputs:
+    """Convert the config to domain objects and build the graph; ValueError on bad input."""
+    model = run_config.model.name
+    if model not in zoo.ARCHITECTURES:
+        raise ValueError(f"model.name {model!r} is not in the model zoo; "
+                         f"known: {', '.join(sorted(zoo.ARCHITECTURES))}")
+    workload = to_workload(run_config.workload)
+    chip = to_chip(run_config.chip)
+    graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
+                            elem_bytes=workload.elem_bytes)
+    return RunInputs(model=model, workload=workload, chip=chip, graph=graph)
+
+
+def published_ms(model: str, workload: Workload, chip: Chip) -> dict[str, float] | None:
+    """The published latencies for this exact setup, or None if it is not a published one."""
+    reference_setup = (
+        workload.kind is WorkloadKind.DECODE and workload.batch == 32 and workload.tokens == 2048
+        and workload.elem_bytes == 2 and chip.topology is Topology.ALL_TO_ALL
+        and chip.cores == 5888 and chip.hbm_bytes_per_s == 16 * PUBLISHED_TB_PER_S
+        and chip.core_link_bytes_per_s == REFERENCE_CORE_LINK_BYTES_PER_S
+        and chip.clock_hz == 1.325e9 and chip.compute_scale == 1.0
+    )
+    return PUBLISHED_MS.get(model) if reference_setup else None
+
+
+def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -> dict[str, Any]:
+    """The metrics.json content; latencies in ms, utilisations as fractions of the latency."""
+    timeline = result.timeline
+    ms_per_cycle = 1e3 / inputs.chip.clock_hz
+    refs = result.references
+    return {
+        "model": inputs.model,
+        "workload": inputs.workload.describe(),
+        "chip": inputs.chip.name,
+        "scheduler": run_config.scheduler.name,
+        "latency_ms": timeline.latency_cycles * ms_per_cycle,
+        "latency_cycles": timeline.latency_cycles,
+        "ideal_ms": refs.get("ideal"),
+        "lower_bound_ms": refs.get("lower_bound"),
+        "basic_ms": refs.get("basic"),
+        "static_ms": refs.get("static"),
+        "published_ms": published_ms(inputs.model, inputs.workload, inputs.chip),
+        "hbm_util": timeline.hbm_util,
+        "noc_util": timeline.noc_util,
+        "tflops": timeline.tflops,
+        "peak_sram_bytes": timeline.peak_sram_bytes,
+        "n_ops": inputs.graph.n_ops,
+        "compile_s": result.compile_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "breakdown": {f"{part}_ms": cycles * ms_per_cycle
+                      for part, cycles in timeline.breakdown().items()},
+        "stats": dict(result.stats),
+        "elkopt_version": elkopt.__version__,
+        "config": to_plain_dict(run_config),
+    }
+
+
+def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any]) -> None:
+    """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
+    op_names = [op.name for op in result.graph.ops]
+    write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
+    tmp = temp_path_for(out / "trace.json")
+    try:
+        write_chrome_trace(tmp, result.timeline, result.schedule, op_names, result.chip)
+        os.replace(tmp, out / "trace.json")
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json_atomic(out / "metrics.json", metrics)
+    log.info("wrote plan.json, trace.json and metrics.json to %s", out)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return float("nan")  # written as null
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def format_summary(metrics: dict[str, Any]) -> str:
+    """A short table: this run's latency against elkopt's references and the published ones."""
+    latency = metrics["latency_ms"]
+    rows: list[tuple[str, float | None]] = [
+        (f"this run ({metrics['scheduler']})", latency),
+        ("elkopt Basic", metrics["basic_ms"]),
+        ("elkopt Static", metrics["static_ms"]),
+        ("elkopt Ideal", metrics["ideal_ms"]),
+        ("lower bound", metrics["lower_bound_ms"]),
+    ]
+    published = metrics["published_ms"] or {}
+    names = {"basic": "Basic", "static": "Static", "elk_full": "Elk-Full", "ideal": "Ideal"}
+    rows += [(f"published {label}", published[key]) for key, label in names.items() if key in published]
+    lines = [
+        f"{metrics['model']} {metrics['workload']} on {metrics['chip']}: "
+        f"{latency:.3f} ms, HBM {metrics['hbm_util']:.0%}, interconnect {metrics['noc_util']:.0%}, "
+        f"compiled in {metrics['compile_s']:.1f} s",
+        f"  {'':<24}{'latency ms':>12}{'run / ref':>12}",
+    ]
+    for label, value in rows:
+        if value is None:
+            continue
+        ratio = f"{latency / value:.3f}x" if value > 0 else "-"
+        lines.append(f"  {label:<24}{value:>12.3f}{ratio:>12}")
+    return "\n".join(lines)
+
+
+def _one_line(error: BaseException) -> str:
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__

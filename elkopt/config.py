@@ -1,0 +1,194 @@
+"""Typed schemas for the Hydra configuration, and their conversion to domain objects.
+
+The YAML files in the top-level `conf/` folder (installed as the package
+`elkopt.conf`) give the values; the dataclasses here give the types. Hydra
+merges the YAML into `RunConfig`, so an unknown key or a value of the wrong
+type fails when the config is composed, naming the field.
+
+Schemas are plain mutable dataclasses that mirror, not replace, the frozen
+domain objects: `to_chip`, `to_workload` and `to_planning_options` turn them
+into the objects library code takes. Library code never sees a Hydra config.
+Value checks (a batch > 0, a known topology) live in the domain objects and
+in these converters, and raise `ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from elkopt.chip import Chip, Topology
+
+if TYPE_CHECKING:
+    from elkopt.pipeline import PlanningOptions
+
+
+# -- schemas ------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """Which architecture of the model zoo to build (`elkopt.graph.zoo.ARCHITECTURES`)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class WorkloadConfig:
+    """What the model runs: one decode step, or a training forward pass.
+
+    kv_len (tokens of KV cache per request) is used by decode, seq_len
+    (tokens per sequence) by forward; elem_bytes is the element size in bytes.
+    """
+
+    kind: str = MISSING
+    batch: int = MISSING
+    kv_len: Optional[int] = None
+    seq_len: Optional[int] = None
+    elem_bytes: int = 2
+
+
+@dataclass
+class ChipConfig:
+    """Mirror of `elkopt.chip.Chip`; every quantity in SI units, unit in the name."""
+
+    name: str = MISSING
+    topology: str = "all_to_all"
+    n_chips: int = MISSING
+    cores_per_chip: int = MISSING
+    sram_bytes_per_core: int = MISSING
+    reserved_sram_bytes_per_core: int = 0
+    clock_hz: float = MISSING
+    core_link_bytes_per_s: float = MISSING
+    hbm_bytes_per_s: float = MISSING
+    inter_chip_exchange_factor: float = 1.25
+    compute_scale: float = 1.0
+    mesh_rows: int = 0
+    mesh_cols: int = 0
+    mesh_link_bytes_per_s: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    """Which scheduler `compile_model` runs ("basic" or "static" for now)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class SolverConfig:
+    """MILP solver settings (HiGHS); part of the resolved config, not yet used."""
+
+    name: str = "highs"
+    time_limit_s: float = 60.0
+    mip_rel_gap: float = 1e-4
+    threads: int = 1
+    seed: int = 0
+    presolve: str = "choose"
+
+
+@dataclass
+class PlanningConfig:
+    """Plan-table construction: cache folder (None = no cache) and pruning knobs."""
+
+    cache_dir: Optional[str] = None
+    max_spatial_splits: int = 256
+    static_step_bytes: int = 10240
+
+
+@dataclass
+class RunConfig:
+    """The primary config: one compile of one model on one chip."""
+
+    model: ModelConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    chip: ChipConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore (idempotent).
+
+    `conf/config.yaml` lists `config_schema` first in its defaults, so every
+    group option is merged into a typed node of `RunConfig`.
+    """
+    ConfigStore.instance().store(name="config_schema", node=RunConfig)
+
+
+register_configs()
+
+
+# -- domain objects and conversion ----------------------------------------------
+class WorkloadKind(StrEnum):
+    DECODE = "decode"  # one new token per request, KV cache read from HBM
+    FORWARD = "forward"  # training forward pass over whole sequences
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A validated workload: kind, batch (requests or sequences), tokens, element bytes.
+
+    tokens is the KV length for decode and the sequence length for forward.
+    """
+
+    kind: WorkloadKind
+    batch: int
+    tokens: int
+    elem_bytes: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", WorkloadKind(self.kind))
+        token_field = "kv_len" if self.kind is WorkloadKind.DECODE else "seq_len"
+        for name, value in (("batch", self.batch), (token_field, self.tokens),
+                            ("elem_bytes", self.elem_bytes)):
+            if not value > 0:
+                raise ValueError(f"workload.{name} must be > 0, got {value}")
+
+    def describe(self) -> str:
+        """A short label, e.g. "decode b32 kv2048"."""
+        tokens = "kv" if self.kind is WorkloadKind.DECODE else "seq"
+        return f"{self.kind} b{self.batch} {tokens}{self.tokens}"
+
+
+def to_workload(cfg: WorkloadConfig) -> Workload:
+    """Check and convert a workload schema; ValueError names the bad field."""
+    kinds = [k.value for k in WorkloadKind]
+    if cfg.kind not in kinds:
+        raise ValueError(f"workload.kind must be one of {kinds}, got {cfg.kind!r}")
+    token_field = "kv_len" if cfg.kind == WorkloadKind.DECODE else "seq_len"
+    tokens = getattr(cfg, token_field)
+    if tokens is None:
+        raise ValueError(f"workload.{token_field} must be set for a {cfg.kind} workload")
+    return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes)
+
+
+def to_chip(cfg: ChipConfig) -> Chip:
+    """Check and convert a chip schema; ValueError names the bad field."""
+    topologies = [t.value for t in Topology]
+    if cfg.topology not in topologies:
+        raise ValueError(f"chip.topology must be one of {topologies}, got {cfg.topology!r}")
+    return Chip(**dataclasses.asdict(cfg))
+
+
+def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
+    """Convert the planning node to `elkopt.pipeline.PlanningOptions`."""
+    from elkopt.pipeline import PlanningOptions  # the pipeline is heavy; import on use
+
+    for name in ("max_spatial_splits", "static_step_bytes"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"planning.{name} must be > 0, got {getattr(cfg, name)}")
+    return PlanningOptions(
+        cache_dir=cfg.cache_dir or None,
+        max_spatial_splits=cfg.max_spatial_splits,
+        static_step_bytes=cfg.static_step_bytes,
+    )
+
+
+def to_plain_dict(run_config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON-ready data (for metrics.json)."""
+    return dataclasses.asdict(run_config)

@@ -1,0 +1,41 @@
+"""Benchmark: plan tables of every unique operator of one model, cold (no disk cache).
+
+    python experiments/bench_plan_tables.py                      # Llama2-13B decode, IPU-POD4
+    python experiments/bench_plan_tables.py --max-spatial-splits 1000000   # no stage-1 pruning
+
+Prints wall time and peak resident memory of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from elkopt.chip import Chip
+from elkopt.graph.zoo import build_graph
+from elkopt.plans.table import build_tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="llama2_13b")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--kv-len", type=int, default=2048)
+    parser.add_argument("--max-spatial-splits", type=int, default=256)
+    args = parser.parse_args()
+
+    graph = build_graph(args.model, "decode", args.batch, args.kv_len)
+    chip = Chip(name="ipu_pod4", n_chips=4)
+    start = time.perf_counter()
+    tables = build_tables(graph, chip, args.max_spatial_splits, cache_dir=None)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows = sum(len(t) for t in {id(t): t for t in tables.tables}.values())
+    print(f"model {graph.name}: {graph.n_ops} operators, {tables.unique_ops} unique, {chip.cores} cores")
+    print(f"max_spatial_splits {args.max_spatial_splits}: {rows} table rows kept")
+    print(f"plan tables: {seconds:.2f} s wall, peak RSS {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Command-line smoke test: `python -m elkopt.run` end to end through the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+METRIC_KEYS = {
+    "model", "workload", "chip", "scheduler", "latency_ms", "ideal_ms", "lower_bound_ms",
+    "basic_ms", "static_ms", "hbm_util", "noc_util", "tflops", "n_ops", "compile_s",
+    "peak_rss_mb", "breakdown", "stats", "elkopt_version", "config",
+}
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ELKOPT_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    # Run from tmp_path: the installed package is used, not a source folder on sys.path.
+    return subprocess.run(
+        [sys.executable, "-m", "elkopt.run", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    tmp_path = tmp_path_factory.mktemp("cli")
+    return run_cli(tmp_path, "model=tiny"), tmp_path / "run"
+
+
+def test_tiny_run_writes_its_outputs(tiny_run):
+    result, run_dir = tiny_run
+    assert result.returncode == 0, result.stderr
+    for name in ("metrics.json", "plan.json", "trace.json"):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob(".*.tmp"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["model"] == "tiny" and metrics["scheduler"] == "static"
+    assert metrics["latency_ms"] > 0 and metrics["n_ops"] > 0
+    assert metrics["config"]["chip"]["name"] == "ipu_pod4"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert len(plan["ops"]) == metrics["n_ops"]
+    trace = json.loads((run_dir / "trace.json").read_text())
+    assert trace["traceEvents"]
+    assert "this run (static)" in result.stdout  # the summary table
+
+
+def test_unknown_chip_fails_naming_it(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "chip=nonexistent")
+    assert result.returncode != 0
+    first_line = result.stderr.strip().splitlines()[0]
+    assert "chip/nonexistent" in first_line
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_bad_batch_fails_in_one_line(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "workload.batch=-1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "workload.batch" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert "workload.batch" in json.loads((tmp_path / "run" / "error.json").read_text())["error"]

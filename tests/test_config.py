@@ -1,0 +1,182 @@
+"""Hydra config: every group option and experiment composes and converts; bad input fails early."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import elkopt.config  # noqa: F401  (registers the schemas)
+from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.config import (
+    ChipConfig, RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_workload,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = resources.files("elkopt.conf")
+GROUPS = ("model", "workload", "chip", "scheduler", "solver")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath(group).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+@pytest.fixture(autouse=True)
+def hydra_context():
+    with initialize_config_module(config_module="elkopt.conf", version_base="1.3"):
+        yield
+
+
+def compose_run(*overrides: str) -> RunConfig:
+    cfg = compose(config_name="config", overrides=list(overrides))
+    run_config = OmegaConf.to_object(cfg)
+    assert isinstance(run_config, RunConfig)
+    return run_config
+
+
+def error_text(excinfo: pytest.ExceptionInfo) -> str:
+    error = excinfo.value
+    return f"{error} {error.__cause__}"
+
+
+def test_groups_have_the_documented_options():
+    assert options("model") == sorted(
+        ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny"])
+    assert options("workload") == ["decode", "forward"]
+    assert options("chip") == ["ipu_mk2", "ipu_pod4", "mesh_pod4", "torus_pod4"]
+    assert options("scheduler") == ["basic", "static"]
+    assert options("solver") == ["highs"]
+
+
+def test_defaults_are_the_reference_setup():
+    run = compose_run()
+    assert (run.model.name, run.scheduler.name, run.solver.name) == ("llama2_13b", "static", "highs")
+    assert to_workload(run.workload) == Workload(WorkloadKind.DECODE, 32, 2048, 2)
+    chip = to_chip(run.chip)
+    assert chip.cores == 5888 and chip.topology is Topology.ALL_TO_ALL
+    assert chip.hbm_bytes_per_s == 16 * PUBLISHED_TB_PER_S == 16777216000000.0
+    assert chip.core_link_bytes_per_s == REFERENCE_CORE_LINK_BYTES_PER_S == 5905580032.0
+    # The preset spells out the same numbers as the Chip defaults (spec section 1).
+    defaults = Chip(name="ipu_pod4", n_chips=4)
+    assert chip == defaults
+    assert (run.planning.max_spatial_splits, run.planning.static_step_bytes) == (256, 10240)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes_and_converts(group):
+    for option in options(group):
+        run = compose_run(f"{group}={option}")
+        chip = to_chip(run.chip)
+        workload = to_workload(run.workload)
+        assert chip.cores > 0 and workload.batch > 0
+        if group == "model":
+            assert run.model.name == option  # option file name = zoo key
+        if group == "chip":
+            assert chip.name == option
+
+
+def test_chip_presets():
+    by_name = {name: to_chip(compose_run(f"chip={name}").chip) for name in options("chip")}
+    assert by_name["ipu_mk2"].cores == 1472
+    assert by_name["ipu_mk2"].hbm_bytes_per_s == 4194304000000.0
+    for name, topology in (("mesh_pod4", Topology.MESH), ("torus_pod4", Topology.TORUS)):
+        chip = by_name[name]
+        assert chip.topology is topology
+        assert (chip.mesh_rows, chip.mesh_cols, chip.cores) == (64, 92, 5888)
+        # the edge links into the grid carry the whole HBM bandwidth, no more
+        assert chip.hbm_delivery_bytes_per_s == pytest.approx(chip.hbm_bytes_per_s, rel=1e-9)
+        assert chip.hbm_bytes_per_s == by_name["ipu_pod4"].hbm_bytes_per_s
+
+
+def test_forward_workload_uses_seq_len():
+    workload = to_workload(compose_run("workload=forward").workload)
+    assert workload == Workload(WorkloadKind.FORWARD, 2, 2048, 2)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(experiment):
+    run = compose_run(f"+experiment={experiment}")
+    to_chip(run.chip)
+    to_workload(run.workload)
+    to_planning_options(run.planning)
+
+
+def test_llama_mesh_experiment_and_command_line_precedence():
+    run = compose_run("+experiment=llama_mesh")
+    assert run.model.name == "llama2_13b" and run.chip.name == "mesh_pod4"
+    assert to_workload(run.workload) == Workload(WorkloadKind.DECODE, 32, 2048, 2)
+    assert compose_run("+experiment=llama_mesh", "workload.batch=16").workload.batch == 16
+
+
+def test_planning_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ELKOPT_CACHE", str(tmp_path))
+    run = compose_run()
+    assert run.planning.cache_dir == f"{tmp_path}/plan_tables"
+    options_ = to_planning_options(run.planning)
+    assert options_.cache_dir == f"{tmp_path}/plan_tables"
+    assert to_planning_options(compose_run("planning.cache_dir=null").planning).cache_dir is None
+
+
+def test_planning_cache_dir_defaults_under_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("ELKOPT_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert compose_run().planning.cache_dir == f"{tmp_path}/.cache/elkopt/plan_tables"
+
+
+def test_typo_fails_at_composition_naming_the_field():
+    with pytest.raises(ConfigCompositionException) as excinfo:
+        compose(config_name="config", overrides=["chip.hbm_bytes_per_sec=1"])
+    assert "hbm_bytes_per_sec" in error_text(excinfo)
+
+
+def test_wrong_type_fails_at_composition_naming_the_field():
+    with pytest.raises(ConfigCompositionException) as excinfo:
+        compose(config_name="config", overrides=["workload.batch=abc"])
+    assert "workload.batch" in error_text(excinfo)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("workload.batch=-1", "workload.batch"),
+    ("workload.kv_len=0", "workload.kv_len"),
+    ("workload.kind=prefill", "workload.kind"),
+    ("workload.kv_len=null", "workload.kv_len"),
+])
+def test_bad_workload_values_name_the_field(override, field):
+    with pytest.raises(ValueError, match=field):
+        to_workload(compose_run(override).workload)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("chip.topology=ring", "chip.topology"),
+    ("chip.hbm_bytes_per_s=0", "hbm_bytes_per_s"),
+    ("chip.mesh_rows=3", "mesh_rows"),
+])
+def test_bad_chip_values_name_the_field(override, field):
+    chip = "chip=mesh_pod4" if "mesh" in override else "chip=ipu_pod4"
+    with pytest.raises(ValueError, match=field):
+        to_chip(compose_run(chip, override).chip)
+
+
+def test_chip_schema_mirrors_the_chip():
+    schema = {f.name for f in dataclasses.fields(ChipConfig)}
+    domain = {f.name for f in dataclasses.fields(Chip)}
+    assert schema == domain
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists packages by hand (conf/ is remapped); a new subpackage must be added."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts)
+               for p in (REPO / "elkopt").rglob("*.py") if "__pycache__" not in p.parts}
+    assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages"
+    assert pyproject["tool"]["setuptools"]["package-dir"]["elkopt.conf"] == "conf"
+    # package-data ships conf/*.yaml and conf/<group>/*.yaml: no deeper nesting.
+    assert all(len(p.relative_to(REPO / "conf").parts) <= 2 for p in (REPO / "conf").rglob("*.yaml"))
