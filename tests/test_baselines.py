@@ -29,7 +29,9 @@ def test_assign_windows_by_hand():
     # op 2's 30 B fit beside ops 0 and 1, so it loads before anything runs; op 3's
     # would overflow op 0 (60 > 30) and op 1 (60 > 40), so it is issued when op 2 runs
     assert list(windows) == [PROLOGUE, PROLOGUE, PROLOGUE, 2]
-    assert baselines.assign_windows(has_load, cold, np.array([30.0, 40.0, 20.0, 30.0])) is None
+    # with op 2 too full to hold op 3's data, op 3 loads after op 2 ends: its own window
+    tight = baselines.assign_windows(has_load, cold, np.array([30.0, 40.0, 20.0, 30.0]))
+    assert list(tight) == [PROLOGUE, PROLOGUE, PROLOGUE, 3]
 
 
 @pytest.mark.parametrize("name", ["basic", "static"])
@@ -75,3 +77,12 @@ def test_unknown_scheduler():
     graph = build_graph("tiny", "decode", 2, 16)
     with pytest.raises(PlanningError, match="unknown scheduler 'magic'"):
         compile_model(graph, CHIP, "magic", PlanningOptions())
+
+
+def test_same_input_same_plan(tmp_path):
+    graph = build_graph("tiny", "decode", 8, 256)
+    first = compile_model(graph, CHIP, "static", PlanningOptions(cache_dir=str(tmp_path)))
+    second = compile_model(graph, CHIP, "static", PlanningOptions(cache_dir=str(tmp_path)))
+    assert second.stats["plan_table_cache_hits"] == second.stats["unique_ops"]
+    assert first.schedule == second.schedule
+    assert first.references == second.references

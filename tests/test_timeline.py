@@ -246,13 +246,30 @@ def test_checker_rejects_wrong_preload_order():
     assert "op 0: in preload_order but has no HBM data" in check_schedule(no_data, CHIP, CHAIN)
 
 
-def test_checker_rejects_window_not_before_op():
+def test_checker_rejects_window_after_op():
+    base = preload_in_window()
+    late = dataclasses.replace(base.ops[1], preload_window=2)
+    schedule = dataclasses.replace(base, ops=(base.ops[0], late, base.ops[2]))
+    problems = check_schedule(schedule, CHIP, CHAIN)
+    assert "op 1: preload_window 2 not in [-1, 1]" in problems
+    assert any("op 1: deadlock" in p for p in problems)
+
+
+def test_own_window_loads_after_the_previous_op():
     base = preload_in_window()
     own = dataclasses.replace(base.ops[2], preload_window=2)
     schedule = dataclasses.replace(base, ops=(base.ops[0], base.ops[1], own))
-    problems = check_schedule(schedule, CHIP, CHAIN)
-    assert "op 2: preload_window 2 not in [-1, 1]" in problems
-    assert any("op 2: deadlock" in p for p in problems)
+    tl = compute_timeline(schedule, CHIP)
+    # load2 (10 cycles) waits for op1 to end at 110, then op2 waits for it
+    np.testing.assert_allclose(tl.load_start, [np.nan, 0, 110])
+    np.testing.assert_allclose(tl.exec_start, [0, 100, 120])
+    assert tl.latency_cycles == 125
+    assert check_schedule(schedule, CHIP, CHAIN, tl) == []
+    # its load then holds no SRAM beside op1's execution
+    times, used = tl.sram_profile()
+    assert used[np.searchsorted(times, 105, side="right") - 1] == 200
+    times, used = compute_timeline(base, CHIP).sram_profile()
+    assert used[np.searchsorted(times, 105, side="right") - 1] == 700
 
 
 def test_checker_rejects_wrong_op_index():

@@ -43,14 +43,14 @@ def assign_windows(
     cold_bytes: np.ndarray,
     preload_capacity: np.ndarray,
     max_preload_ops: int = DEFAULT_MAX_PRELOAD_OPS,
-) -> np.ndarray | None:
+) -> np.ndarray:
     """Earliest preload windows for loads issued in program order.
 
     Op j's load is issued during op w (w < j) so that, for every op i in
     [w, j-1], the cold bytes resident while i runs stay within
     preload_capacity[i]. Windows never move backwards (loads are in program
-    order). Returns per-op windows (PROLOGUE possible), or None if some load
-    does not fit even beside the operator right before it.
+    order). A load that fits beside no earlier op gets window j: it is
+    issued when op j-1 ends and overlaps no execution.
     """
     n = len(has_load)
     used = np.zeros(n, dtype=np.float64)
@@ -62,11 +62,8 @@ def assign_windows(
         over = np.flatnonzero(used[span] + cold_bytes[j] > preload_capacity[span])
         if len(over):
             w = max(w, 0) + int(over[-1]) + 1
-        if w >= j:
-            if j == 0:
-                w = PROLOGUE
-            else:
-                return None
+        if j == 0:
+            w = PROLOGUE
         used[max(w, 0) : j] += cold_bytes[j]
         windows[j] = w
         floor = w
@@ -122,36 +119,44 @@ def _best_rows(tables: TableSet, budget: float, variant: str) -> list[int] | Non
 
 
 def schedule_basic(graph: Graph, tables: TableSet, chip: Chip) -> Evaluated:
-    """Basic: largest execution space, preload only the next HBM operator."""
+    """Basic: largest execution space, preload only the next HBM operator.
+
+    The ops from one HBM operator up to the next run beside that next
+    operator's preload; if one of them cannot, the next load waits until the
+    op before it ends and they all get the whole SRAM.
+    """
     sram = chip.usable_sram_bytes_per_core
-    has_load = _has_load(graph)
     n = graph.n_ops
+    loads = [int(j) for j in np.flatnonzero(_has_load(graph))]
     best: Evaluated | None = None
     for variant in ("min", "same"):
-        rows = [0] * n
-        cold_next = 0.0  # cold bytes of the next HBM op, resident while op i runs
-        ok = True
-        for i in range(n - 1, -1, -1):
-            row = _best_row(tables[i], sram - cold_next, variant)
-            if row is None:
-                ok = False
-                break
-            rows[i] = row
-            if has_load[i]:
-                cold_next = float(tables[i].cold_bytes[rows[i]])
-        if not ok:
-            continue
+        rows: list[int | None] = [None] * n
         windows = np.full(n, PROLOGUE, dtype=np.int64)
-        prev = PROLOGUE
-        for j in np.flatnonzero(has_load):
-            windows[j] = prev
-            prev = j
+        # the ops after the last HBM operator run beside nothing
+        tail = range(loads[-1] if loads else 0, n)
+        for i in tail:
+            rows[i] = _best_row(tables[i], sram, variant)
+        for t in range(len(loads) - 1, -1, -1):
+            j = loads[t]
+            segment = range(loads[t - 1] if t else 0, j)
+            cold = float(tables[j].cold_bytes[rows[j]]) if rows[j] is not None else 0.0
+            beside = [_best_row(tables[i], sram - cold, variant) for i in segment]
+            if all(r is not None for r in beside):
+                windows[j] = loads[t - 1] if t else PROLOGUE
+                for i, r in zip(segment, beside):
+                    rows[i] = r
+            else:
+                windows[j] = j
+                for i in segment:
+                    rows[i] = _best_row(tables[i], sram, variant)
+        if any(r is None for r in rows):
+            continue
         schedule = _schedule(graph, tables, rows, windows, "basic")
         evaluated = Evaluated(schedule, compute_timeline(schedule, chip, _flops(graph)))
         if best is None or evaluated.timeline.latency_cycles < best.timeline.latency_cycles:
             best = evaluated
     if best is None:
-        raise ValueError("Basic: some operator fits in no plan beside the next preload")
+        raise ValueError("Basic: some operator fits in no plan")
     return best
 
 
@@ -177,8 +182,6 @@ def schedule_static(
             cold = np.array([tables[i].cold_bytes[r] for i, r in enumerate(rows)], dtype=np.float64)
             capacity = np.full(n, float(sram - execution))
             windows = assign_windows(has_load, np.where(has_load, cold, 0.0), capacity, max_preload_ops)
-            if windows is None:
-                continue
             schedule = _schedule(graph, tables, rows, windows, "static")
             timeline = compute_timeline(schedule, chip, _flops(graph))
             if best is None or timeline.latency_cycles < best.timeline.latency_cycles:
@@ -203,8 +206,6 @@ def schedule_ideal(
     min_cold = np.array([t.min_cold_bytes for t in tables.tables], dtype=np.float64)
     min_hot = np.array([t.min_hot_bytes for t in tables.tables], dtype=np.float64)
     windows = assign_windows(has_load, np.where(has_load, min_cold, 0.0), sram - min_hot, max_preload_ops)
-    if windows is None:  # a min-cold preload beside a min-hot op always fits; guard anyway
-        windows = np.where(has_load, np.arange(graph.n_ops) - 1, PROLOGUE)
     schedule = _schedule(graph, tables, rows, windows, "ideal")
     relaxed = tuple(
         replace(o, option=replace(o.option, cold_bytes=int(min_cold[o.op]), exchange_cycles=0.0))

@@ -69,9 +69,9 @@ def _check_structure(schedule: Schedule, chip: Chip) -> list[str]:
             problems.append(f"op {i}: ops[{i}].op is {op.op}")
         if op.option.hot_bytes > usable:
             problems.append(f"op {i}: hot {op.option.hot_bytes} B > usable SRAM {usable} B")
-        if op.has_load and not PROLOGUE <= op.preload_window < i:
+        if op.has_load and not PROLOGUE <= op.preload_window <= i:
             problems.append(
-                f"op {i}: preload_window {op.preload_window} not in [{PROLOGUE}, {i - 1}]"
+                f"op {i}: preload_window {op.preload_window} not in [{PROLOGUE}, {i}]"
             )
     counts: dict[int, int] = {}
     for j in schedule.preload_order:
@@ -101,7 +101,7 @@ def _check_deadlock(schedule: Schedule) -> list[str]:
             continue
         if ops[j].preload_window > latest_window:
             latest_window, latest_owner = ops[j].preload_window, j
-        if latest_window >= j:
+        if latest_window > j or (latest_window == j and latest_owner != j):
             problems.append(
                 f"op {j}: deadlock, its load is queued behind the load of op {latest_owner}, "
                 f"issued during op {latest_window}, which cannot start before op {j}"
@@ -143,7 +143,8 @@ def _check_execution(
 def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: float) -> list[str]:
     problems = []
     ops = schedule.ops
-    start, load_start, load_end = timeline.exec_start, timeline.load_start, timeline.load_end
+    start, end = timeline.exec_start, timeline.exec_end
+    load_start, load_end = timeline.load_start, timeline.load_end
     previous = None
     for j in schedule.preload_order:
         if not 0 <= j < len(ops) or not ops[j].has_load:
@@ -163,9 +164,12 @@ def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: 
                 f"op {j}: load ends at cycle {le} after the op starts at cycle {float(start[j])}"
             )
         window = ops[j].preload_window
-        window_start = 0.0 if window == PROLOGUE else (
-            float(start[window]) if 0 <= window < len(ops) else math.inf
-        )
+        if window == PROLOGUE or window == j == 0:
+            window_start = 0.0
+        elif window == j:  # issued when the previous op ends
+            window_start = float(end[j - 1])
+        else:
+            window_start = float(start[window]) if 0 <= window < len(ops) else math.inf
         if ls < window_start - tolerance:
             problems.append(
                 f"op {j}: load starts at cycle {ls} before its window op {window} "

@@ -17,7 +17,9 @@ class OpSchedule:
     option: its preload layout and executing plan.
     preload_window: index of the operator during whose execution this
         operator's load is issued (PROLOGUE for before the first operator);
-        ignored for an operator without HBM data. Must be < the op's index.
+        the op's own index means the load is issued when the previous op
+        ends and overlaps no execution (its data fits beside nothing else).
+        Ignored for an operator without HBM data.
     hbm_bytes: the operator's unique HBM bytes (0 if it has none).
     """
 

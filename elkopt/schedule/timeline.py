@@ -7,7 +7,9 @@ order:
   ``hbm_cycles = hbm_bytes / chip.hbm_bytes_per_cycle`` and
   ``noc_cycles = option.load_noc_bytes / chip.noc_bytes_per_cycle``.
 - Loads are issued one after another in ``preload_order``: load k starts at
-  ``max(end of load k-1, exec start of its preload_window op)`` (0 for PROLOGUE).
+  ``max(end of load k-1, exec start of its preload_window op)`` (0 for PROLOGUE;
+  the end of the previous op when the window is the op itself: a load that
+  overlaps no execution).
 - Op i starts at ``max(end of op i-1, end of its own load)`` and lasts
   ``option.total_cycles + stall_i``.
 - Interconnect stall: a load in flight occupies the interconnect at rate
@@ -242,8 +244,12 @@ def compute_timeline(
         while next_load < len(order):
             j = order[next_load]
             window = ops[j].preload_window
-            if window == PROLOGUE:
+            if window == PROLOGUE or window == j == 0:
                 window_start = 0.0
+            elif window == j:  # issued once the previous op ends: no overlap
+                if np.isnan(exec_end[j - 1]):
+                    return
+                window_start = float(exec_end[j - 1])
             elif 0 <= window < n and not np.isnan(exec_start[window]):
                 window_start = float(exec_start[window])
             else:
@@ -272,6 +278,7 @@ def compute_timeline(
         exchange = op.option.exchange_cycles + op.option.distribution_cycles
         stall[i] = max(0.0, exchange + busy - nominal)
         exec_end[i] = previous_end = start + nominal + stall[i]
+        issue_ready_loads()
 
     exchange_cycles = np.array(
         [op.option.exchange_cycles + op.option.distribution_cycles for op in ops], dtype=float
