@@ -15,7 +15,9 @@ in these converters, and raise `ValueError` naming the field.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -26,6 +28,17 @@ from elkopt.chip import Chip, Topology
 
 if TYPE_CHECKING:
     from elkopt.pipeline import PlanningOptions
+
+
+def config_path() -> str:
+    """Where Hydra reads `conf/` from: the installed package `elkopt.conf`, or
+    the checkout's `conf/` folder when elkopt is imported from a source tree
+    (`python -m elkopt.run` in the repository root puts the checkout, which
+    has no `elkopt/conf`, first on sys.path)."""
+    checkout = Path(__file__).resolve().parent.parent / "conf"
+    if importlib.util.find_spec("elkopt.conf") is None and (checkout / "config.yaml").is_file():
+        return str(checkout)
+    return "pkg://elkopt.conf"
 
 
 # -- schemas ------------------------------------------------------------------

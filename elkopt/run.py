@@ -12,10 +12,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from elkopt import app
-from elkopt.config import RunConfig  # importing registers the config schemas
+from elkopt.config import RunConfig, config_path  # importing registers the config schemas
 
 
-@hydra.main(config_path="pkg://elkopt.conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=config_path(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_config: RunConfig = OmegaConf.to_object(cfg)
     hydra_config = HydraConfig.get()

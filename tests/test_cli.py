@@ -67,3 +67,15 @@ def test_bad_batch_fails_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert "workload.batch" in json.loads((tmp_path / "run" / "error.json").read_text())["error"]
+
+
+def test_runs_from_the_repository_root():
+    # `python -m` from the checkout imports elkopt from the source tree, which has
+    # no elkopt/conf: the config must still be found (the README's quick start).
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "elkopt.run", "--cfg", "job"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "llama2_13b" in result.stdout and "ipu_pod4" in result.stdout
