@@ -8,7 +8,6 @@ per millisecond, and the per-core exchange "5.5 GB/s" is 5.5 x 2**30 bytes/s.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -166,10 +165,3 @@ class Chip:
 
     def cycles_to_s(self, cycles: float) -> float:
         return cycles / self.clock_hz
-
-    def mesh_shape_for(self, cores: int) -> tuple[int, int]:
-        """The most square rows x cols factorisation of `cores` (rows <= cols)."""
-        rows = int(math.isqrt(cores))
-        while cores % rows:
-            rows -= 1
-        return rows, cores // rows

@@ -16,7 +16,6 @@ factors for every spatial split and needs minutes for one large matmul.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -167,8 +166,6 @@ def cost_plans(
     """Cost plans: spatial (n, D) with temporal (n, D, V) factors."""
     uses = shape.uses_array  # (V, D)
     lengths = np.array(shape.lengths, dtype=np.int64)
-    n, n_dims = spatial.shape
-    n_ops = uses.shape[0]
     tile = -(-lengths // spatial)  # (n, D) per-core tile
     tmax = temporal.max(axis=2)  # (n, D)
     sub = -(-tile // tmax)  # per-iteration sub-shape
@@ -189,7 +186,6 @@ def cost_plans(
         (chip.n_chips > 1) & (cores_used > chip.cores_per_chip), chip.inter_chip_exchange_factor, 1.0
     )
     exchange = (shifts + shuffle) * factor
-    del n, n_dims, n_ops
     return CostedPlans(spatial, temporal, hot_bytes, compute + exchange, exchange)
 
 
@@ -394,5 +390,4 @@ __all__ = [
     "pareto_2d",
     "replicas",
     "pruning_floors",
-    "itertools",
 ]

@@ -9,11 +9,12 @@ never recomputes them.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -232,8 +233,6 @@ def _pareto_3d(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     stair_b: list[float] = []  # ascending b
     stair_c: list[float] = []  # strictly descending c
     kept = []
-    import bisect
-
     for i in order:
         bi, ci = b[i], c[i]
         pos = bisect.bisect_right(stair_b, bi)
@@ -363,5 +362,4 @@ __all__ = [
     "build_table",
     "build_tables",
     "table_key",
-    "Sequence",
 ]

@@ -233,5 +233,4 @@ __all__ = [
     "schedule_static",
     "schedule_ideal",
     "lower_bound_cycles",
-    "PlanTable",
 ]
