@@ -14,22 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from elkopt.app import PUBLISHED_MS
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
 
-#: Published per-token latency (ms): Basic, Static, Elk-Dyn, Elk-Full, Ideal.
-PUBLISHED = {
-    "llama2_13b": (12.50, 9.21, 8.27, 6.72, 6.70),
-    "gemma2_27b": (12.65, 9.70, 8.61, 7.24, 7.22),
-    "opt_30b": (22.86, 16.65, 14.97, 12.72, 11.80),
-    "llama2_70b": (26.51, 20.38, 18.03, 14.96, 14.43),
-}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=list(PUBLISHED))
+    parser.add_argument("--models", nargs="*", default=list(PUBLISHED_MS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=2048)
     args = parser.parse_args()
@@ -41,18 +33,19 @@ def main() -> None:
         start = time.perf_counter()
         result = compile_model(graph, chip, "static", PlanningOptions(cache_dir=str(cache)))
         ref = result.references
-        pub = PUBLISHED.get(name, (float("nan"),) * 5)
+        pub = PUBLISHED_MS.get(name, {})
+        nan = float("nan")
         rows.append(
             {
                 "model": name,
                 "n_ops": graph.n_ops,
                 "basic_ms": ref["basic"],
-                "pub_basic_ms": pub[0],
+                "pub_basic_ms": pub.get("basic", nan),
                 "static_ms": ref["static"],
-                "pub_static_ms": pub[1],
+                "pub_static_ms": pub.get("static", nan),
                 "ideal_ms": ref["ideal"],
-                "pub_ideal_ms": pub[4],
-                "ideal_gap_%": 100 * (ref["ideal"] / pub[4] - 1),
+                "pub_ideal_ms": pub.get("ideal", nan),
+                "ideal_gap_%": 100 * (ref["ideal"] / pub.get("ideal", nan) - 1),
                 "lower_bound_ms": ref["lower_bound"],
                 "compile_s": time.perf_counter() - start,
             }
