@@ -28,6 +28,7 @@ from elkopt.chip import Chip, Topology
 
 if TYPE_CHECKING:
     from elkopt.pipeline import PlanningOptions
+    from elkopt.solve import SolverOptions
 
 
 def config_path() -> str:
@@ -93,7 +94,8 @@ class SchedulerConfig:
 
 @dataclass
 class SolverConfig:
-    """MILP solver settings (HiGHS); part of the resolved config, not yet used."""
+    """MILP solver settings (HiGHS), converted by `to_solver_options`; the MILP
+    schedulers use them, Basic and Static do not."""
 
     name: str = "highs"
     time_limit_s: float = 60.0
@@ -199,6 +201,21 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         cache_dir=cfg.cache_dir or None,
         max_spatial_splits=cfg.max_spatial_splits,
         static_step_bytes=cfg.static_step_bytes,
+    )
+
+
+def to_solver_options(cfg: SolverConfig) -> SolverOptions:
+    """Convert the solver group to `elkopt.solve.SolverOptions` (checks the values)."""
+    from elkopt.solve import SolverOptions  # imports Pyomo: only when a solver is needed
+
+    if cfg.name != "highs":
+        raise ValueError(f"solver.name must be 'highs' (the only solver), got {cfg.name!r}")
+    return SolverOptions(
+        time_limit_s=cfg.time_limit_s,
+        mip_rel_gap=cfg.mip_rel_gap,
+        threads=cfg.threads,
+        seed=cfg.seed,
+        presolve=cfg.presolve,
     )
 
 

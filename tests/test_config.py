@@ -180,3 +180,12 @@ def test_every_package_is_in_the_wheel():
     assert pyproject["tool"]["setuptools"]["package-dir"]["elkopt.conf"] == "conf"
     # package-data ships conf/*.yaml and conf/<group>/*.yaml: no deeper nesting.
     assert all(len(p.relative_to(REPO / "conf").parts) <= 2 for p in (REPO / "conf").rglob("*.yaml"))
+
+
+def test_solver_group_converts_and_checks():
+    from elkopt.config import to_solver_options
+
+    options = to_solver_options(compose_run().solver)
+    assert (options.time_limit_s, options.mip_rel_gap, options.threads, options.seed) == (60.0, 1e-4, 1, 0)
+    with pytest.raises(ValueError, match="solver.presolve"):
+        to_solver_options(compose_run("solver.presolve=sometimes").solver)
