@@ -30,7 +30,7 @@ from elkopt.graph import zoo
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningError, RunResult, compile_model
 from elkopt.report import (
-    plan_json_text, schedule_to_dict, temp_path_for, write_json_atomic, write_text_atomic,
+    plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
 from elkopt.schedule.trace import write_chrome_trace
 
@@ -155,12 +155,7 @@ def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any]) -> None
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
     op_names = [op.name for op in result.graph.ops]
     write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
-    tmp = temp_path_for(out / "trace.json")
-    try:
-        write_chrome_trace(tmp, result.timeline, result.schedule, op_names, result.chip)
-        os.replace(tmp, out / "trace.json")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip)
     write_json_atomic(out / "metrics.json", metrics)
     log.info("wrote plan.json, trace.json and metrics.json to %s", out)
 

@@ -104,7 +104,7 @@ def compile_model(
         "unique_ops": tables.unique_ops,
         "plan_table_cache_hits": tables.cache_hits,
         "plan_table_s": round(tables.seconds, 3),
-        "plan_options": sum(len(t) for t in {id(t): t for t in tables.tables}.values()),
+        "plan_options": tables.total_rows,
     }
     return RunResult(
         graph=graph,

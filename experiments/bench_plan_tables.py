@@ -9,9 +9,9 @@ Prints wall time and peak resident memory of this process.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
+from elkopt.app import peak_rss_mb
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.plans.table import build_tables
@@ -30,8 +30,8 @@ def main() -> None:
     start = time.perf_counter()
     tables = build_tables(graph, chip, args.max_spatial_splits, cache_dir=None)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows = sum(len(t) for t in {id(t): t for t in tables.tables}.values())
+    peak_mb = peak_rss_mb()
+    rows = tables.total_rows
     print(f"model {graph.name}: {graph.n_ops} operators, {tables.unique_ops} unique, {chip.cores} cores")
     print(f"max_spatial_splits {args.max_spatial_splits}: {rows} table rows kept")
     print(f"plan tables: {seconds:.2f} s wall, peak RSS {peak_mb:.0f} MB")

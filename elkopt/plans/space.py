@@ -126,7 +126,7 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
 
 
 @lru_cache(maxsize=4096)
-def _divisors(n: int) -> tuple[int, ...]:
+def divisors(n: int) -> tuple[int, ...]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return tuple(sorted(set(small + [n // d for d in small])))
 
@@ -139,7 +139,7 @@ def _factorisations(replicas: int, caps: tuple[int, ...]) -> tuple[tuple[int, ..
         nxt = []
         for prefix in out:
             used = math.prod(prefix)
-            for f in _divisors(replicas // used):
+            for f in divisors(replicas // used):
                 if f <= cap:
                     nxt.append(prefix + (f,))
         out = nxt
@@ -390,4 +390,5 @@ __all__ = [
     "pareto_2d",
     "replicas",
     "pruning_floors",
+    "divisors",
 ]

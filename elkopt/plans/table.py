@@ -24,7 +24,7 @@ from elkopt.chip import Chip
 from elkopt.graph.ir import Graph, Operator
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
-from elkopt.plans.space import CostedPlans, OpShape, enumerate_plans, pareto_2d, replicas
+from elkopt.plans.space import CostedPlans, OpShape, divisors, enumerate_plans, pareto_2d, replicas
 
 #: Bump when the cost model or the table layout changes: old cache files then miss.
 TABLE_FORMAT = 1
@@ -177,7 +177,7 @@ def _pair_with_cold_layouts(
         tile_v = np.where(uses[v][None, :], tile, 1).prod(axis=1)[rows]
         hot_v = costed.temporal[rows][:, :, v].prod(axis=1)
         free = reps[rows, v] // hot_v
-        extra = [_divisor_list(int(f)) for f in free]
+        extra = [divisors(int(f)) for f in free]
         counts = np.array([len(e) for e in extra])
         m = np.concatenate(extra).astype(np.int64)
         rows, tile_v, hot_v = (np.repeat(a, counts) for a in (rows, tile_v, hot_v))
@@ -212,15 +212,6 @@ def _pair_with_cold_layouts(
         cold_split=splits,
         front=np.sort(front),
     )
-
-
-def _divisor_list(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0] if n < 64 else _big_divisors(n)
-
-
-def _big_divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
 
 
 def _pareto_3d(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -291,6 +282,11 @@ class TableSet:
 
     def __getitem__(self, i: int) -> PlanTable:
         return self.tables[i]
+
+    @property
+    def total_rows(self) -> int:
+        """Rows over the distinct tables (shared tables counted once)."""
+        return sum(len(t) for t in {id(t): t for t in self.tables}.values())
 
 
 def build_tables(

@@ -171,6 +171,7 @@ def schedule_static(
     sram = chip.usable_sram_bytes_per_core
     has_load = _has_load(graph)
     n = graph.n_ops
+    flops = _flops(graph)
     smallest = max(t.min_hot_bytes for t in tables.tables)
     first = -(-smallest // step_bytes) * step_bytes
     best: Evaluated | None = None
@@ -183,7 +184,7 @@ def schedule_static(
             capacity = np.full(n, float(sram - execution))
             windows = assign_windows(has_load, np.where(has_load, cold, 0.0), capacity, max_preload_ops)
             schedule = _schedule(graph, tables, rows, windows, "static")
-            timeline = compute_timeline(schedule, chip, _flops(graph))
+            timeline = compute_timeline(schedule, chip, flops)
             if best is None or timeline.latency_cycles < best.timeline.latency_cycles:
                 best = Evaluated(schedule, timeline)
     if best is None:

@@ -7,12 +7,12 @@ plus a per-core SRAM counter. Times are converted from cycles to microseconds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Sequence
 
 from elkopt.chip import Chip
+from elkopt.report import write_json_atomic
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import Timeline
 
@@ -78,6 +78,5 @@ def write_chrome_trace(
     path: str | os.PathLike, timeline: Timeline, schedule: Schedule,
     op_names: Sequence[str], chip: Chip,
 ) -> None:
-    """Write the Chrome trace JSON of `timeline` to `path` (ts/dur in microseconds)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(build_chrome_trace(timeline, schedule, op_names, chip), f)
+    """Write the Chrome trace JSON of `timeline` to `path` atomically (ts/dur in microseconds)."""
+    write_json_atomic(path, build_chrome_trace(timeline, schedule, op_names, chip), indent=None)
