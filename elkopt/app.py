@@ -24,7 +24,8 @@ from typing import Any
 import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
-    RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict, to_workload,
+    RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
+    to_solver_options, to_workload,
 )
 from elkopt.graph import zoo
 from elkopt.graph.ir import Graph
@@ -76,7 +77,8 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
                  inputs.model, inputs.graph.n_ops, inputs.workload.describe(),
                  inputs.chip.name, run_config.scheduler.name)
         result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
-                               to_planning_options(run_config.planning), progress=log.info)
+                               to_planning_options(run_config.planning), progress=log.info,
+                               solver=solver_options(run_config))
     except ValueError as error:  # includes PlanningError and the domain objects' checks
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -107,6 +109,21 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     return RunInputs(model=model, workload=workload, chip=chip, graph=graph)
 
 
+def solver_options(run_config: RunConfig):
+    """The solver group as SolverOptions, for the MILP schedulers only (None
+    otherwise: Basic and Static never import Pyomo)."""
+    if run_config.scheduler.name in ("basic", "static"):
+        return None
+    return to_solver_options(run_config.solver)
+
+
+def percent_of(reference: float | None, latency: float) -> float | None:
+    """reference / latency in percent: 100 = as fast as the reference."""
+    if reference is None or latency <= 0:
+        return None
+    return 100.0 * reference / latency
+
+
 def published_ms(model: str, workload: Workload, chip: Chip) -> dict[str, float] | None:
     """The published latencies for this exact setup, or None if it is not a published one."""
     reference_setup = (
@@ -135,6 +152,8 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "lower_bound_ms": refs.get("lower_bound"),
         "basic_ms": refs.get("basic"),
         "static_ms": refs.get("static"),
+        "pct_of_ideal": percent_of(refs.get("ideal"), timeline.latency_cycles * ms_per_cycle),
+        "pct_of_lower_bound": percent_of(refs.get("lower_bound"), timeline.latency_cycles * ms_per_cycle),
         "published_ms": published_ms(inputs.model, inputs.workload, inputs.chip),
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,
@@ -146,6 +165,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "breakdown": {f"{part}_ms": cycles * ms_per_cycle
                       for part, cycles in timeline.breakdown().items()},
         "stats": dict(result.stats),
+        "solve": dict(result.solve_stats),
         "elkopt_version": elkopt.__version__,
         "config": to_plain_dict(run_config),
     }
@@ -181,7 +201,7 @@ def format_summary(metrics: dict[str, Any]) -> str:
         ("lower bound", metrics["lower_bound_ms"]),
     ]
     published = metrics["published_ms"] or {}
-    names = {"basic": "Basic", "static": "Static", "elk_full": "Elk-Full", "ideal": "Ideal"}
+    names = {"basic": "Basic", "static": "Static", "elk_dyn": "Elk-Dyn", "elk_full": "Elk-Full", "ideal": "Ideal"}
     rows += [(f"published {label}", published[key]) for key, label in names.items() if key in published]
     lines = [
         f"{metrics['model']} {metrics['workload']} on {metrics['chip']}: "

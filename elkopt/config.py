@@ -87,7 +87,7 @@ class ChipConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Which scheduler `compile_model` runs ("basic" or "static" for now)."""
+    """Which scheduler `compile_model` runs: "basic", "static" or "inductive"."""
 
     name: str = MISSING
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
@@ -19,7 +20,10 @@ from elkopt.schedule.checker import assert_valid
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import Timeline
 
-SCHEDULERS = ("basic", "static")
+if TYPE_CHECKING:
+    from elkopt.solve import SolverOptions
+
+SCHEDULERS = ("basic", "static", "inductive")
 
 
 class PlanningError(ValueError):
@@ -58,6 +62,7 @@ class RunResult:
     compile_s: float
     stats: dict[str, float | int] = field(default_factory=dict)
     tables: TableSet | None = None
+    solve_stats: dict[str, float | int] = field(default_factory=dict)  # MILP schedulers only
 
 
 def compile_model(
@@ -66,8 +71,12 @@ def compile_model(
     scheduler: str,
     options: PlanningOptions,
     progress: Callable[[str], None] | None = None,
+    solver: SolverOptions | None = None,
 ) -> RunResult:
-    """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it."""
+    """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it.
+
+    solver: HiGHS settings for the MILP schedulers (defaults if None).
+    """
     if scheduler not in SCHEDULERS:
         raise PlanningError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     say = progress or (lambda _msg: None)
@@ -90,7 +99,22 @@ def compile_model(
     )
     say("scheduling: Ideal")
     ideal = baselines.schedule_ideal(graph, tables, chip, options.max_preload_ops)
-    chosen = {"basic": basic, "static": static}[scheduler]
+    solve_stats: dict[str, float | int] = {}
+    if scheduler == "inductive":
+        from elkopt.schedule.inductive import schedule_inductive  # imports Pyomo
+
+        say("scheduling: inductive (backward induction, window MILPs)")
+        chosen, induction = schedule_inductive(
+            graph, tables, chip, solver, options.max_preload_ops, progress=say
+        )
+        solve_stats = induction.as_dict()
+        say(
+            f"inductive: {induction.milps_solved} window MILPs solved, "
+            f"{induction.cache_hits} of {induction.windows} windows from the memo, "
+            f"{induction.wall_s:.1f} s"
+        )
+    else:
+        chosen = {"basic": basic, "static": static}[scheduler]
     say("checking the plan independently")
     assert_valid(chosen.schedule, chip, [graph.dependencies(i) for i in range(graph.n_ops)], chosen.timeline)
 
@@ -115,4 +139,5 @@ def compile_model(
         compile_s=time.perf_counter() - start,
         stats=stats,
         tables=tables,
+        solve_stats=solve_stats,
     )

@@ -14,6 +14,7 @@ METRIC_KEYS = {
     "model", "workload", "chip", "scheduler", "latency_ms", "ideal_ms", "lower_bound_ms",
     "basic_ms", "static_ms", "hbm_util", "noc_util", "tflops", "n_ops", "compile_s",
     "peak_rss_mb", "breakdown", "stats", "elkopt_version", "config",
+    "pct_of_ideal", "pct_of_lower_bound", "solve",
 }
 
 
@@ -30,7 +31,7 @@ def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     tmp_path = tmp_path_factory.mktemp("cli")
-    return run_cli(tmp_path, "model=tiny"), tmp_path / "run"
+    return run_cli(tmp_path, "model=tiny", "scheduler=inductive"), tmp_path / "run"
 
 
 def test_tiny_run_writes_its_outputs(tiny_run):
@@ -41,14 +42,17 @@ def test_tiny_run_writes_its_outputs(tiny_run):
     assert not list(run_dir.glob(".*.tmp"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRIC_KEYS <= metrics.keys()
-    assert metrics["model"] == "tiny" and metrics["scheduler"] == "static"
+    assert metrics["model"] == "tiny" and metrics["scheduler"] == "inductive"
     assert metrics["latency_ms"] > 0 and metrics["n_ops"] > 0
+    assert 0 < metrics["pct_of_lower_bound"] <= 100 + 1e-9
+    assert metrics["pct_of_ideal"] == pytest.approx(100 * metrics["ideal_ms"] / metrics["latency_ms"])
+    assert metrics["solve"]["windows"] > 0 and metrics["solve"]["solve_s"] >= 0
     assert metrics["config"]["chip"]["name"] == "ipu_pod4"
     plan = json.loads((run_dir / "plan.json").read_text())
     assert len(plan["ops"]) == metrics["n_ops"]
     trace = json.loads((run_dir / "trace.json").read_text())
     assert trace["traceEvents"]
-    assert "this run (static)" in result.stdout  # the summary table
+    assert "this run (inductive)" in result.stdout  # the summary table
 
 
 def test_unknown_chip_fails_naming_it(tmp_path):
