@@ -87,7 +87,7 @@ class ChipConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Which scheduler `compile_model` runs: "basic", "static" or "inductive"."""
+    """Which scheduler `compile_model` runs: basic, static, inductive or elkopt."""
 
     name: str = MISSING
 
@@ -103,6 +103,7 @@ class SolverConfig:
     threads: int = 1
     seed: int = 0
     presolve: str = "choose"
+    max_nodes: Optional[int] = None
 
 
 @dataclass
@@ -112,6 +113,7 @@ class PlanningConfig:
     cache_dir: Optional[str] = None
     max_spatial_splits: int = 256
     static_step_bytes: int = 10240
+    layer_milp: bool = False
 
 
 @dataclass
@@ -201,6 +203,7 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         cache_dir=cfg.cache_dir or None,
         max_spatial_splits=cfg.max_spatial_splits,
         static_step_bytes=cfg.static_step_bytes,
+        layer_milp=cfg.layer_milp,
     )
 
 
@@ -216,6 +219,7 @@ def to_solver_options(cfg: SolverConfig) -> SolverOptions:
         threads=cfg.threads,
         seed=cfg.seed,
         presolve=cfg.presolve,
+        max_nodes=cfg.max_nodes,
     )
 
 

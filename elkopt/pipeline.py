@@ -23,7 +23,7 @@ from elkopt.schedule.timeline import Timeline
 if TYPE_CHECKING:
     from elkopt.solve import SolverOptions
 
-SCHEDULERS = ("basic", "static", "inductive")
+SCHEDULERS = ("basic", "static", "inductive", "elkopt")
 
 
 class PlanningError(ValueError):
@@ -39,12 +39,14 @@ class PlanningOptions:
         enumeration (the rest are costed without temporal splitting).
     static_step_bytes: step of the Static baseline's execution-space sweep.
     max_preload_ops: how many operators ahead a load may be issued.
+    layer_milp: elkopt polishes its layer plan with the layer-periodic MILP.
     """
 
     cache_dir: str | None = None
     max_spatial_splits: int = 256
     static_step_bytes: int = 10 * 1024
     max_preload_ops: int = baselines.DEFAULT_MAX_PRELOAD_OPS
+    layer_milp: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):
@@ -100,19 +102,34 @@ def compile_model(
     say("scheduling: Ideal")
     ideal = baselines.schedule_ideal(graph, tables, chip, options.max_preload_ops)
     solve_stats: dict[str, float | int] = {}
-    if scheduler == "inductive":
+    if scheduler in ("inductive", "elkopt"):
         from elkopt.schedule.inductive import schedule_inductive  # imports Pyomo
 
         say("scheduling: inductive (backward induction, window MILPs)")
-        chosen, induction = schedule_inductive(
+        inductive, induction = schedule_inductive(
             graph, tables, chip, solver, options.max_preload_ops, progress=say
         )
-        solve_stats = induction.as_dict()
+        solve_stats = {**induction.as_dict(), "inductive_ms": inductive.timeline.latency_cycles * to_ms}
         say(
-            f"inductive: {induction.milps_solved} window MILPs solved, "
+            f"inductive: {inductive.timeline.latency_cycles * to_ms:.3f} ms; "
+            f"{induction.milps_solved} window MILPs solved, "
             f"{induction.cache_hits} of {induction.windows} windows from the memo, "
             f"{induction.wall_s:.1f} s"
         )
+        chosen = inductive
+        if scheduler == "elkopt":
+            from elkopt.schedule.periodic import schedule_periodic
+
+            say("scheduling: elkopt (layer-periodic load timing, stitched over all layers)")
+            chosen, periodic = schedule_periodic(
+                graph, [("inductive", inductive), ("static", static)], chip, solver,
+                options.max_preload_ops, layer_milp=options.layer_milp,
+            )
+            solve_stats.update(periodic.as_dict())
+            say(
+                f"elkopt: {chosen.timeline.latency_cycles * to_ms:.3f} ms from the {periodic.start} "
+                f"plans, {periodic.layers} layers of {periodic.layer_ops} ops, {periodic.wall_s:.1f} s"
+            )
     else:
         chosen = {"basic": basic, "static": static}[scheduler]
     say("checking the plan independently")

@@ -51,13 +51,13 @@ def test_groups_have_the_documented_options():
         ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny"])
     assert options("workload") == ["decode", "forward"]
     assert options("chip") == ["ipu_mk2", "ipu_pod4", "mesh_pod4", "torus_pod4"]
-    assert options("scheduler") == ["basic", "inductive", "static"]
+    assert options("scheduler") == ["basic", "elkopt", "inductive", "static"]
     assert options("solver") == ["highs"]
 
 
 def test_defaults_are_the_reference_setup():
     run = compose_run()
-    assert (run.model.name, run.scheduler.name, run.solver.name) == ("llama2_13b", "static", "highs")
+    assert (run.model.name, run.scheduler.name, run.solver.name) == ("llama2_13b", "elkopt", "highs")
     assert to_workload(run.workload) == Workload(WorkloadKind.DECODE, 32, 2048, 2)
     chip = to_chip(run.chip)
     assert chip.cores == 5888 and chip.topology is Topology.ALL_TO_ALL

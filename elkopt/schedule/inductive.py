@@ -222,7 +222,7 @@ def schedule_inductive(
             sol = solve_window(groups, capacity, solver)
         except WindowInfeasible:
             stats.infeasible += 1
-            memo[key] = ((), math.inf)
+            memo[key] = ((-1, -1), math.inf)
             return memo[key]
         if sol.solve is None:
             stats.trivial += 1

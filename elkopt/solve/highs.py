@@ -11,6 +11,9 @@ the solver directly:
 
 It uses the `pyomo.contrib.solver` HiGHS interface with
 `load_solutions=False`, then loads the incumbent only when there is one.
+With `warm_start=True` the variables' current values are handed to HiGHS as
+a MIP start; that path goes through the APPSI HiGHS interface, the one Pyomo
+interface that passes a start on (`pyomo.contrib.solver` does not).
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ class SolveStatus(StrEnum):
 class SolverOptions:
     """HiGHS settings. time_limit_s: wall-clock seconds per solve; mip_rel_gap:
     stop when (incumbent - bound) / |incumbent| is below it; seed: HiGHS
-    random_seed (fixed: same model, same answer); extra: any other HiGHS
-    option by its HiGHS name, checked before use."""
+    random_seed (fixed: same model, same answer); max_nodes: stop a MIP
+    after this many branch-and-bound nodes (None: no limit), the
+    reproducible way to bound a long solve, unlike a time limit; extra: any
+    other HiGHS option by its HiGHS name, checked before use."""
 
     time_limit_s: float = 60.0
     mip_rel_gap: float = 1e-4
     threads: int = 1
     seed: int = 0
     presolve: str = "choose"
+    max_nodes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,14 +63,18 @@ class SolverOptions:
             raise ValueError(f"solver.mip_rel_gap must be in [0, 1), got {self.mip_rel_gap}")
         if self.threads < 1:
             raise ValueError(f"solver.threads must be >= 1, got {self.threads}")
+        if self.max_nodes is not None and self.max_nodes < 1:
+            raise ValueError(f"solver.max_nodes must be >= 1 or null, got {self.max_nodes}")
         if self.presolve not in ("choose", "on", "off"):
             raise ValueError(f"solver.presolve must be choose, on or off, got {self.presolve!r}")
         check_highs_options(self.extra)
 
     def highs_options(self, seed: int | None = None) -> dict[str, Any]:
+        limits = {} if self.max_nodes is None else {"mip_max_nodes": self.max_nodes}
         return {
             "random_seed": self.seed if seed is None else seed,
             "presolve": self.presolve,
+            **limits,
             **self.extra,
         }
 
@@ -104,8 +114,11 @@ def check_highs_options(options: dict[str, Any]) -> None:
         )
 
 
-def solve(model: Any, options: SolverOptions | None = None) -> SolveResult:
+def solve(model: Any, options: SolverOptions | None = None, warm_start: bool = False) -> SolveResult:
     """Solve a Pyomo model with HiGHS; load the incumbent into it if there is one.
+
+    warm_start: use the variables' current values as a MIP start (a start
+    that violates a constraint is ignored by HiGHS).
 
     Example:
         >>> m = pyo.ConcreteModel(); m.x = pyo.Var(domain=pyo.Binary)
@@ -115,10 +128,11 @@ def solve(model: Any, options: SolverOptions | None = None) -> SolveResult:
     """
     options = options or SolverOptions()
     start = time.perf_counter()
-    result = _solve_once(model, options, options.seed)
+    once = _solve_once_started if warm_start else _solve_once
+    result = once(model, options, options.seed)
     if result.status is SolveStatus.ERROR:
         # HiGHS occasionally fails non-deterministically: one retry, another seed.
-        result = _solve_once(model, options, options.seed + 1)
+        result = once(model, options, options.seed + 1)
         result = _with(result, retried=True)
     return _with(result, wall_s=time.perf_counter() - start)
 
@@ -157,6 +171,49 @@ def _solve_once(model: Any, options: SolverOptions, seed: int) -> SolveResult:
         wall_s=0.0,
         nodes=None if nodes is None or nodes < 0 else int(nodes),
         message=str(raw.termination_condition.name),
+    )
+
+
+def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveResult:
+    """One solve through APPSI, with the current variable values as a MIP start."""
+    from pyomo.contrib.appsi.base import TerminationCondition as Appsi
+    from pyomo.contrib.appsi.solvers.highs import Highs
+
+    solver = Highs()
+    solver.config.load_solution = False
+    solver.config.warmstart = True
+    solver.config.time_limit = options.time_limit_s
+    solver.config.mip_gap = options.mip_rel_gap
+    solver.highs_options = {"threads": options.threads, **options.highs_options(seed)}
+    try:
+        raw = solver.solve(model)
+    except Exception as error:  # noqa: BLE001  (any solver failure becomes a result)
+        return SolveResult(SolveStatus.ERROR, None, None, None, 0.0, None, message=str(error))
+    termination = raw.termination_condition
+    objective = raw.best_feasible_objective
+    if termination is Appsi.infeasible:
+        status = SolveStatus.INFEASIBLE
+    elif termination is Appsi.error:
+        status = SolveStatus.ERROR
+    elif objective is None:
+        status = SolveStatus.NO_SOLUTION
+    elif termination is Appsi.optimal:
+        status = SolveStatus.OPTIMAL
+    else:
+        status = SolveStatus.FEASIBLE
+    if objective is not None:
+        raw.solution_loader.load_vars()
+    bound = raw.best_objective_bound
+    bound = None if bound is None or math.isinf(bound) else float(bound)
+    nodes = solver._solver_model.getInfo().mip_node_count  # noqa: SLF001  (no public accessor)
+    return SolveResult(
+        status=status,
+        objective=None if objective is None else float(objective),
+        bound=bound,
+        gap=_gap(objective, bound, status),
+        wall_s=0.0,
+        nodes=None if nodes is None or nodes < 0 else int(nodes),
+        message=termination.name,
     )
 
 

@@ -1,0 +1,154 @@
+"""elkopt's layer-periodic load timing: exact on hand-checkable layers, faithful
+to the timeline, never worse than its starting plans."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from elkopt.chip import Chip
+from elkopt.graph.zoo import ARCHITECTURES, build_graph
+from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.option import Plan, PlanOption
+from elkopt.schedule.checker import check_schedule
+from elkopt.schedule.loadtiming import LayerLoads, best_offsets
+from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, unroll
+from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
+from elkopt.schedule.timeline import compute_timeline
+from elkopt.solve import SolverOptions
+
+# one core, one byte per cycle of HBM and of interconnect: a load of D bytes
+# lasts D cycles, and its layout's interconnect bytes set its rate
+UNIT = Chip(name="unit", cores_per_chip=1, sram_bytes_per_core=10_000, clock_hz=1.0,
+            core_link_bytes_per_s=1.0, hbm_bytes_per_s=1.0)
+
+
+def layer(nominal, exchange, loads, hot=None, sram=10_000.0, max_offset=None):
+    """loads: {op position: (duration, rate, cold bytes)}"""
+    k = sorted(loads)
+    return LayerLoads(
+        nominal=np.array(nominal, float), exchange=np.array(exchange, float),
+        hot=np.array(hot or [0.0] * len(nominal), float), load_op=np.array(k, dtype=np.int64),
+        duration=np.array([loads[i][0] for i in k], float), rate=np.array([loads[i][1] for i in k], float),
+        cold=np.array([loads[i][2] for i in k], float), sram=sram,
+        max_offset=len(nominal) if max_offset is None else max_offset,
+    )
+
+
+def test_a_load_waits_for_the_calm_operator():
+    # op 0 is all exchange, op 1 is all compute, op 2 needs 80 cycles of data
+    # at full interconnect rate: issued during op 1, nothing stalls
+    timing = best_offsets(layer([100, 100, 10], [100, 0, 0], {2: (80, 1.0, 8)}), cuts=[0, 1, 2])
+    assert timing.period == pytest.approx(210)
+    assert list(timing.offsets) == [1]
+
+
+def test_a_load_that_cannot_hide_makes_its_operator_wait():
+    # 150 cycles of data, only 100 calm cycles before op 2: issued during op 1,
+    # op 2 waits 50; issued at op 0 (or earlier), op 0 stalls by its overlap
+    # times the rate, 100 * 0.2 = 20, and the load still ends in time
+    timing = best_offsets(layer([100, 100, 10], [100, 0, 0], {2: (150, 0.2, 8)}), cuts=[0, 1, 2])
+    assert timing.period == pytest.approx(230)
+    assert timing.offsets[0] >= 2
+    # at full rate the stall (100) costs more than the wait (50)
+    waiting = best_offsets(layer([100, 100, 10], [100, 0, 0], {2: (150, 1.0, 8)}), cuts=[0, 1, 2])
+    assert waiting.period == pytest.approx(260)
+
+
+def test_sram_keeps_a_load_out_of_a_big_operator():
+    # op 1 leaves no room for op 2's data, so the load waits until op 1 ends
+    roomy = best_offsets(layer([100, 100, 10], [0, 0, 0], {2: (80, 0.0, 8)}, hot=[0, 0, 0], sram=100))
+    tight = best_offsets(layer([100, 100, 10], [0, 0, 0], {2: (80, 0.0, 8)}, hot=[0, 95, 0], sram=100))
+    assert roomy.period == pytest.approx(210)
+    assert tight.period == pytest.approx(290)  # the load runs while op 2 waits
+    assert list(tight.offsets) == [0]
+
+
+def synthetic_schedule(nominal, exchange, loads, n_layers, windows_offsets=None):
+    """A repeated layer as a Schedule on the UNIT chip; loads: {pos: (D, rate, cold)}."""
+    ops = []
+    K = len(nominal)
+    for layer_index in range(n_layers):
+        for k in range(K):
+            j = layer_index * K + k
+            duration, rate, cold = loads.get(k, (0, 0.0, 0))
+            option = PlanOption(Plan((1,), ((1,),)), cold_bytes=int(round(rate * duration)),
+                                hot_bytes=0, exec_cycles=float(nominal[k]),
+                                exchange_cycles=float(exchange[k]), distribution_cycles=0.0)
+            window = PROLOGUE if k in loads else PROLOGUE
+            ops.append(OpSchedule(j, option, window, int(duration)))
+    order = tuple(i for i, o in enumerate(ops) if o.has_load)
+    return Schedule(tuple(ops), order, "synthetic")
+
+
+def middle_period(schedule, K, n_layers):
+    timeline = compute_timeline(schedule, UNIT)
+    mid = (n_layers // 2) * K
+    return float(timeline.exec_start[mid + K] - timeline.exec_start[mid])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shortest_path_matches_the_timeline_and_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    K = 5
+    nominal = rng.integers(20, 120, size=K).astype(float)
+    exchange = nominal * rng.choice([0.0, 0.3, 1.0], size=K)
+    positions = sorted(rng.choice(np.arange(1, K), size=2, replace=False).tolist())
+    loads = {int(p): (int(rng.integers(30, 150)), float(rng.choice([0.5, 1.0])), 1) for p in positions}
+    n_layers = 8
+    schedule = synthetic_schedule(nominal, exchange, loads, n_layers)
+    block = LayerBlock(0, K, n_layers)
+    data = layer_loads(schedule, UNIT, 3 * K, K, K)
+    timing = best_offsets(data, cuts=list(range(K)))
+    evaluated, _ = unroll(schedule, block, data.load_op, timing.offsets, UNIT, [0] * len(schedule.ops), "t")
+    # the steady-state layer in the timeline is the period the path promised
+    assert middle_period(evaluated.schedule, K, n_layers) == pytest.approx(timing.period, rel=1e-9)
+    # and no choice of windows does better
+    best = np.inf
+    for offsets in itertools.product(range(K + 1), repeat=len(positions)):
+        candidate, _ = unroll(schedule, block, data.load_op, np.array(offsets), UNIT,
+                              [0] * len(schedule.ops), "t")
+        best = min(best, middle_period(candidate.schedule, K, n_layers))
+    assert timing.period <= best + 1e-6
+
+
+def test_layers_are_found_by_signature():
+    graph = build_graph("llama2_13b", "decode", 32, 2048)
+    assert find_layers([op.signature for op in graph.ops]) == LayerBlock(0, 48, 40)
+    opt = build_graph("opt_30b", "decode", 32, 2048)
+    block = find_layers([op.signature for op in opt.ops])
+    assert block.start == 1 and block.count == 48
+    assert find_layers(list(range(50))) is None  # nothing repeats
+
+
+CHIP = Chip(name="small", cores_per_chip=256, sram_bytes_per_core=96 * 1024, hbm_bytes_per_s=2e11)
+
+
+@pytest.fixture(scope="module")
+def four_layers():
+    arch = dataclasses.replace(ARCHITECTURES["tiny"], n_layers=4)
+    return build_graph(arch, "decode", 8, 256)
+
+
+@pytest.mark.parametrize("layer_milp", [False, True])
+def test_elkopt_plan_is_valid_and_no_slower_than_its_starts(four_layers, layer_milp):
+    graph = four_layers
+    options = PlanningOptions(max_spatial_splits=64, layer_milp=layer_milp)
+    result = compile_model(graph, CHIP, "elkopt", options, solver=SolverOptions(max_nodes=20))
+    deps = [graph.dependencies(i) for i in range(graph.n_ops)]
+    assert check_schedule(result.schedule, CHIP, deps, result.timeline) == []
+    assert result.schedule.scheduler == "elkopt"
+    latency_ms = result.timeline.latency_ms
+    assert latency_ms <= result.references["static"] + 1e-9
+    assert latency_ms <= result.solve_stats["inductive_ms"] + 1e-9
+    assert result.solve_stats["layers"] == 4
+    if layer_milp:
+        assert result.solve_stats["layer_milp_status"] in ("optimal", "feasible")
+
+
+def test_elkopt_same_input_same_plan(four_layers):
+    options = PlanningOptions(max_spatial_splits=64)
+    first = compile_model(four_layers, CHIP, "elkopt", options)
+    second = compile_model(four_layers, CHIP, "elkopt", options)
+    assert first.schedule == second.schedule
