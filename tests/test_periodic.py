@@ -10,18 +10,16 @@ import pytest
 from elkopt.chip import Chip
 from elkopt.graph.zoo import ARCHITECTURES, build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
-from elkopt.plans.option import Plan, PlanOption
 from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets
-from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, unroll
-from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
+from elkopt.schedule.baselines import Evaluated
+from elkopt.schedule.monolithic import solve_monolithic
+from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, stitch, unroll
+from elkopt.schedule.synthetic import UNIT_CHIP, random_layers, repeated_layers
 from elkopt.schedule.timeline import compute_timeline
 from elkopt.solve import SolverOptions
 
-# one core, one byte per cycle of HBM and of interconnect: a load of D bytes
-# lasts D cycles, and its layout's interconnect bytes set its rate
-UNIT = Chip(name="unit", cores_per_chip=1, sram_bytes_per_core=10_000, clock_hz=1.0,
-            core_link_bytes_per_s=1.0, hbm_bytes_per_s=1.0)
+UNIT = UNIT_CHIP  # a load of D bytes lasts D cycles; see elkopt.schedule.synthetic
 
 
 def layer(nominal, exchange, loads, hot=None, sram=10_000.0, max_offset=None):
@@ -65,23 +63,6 @@ def test_sram_keeps_a_load_out_of_a_big_operator():
     assert list(tight.offsets) == [0]
 
 
-def synthetic_schedule(nominal, exchange, loads, n_layers, windows_offsets=None):
-    """A repeated layer as a Schedule on the UNIT chip; loads: {pos: (D, rate, cold)}."""
-    ops = []
-    K = len(nominal)
-    for layer_index in range(n_layers):
-        for k in range(K):
-            j = layer_index * K + k
-            duration, rate, cold = loads.get(k, (0, 0.0, 0))
-            option = PlanOption(Plan((1,), ((1,),)), cold_bytes=int(round(rate * duration)),
-                                hot_bytes=0, exec_cycles=float(nominal[k]),
-                                exchange_cycles=float(exchange[k]), distribution_cycles=0.0)
-            window = PROLOGUE if k in loads else PROLOGUE
-            ops.append(OpSchedule(j, option, window, int(duration)))
-    order = tuple(i for i, o in enumerate(ops) if o.has_load)
-    return Schedule(tuple(ops), order, "synthetic")
-
-
 def middle_period(schedule, K, n_layers):
     timeline = compute_timeline(schedule, UNIT)
     mid = (n_layers // 2) * K
@@ -95,9 +76,9 @@ def test_shortest_path_matches_the_timeline_and_brute_force(seed):
     nominal = rng.integers(20, 120, size=K).astype(float)
     exchange = nominal * rng.choice([0.0, 0.3, 1.0], size=K)
     positions = sorted(rng.choice(np.arange(1, K), size=2, replace=False).tolist())
-    loads = {int(p): (int(rng.integers(30, 150)), float(rng.choice([0.5, 1.0])), 1) for p in positions}
+    loads = {int(p): (int(rng.integers(30, 150)), float(rng.choice([0.5, 1.0]))) for p in positions}
     n_layers = 8
-    schedule = synthetic_schedule(nominal, exchange, loads, n_layers)
+    schedule = repeated_layers(nominal, exchange, loads, n_layers)
     block = LayerBlock(0, K, n_layers)
     data = layer_loads(schedule, UNIT, 3 * K, K, K)
     timing = best_offsets(data, cuts=list(range(K)))
@@ -152,3 +133,24 @@ def test_elkopt_same_input_same_plan(four_layers):
     first = compile_model(four_layers, CHIP, "elkopt", options)
     second = compile_model(four_layers, CHIP, "elkopt", options)
     assert first.schedule == second.schedule
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 4, 5, 7])
+def test_stitched_plan_is_within_one_percent_of_the_monolithic_optimum(seed):
+    schedule = random_layers(seed)  # 25 operators, 10 loads
+    n = len(schedule.ops)
+    start = Evaluated(schedule, compute_timeline(schedule, UNIT))
+    stitched, stats = stitch([("start", start)], UNIT, [i % 5 for i in range(n)],
+                             [[i - 1] if i else [] for i in range(n)], [0] * n)
+    assert stats.layers == 5
+    mono = solve_monolithic(stitched.schedule, UNIT, SolverOptions(mip_rel_gap=0.0, time_limit_s=60))
+    assert mono.result.status == "optimal"
+    # the MILP describes the timeline exactly: its plan runs as long as it says
+    assert mono.evaluated.timeline.latency_cycles == pytest.approx(mono.makespan_cycles, rel=1e-6)
+    assert stitched.timeline.latency_cycles <= 1.01 * mono.makespan_cycles
+
+
+def test_monolithic_refuses_big_graphs():
+    schedule = random_layers(0, n_layers=41)  # 205 operators
+    with pytest.raises(ValueError, match="205 operators"):
+        solve_monolithic(schedule, UNIT)

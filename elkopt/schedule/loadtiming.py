@@ -111,16 +111,29 @@ def _shortest_cycle(layer: LayerLoads) -> tuple[float, np.ndarray] | None:
     return best
 
 
-def _cycle_from(layer: LayerLoads, g0: int) -> tuple[float, np.ndarray] | None:
-    """Shortest path (0, g0) -> (K, g0 + H), loads numbered over two layers."""
+def best_path(ops: LayerLoads) -> Timing | None:
+    """The same shortest path over a whole sequence of ops, not a cycle: from
+    (0, 0) (nothing loaded, time 0) to (K, H) (every op run). Exact for the
+    fixed plans; `offsets` as in `best_offsets`; None if SRAM cannot hold
+    what the ops need."""
+    found = _cycle_from(ops, 0, periodic=False)
+    if found is None:
+        return None
+    return Timing(found[0], found[1], 0)
+
+
+def _cycle_from(layer: LayerLoads, g0: int, periodic: bool = True) -> tuple[float, np.ndarray] | None:
+    """Shortest path (0, g0) -> (K, g0 + H), loads numbered over two layers
+    (periodic), or (0, 0) -> (K, H) over one sequence."""
     K, H = layer.n_ops, layer.n_loads
     nominal = layer.nominal.tolist()
     exchange = layer.exchange.tolist()
     hot = layer.hot.tolist()
-    op_of = [int(k) for k in layer.load_op] + [int(k) + K for k in layer.load_op]
-    duration = layer.duration.tolist() * 2
-    rate = layer.rate.tolist() * 2
-    cold = layer.cold.tolist() * 2
+    copies = 2 if periodic else 1
+    op_of = [int(k) + c * K for c in range(copies) for k in layer.load_op]
+    duration = layer.duration.tolist() * copies
+    rate = layer.rate.tolist() * copies
+    cold = layer.cold.tolist() * copies
     own = {int(k): h for h, k in enumerate(layer.load_op)}  # op -> its load (this layer)
     last = g0 + H  # first load that must not start in this layer
     # held[m][u]: cold bytes resident during op m once loads < u are issued:
@@ -190,13 +203,17 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
     Yields (next state, cycles from time 0 to the end of the last op it
     spans, [(load, window op)]).
     """
-    starts, ends = [], []
-    t = 0.0
-    for j in range(g, last):
-        starts.append(t)
-        t += duration[j]
-        ends.append(t)
-    total = len(starts)
+    starts: list[float] = []  # of loads g, g+1, ..., filled as far as needed
+    ends: list[float] = []
+    total = last - g
+
+    def reach(time: float = -1.0, index: int = -1) -> None:
+        """Lay out loads until one starts at or after `time` and `index` exists."""
+        while len(starts) < total and (len(starts) <= index or not starts or starts[-1] < time):
+            t = ends[-1] if ends else 0.0
+            starts.append(t)
+            ends.append(t + duration[g + len(ends)])
+
     previous_end = 0.0
     issued: list[tuple[int, int]] = []
     n_done = 1  # smallest period length not yet emitted
@@ -207,20 +224,23 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
         if waiting is not None and waiting >= g:
             if waiting >= last:
                 return  # op m needs a load beyond this layer's: no period passes it
+            reach(index=waiting - g)
             start = max(start, ends[waiting - g])
         nominal_end = start + nominal[m]
+        reach(time=nominal_end)
 
         first = bisect.bisect_right(ends, start)  # loads still running when op m starts
 
         def op_end(n: int) -> float:
             busy = 0.0
-            for i in range(first, n):
+            for i in range(first, min(n, len(starts))):
                 if starts[i] >= nominal_end:
                     break
                 busy += (min(ends[i], nominal_end) - max(starts[i], start)) * rate[g + i]
             return nominal_end + max(0.0, exchange[m] + busy - nominal[m])
 
         full_end = op_end(total)
+        reach(time=full_end)
         # loads issued by the end of op m (in the longest period)
         while len(issued) < total and starts[len(issued)] < full_end - 1e-9:
             j = g + len(issued)
@@ -229,7 +249,7 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
             issued.append((j, m))
         blocked = len(issued) < total and starts[len(issued)] < full_end - 1e-9
         # periods whose last load ends during op m (or during its wait)
-        while n_done <= total and ends[n_done - 1] < full_end - 1e-9:
+        while n_done <= total and n_done <= len(ends) and ends[n_done - 1] < full_end - 1e-9:
             n = n_done
             n_done += 1
             if waiting is not None and g <= waiting < last and waiting >= g + n:
@@ -246,4 +266,4 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
         m += 1
 
 
-__all__ = ["LayerLoads", "Timing", "best_offsets"]
+__all__ = ["LayerLoads", "Timing", "best_offsets", "best_path"]

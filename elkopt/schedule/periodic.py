@@ -34,7 +34,8 @@ import pyomo.environ as pyo
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
 from elkopt.schedule.baselines import Evaluated
-from elkopt.schedule.loadtiming import LayerLoads, best_offsets
+from elkopt.schedule.checker import check_schedule
+from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
 from elkopt.schedule.schedule import PROLOGUE, Schedule
 from elkopt.schedule.timeline import compute_timeline, load_cycles
 from elkopt.solve import SolveResult, SolverOptions, solve
@@ -85,6 +86,8 @@ class PeriodicStats:
     milp_binaries: int = 0
     milp: SolveResult | None = None
     repaired_loads: int = 0
+    seam_s: float = 0.0
+    seam_gain_cycles: float = 0.0
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, float | int | str | None]:
@@ -103,6 +106,8 @@ class PeriodicStats:
             "layer_milp_gap": r.gap if r else None,
             "layer_milp_nodes": r.nodes if r else None,
             "repaired_loads": self.repaired_loads,
+            "seam_s": round(self.seam_s, 3),
+            "seam_gain_cycles": round(self.seam_gain_cycles, 1),
             "periodic_s": round(self.wall_s, 3),
         }
 
@@ -168,16 +173,39 @@ def schedule_periodic(
     max_preload_ops: int = 48,
     layer_milp: bool = False,
     name: str = "elkopt",
+    seams: bool = True,
 ) -> tuple[Evaluated, PeriodicStats]:
     """Re-time the loads of each (name, schedule) start layer-periodically;
-    return the fastest result (a start itself if nothing beats it)."""
+    return the fastest valid result (a start itself if nothing beats it)."""
+    return stitch(
+        starts, chip,
+        signatures=[op.signature for op in graph.ops],
+        dependencies=[graph.dependencies(i) for i in range(graph.n_ops)],
+        flops=[op.flops for op in graph.ops],
+        solver=solver, max_preload_ops=max_preload_ops, layer_milp=layer_milp, name=name, seams=seams,
+    )
+
+
+def stitch(
+    starts: Sequence[tuple[str, Evaluated]],
+    chip: Chip,
+    signatures: Sequence[Hashable],
+    dependencies: Sequence[Sequence[int]],
+    flops: list[int],
+    solver: SolverOptions | None = None,
+    max_preload_ops: int = 48,
+    layer_milp: bool = False,
+    name: str = "elkopt",
+    seams: bool = True,
+) -> tuple[Evaluated, PeriodicStats]:
+    """`schedule_periodic` on plain data: per op a signature (equal for the
+    same op in every layer), its dependencies and FLOPs."""
     begin = time.perf_counter()
     stats = PeriodicStats()
-    flops = [op.flops for op in graph.ops]
     label, best = min(starts, key=lambda s: s[1].timeline.latency_cycles)
     best = Evaluated(replace(best.schedule, scheduler=name), best.timeline)
     stats.start = label
-    block = find_layers([op.signature for op in graph.ops])
+    block = find_layers(list(signatures))
     if block is None:
         stats.wall_s = time.perf_counter() - begin
         return best, stats
@@ -186,6 +214,13 @@ def schedule_periodic(
     max_offset = min(max_preload_ops, block.period)
     best_layer = None
     seen: list[LayerLoads] = []
+
+    def better(candidate: Evaluated) -> bool:
+        """Faster than the best so far, and valid (the checker finds nothing)."""
+        if candidate.timeline.latency_cycles >= best.timeline.latency_cycles - 1e-6:
+            return False
+        return not check_schedule(candidate.schedule, chip, dependencies, candidate.timeline)
+
     for label, start in starts:
         layer = layer_loads(start.schedule, chip, middle, block.period, max_offset)
         if any(_same_layer(layer, other) for other in seen):
@@ -197,7 +232,7 @@ def schedule_periodic(
         if timing is None:
             continue
         evaluated, moved = unroll(start.schedule, block, layer.load_op, timing.offsets, chip, flops, name)
-        if evaluated.timeline.latency_cycles < best.timeline.latency_cycles - 1e-6:
+        if better(evaluated):
             best, best_layer = evaluated, layer
             stats.start, stats.repaired_loads = label, moved
             stats.path_period_cycles = timing.period
@@ -213,8 +248,24 @@ def schedule_periodic(
             stats.milp_period_cycles = float(pyo.value(model.T))
             offsets = _windows(model, best_layer)
             evaluated, moved = unroll(best.schedule, block, best_layer.load_op, offsets, chip, flops, name)
-            if evaluated.timeline.latency_cycles < best.timeline.latency_cycles - 1e-6:
+            if better(evaluated):
                 best = evaluated
+                stats.repaired_loads = moved
+    # The seams (head, tail, first and last layers) are not steady state:
+    # re-time every load of the whole graph by the same shortest path, with
+    # the plans of the best result so far.
+    if seams:
+        t0 = time.perf_counter()
+        whole = layer_loads(best.schedule, chip, 0, len(best.schedule.ops), max_preload_ops)
+        timing = best_path(whole)
+        stats.seam_s = time.perf_counter() - t0
+        if timing is not None:
+            evaluated, moved = unroll(best.schedule, LayerBlock(0, len(best.schedule.ops), 1),
+                                      whole.load_op, timing.offsets, chip, flops, name)
+            gain = best.timeline.latency_cycles - evaluated.timeline.latency_cycles
+            if better(evaluated):
+                best = evaluated
+                stats.seam_gain_cycles = gain
                 stats.repaired_loads = moved
     stats.wall_s = time.perf_counter() - begin
     return best, stats
@@ -225,7 +276,7 @@ def _same_layer(a: LayerLoads, b: LayerLoads) -> bool:
     return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in names)
 
 
-def _build(d: LayerLoads) -> pyo.ConcreteModel:
+def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
     """The layer-periodic MILP over the load windows (plans fixed).
 
     Per op k: c[k] its HBM-busy prefix, e[k] HBM work during its stall,
@@ -233,10 +284,13 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
     the layer's loads occupy [0, P]), wait[k] for its own load, stall[k].
     Binaries: full/through (the op is busy to its end), z (a busy period
     that ends inside op k ends at a load boundary: loads never pause), r
-    (a load has been issued by op k: SRAM), p (it has not finished), and
+    (a load has been issued by op k: SRAM), q (issued before op k's nominal
+    end), p (it has not finished), and
     w[h, k] the work of load h inside op k, bounded by the overlap of the
     two stretches of the work axis; stall >= exchange + sum rate * w - nominal.
-    Minimises the layer's length.
+    Minimises the layer's length. periodic=False: the ops are a whole graph
+    instead (no layer before or after; the HBM starts at time 0, and op 0
+    waits for its own load).
     """
     K = len(d.nominal)
     loads = [int(k) for k in d.load_op]
@@ -260,7 +314,8 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
     for k in range(K):
         if k not in loads:
             m.wait[k].fix(0.0)  # only an op whose data is loading waits
-    m.V = pyo.Var(range(K), bounds=(-per_layer, 2 * per_layer))  # HBM work done when op k starts
+    work_range = (-per_layer, 2 * per_layer) if periodic else (0.0, per_layer)
+    m.V = pyo.Var(range(K), bounds=work_range)  # HBM work done when op k starts
     m.stall = pyo.Var(range(K), bounds=lambda _, k: (0.0, stall_max[k]))
 
     def Y(k):  # HBM work done at the end of op k's nominal interval
@@ -276,23 +331,35 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
         m.flow.add(m.e[k] <= m.stall[k])
         m.flow.add(m.e[k] <= stall_max[k] * m.full[k])
         m.flow.add(m.e[k] >= m.stall[k] - stall_max[k] * (1 - m.through[k]))
-        following = m.V[k + 1] if k + 1 < K else m.V[0] + per_layer
-        m.flow.add(following == X(k) + m.wait[(k + 1) % K])
+        if k + 1 < K:
+            m.flow.add(m.V[k + 1] == X(k) + m.wait[k + 1])
+        elif periodic:
+            m.flow.add(m.V[0] + per_layer == X(k) + m.wait[0])
+    if not periodic:
+        m.flow.add(m.V[0] == m.wait[0])  # the HBM runs from time 0
+    # an op starts once its data is loaded, and waits only while its own load
+    # is still running: then its start is exactly that load's end
+    m.waiting = pyo.Var(loads, domain=pyo.Binary)
     for h, k in enumerate(loads):
-        m.flow.add(m.V[k] >= ends[h])  # loaded before the op starts
+        m.flow.add(m.V[k] >= ends[h])
+        m.flow.add(m.wait[k] <= per_layer * m.waiting[k])
+        m.flow.add(m.V[k] <= ends[h] + 3 * per_layer * (1 - m.waiting[k]))
 
-    # A busy period ends inside op k (not full) only where a load ends: loads
-    # are never paused. Candidate boundaries: this layer's loads (and the
-    # previous layer's last), and the next layer's.
+    # A busy period ends inside op k (not through) only where a load ends:
+    # loads are never paused. Candidate boundaries: the end of any load that
+    # may have started by op k (this layer's, the previous layer's and, in
+    # steady state, the next layer's), or 0 (nothing loaded yet).
     cands = []  # (op, boundary id); boundaries closer than a cycle are merged
     point_of: dict[tuple[int, int], float] = {}
     for k in range(K):
-        points = [0.0]  # the previous layer's last load ends at 0
+        points = [0.0]
         for h, kh in enumerate(loads):
-            if kh > k and kh - k <= d.max_offset:
+            if kh - k <= d.max_offset:
                 points.append(ends[h])
-            if kh + K - k <= d.max_offset:
-                points.append(ends[h] + per_layer)
+            if periodic:
+                points.append(ends[h] - per_layer)
+                if kh + K - k <= d.max_offset:
+                    points.append(ends[h] + per_layer)
         kept: list[float] = []
         for x in sorted(points):
             if not kept or x - kept[-1] >= 1.0:
@@ -322,7 +389,7 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
         for k in range(K):
             if k < kh and kh - k <= d.max_offset:
                 held.append((h, k, 0, starts[h]))
-            if kh + K - k <= d.max_offset:
+            if periodic and kh + K - k <= d.max_offset:
                 held.append((h, k, 1, starts[h] + per_layer))
     m.held = pyo.Set(initialize=[x[:3] for x in held], dimen=3)
     m.r = pyo.Var(m.held, domain=pyo.Binary)
@@ -331,7 +398,8 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
         m.sram.add(X(k) - point <= big * m.r[h, k, nxt])
     for h, kh in enumerate(loads):  # never earlier than max_offset ops ahead
         for k in range(K):
-            if (k < kh and kh - k > d.max_offset) or (k >= kh and kh + K - k > d.max_offset):
+            early = k < kh and kh - k > d.max_offset
+            if early or (periodic and k >= kh and kh + K - k > d.max_offset):
                 point = starts[h] + (per_layer if k >= kh else 0.0)
                 m.sram.add(X(k) <= point)
     for k in range(K):
@@ -347,14 +415,16 @@ def _build(d: LayerLoads) -> pyo.ConcreteModel:
     pairs = [(h, k, nxt) for (h, k, nxt, _) in held]
     m.pairs = pyo.Set(initialize=pairs, dimen=3)
     m.p = pyo.Var(m.pairs, domain=pyo.Binary)
+    m.q = pyo.Var(m.pairs, domain=pyo.Binary)  # started before op k's nominal end
     m.w = pyo.Var(m.pairs, bounds=lambda _, h, k, nxt: (0.0, float(d.duration[h])))
     m.share = pyo.ConstraintList()
     for h, k, nxt in pairs:
         S = starts[h] + nxt * per_layer
         E = ends[h] + nxt * per_layer
         D = float(d.duration[h])
-        m.share.add(m.w[h, k, nxt] <= D * m.r[h, k, nxt])
-        m.share.add(m.w[h, k, nxt] <= Y(k) - S + big * (1 - m.r[h, k, nxt]))
+        m.share.add(Y(k) - S <= big * m.q[h, k, nxt])
+        m.share.add(m.w[h, k, nxt] <= D * m.q[h, k, nxt])
+        m.share.add(m.w[h, k, nxt] <= Y(k) - S + big * (1 - m.q[h, k, nxt]))
         m.share.add(E - m.V[k] <= big * m.p[h, k, nxt])
         m.share.add(m.w[h, k, nxt] <= D * m.p[h, k, nxt])
         m.share.add(m.w[h, k, nxt] <= E - m.V[k] + big * (1 - m.p[h, k, nxt]))
@@ -406,7 +476,9 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
         model.through[k].set_value(1.0 if through else 0.0)
         previous_end = float(timeline.exec_end[j - 1]) if j else 0.0
         if not model.wait[k].fixed:
-            model.wait[k].set_value(max(0.0, start - previous_end))
+            wait = max(0.0, start - previous_end)
+            model.wait[k].set_value(wait)
+            model.waiting[k].set_value(1.0 if wait > 1e-9 else 0.0)
         model.stall[k].set_value(float(timeline.stall[j]))
     for c in model.cands:
         model.z[c].set_value(0.0)
@@ -424,10 +496,24 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
         v, x = model.V[k].value, model.V[k].value + model.c[k].value
         lo, hi = model.starts[h] + nxt * model.per_layer, model.ends[h] + nxt * model.per_layer
         model.p[h, k, nxt].set_value(1.0 if hi > v + 1e-6 else 0.0)
+        model.q[h, k, nxt].set_value(1.0 if x > lo + 1e-6 else 0.0)
         model.w[h, k, nxt].set_value(max(0.0, min(x, hi) - max(v, lo)))
+    _clip_to_bounds(model)
 
 
-def _windows(model, d: LayerLoads) -> np.ndarray:
+def _clip_to_bounds(model) -> None:
+    """Floating-point noise can put a start value a hair outside its bounds."""
+    for v in model.component_data_objects(pyo.Var):
+        if v.value is None or v.fixed:
+            continue
+        lo, up = v.lb, v.ub
+        if lo is not None and v.value < lo:
+            v.set_value(lo)
+        if up is not None and v.value > up:
+            v.set_value(up)
+
+
+def _windows(model, d: LayerLoads, periodic: bool = True) -> np.ndarray:
     """Per load of the layer: how many ops before its own it is issued
     (0: when the op before it ends), from where its HBM work starts."""
     K = len(d.nominal)
@@ -440,6 +526,8 @@ def _windows(model, d: LayerLoads) -> np.ndarray:
         offset = 0
         # ops of this layer before kh, then the previous layer's (work shifted by one layer)
         for back in range(1, d.max_offset + 1):
+            if not periodic and back > kh:
+                break
             k = (kh - back) % K
             shift = 0.0 if kh - back >= 0 else model.per_layer
             if X[k] - shift > begin + tol and V[k] - shift <= begin + tol:
@@ -469,4 +557,4 @@ def _fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.
     return windows, len(moved)
 
 
-__all__ = ["LayerBlock", "PeriodicStats", "find_layers", "schedule_periodic"]
+__all__ = ["LayerBlock", "PeriodicStats", "find_layers", "layer_loads", "schedule_periodic", "stitch", "unroll"]
