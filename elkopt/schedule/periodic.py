@@ -465,52 +465,51 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
         start = float(timeline.exec_start[j])
         nominal_end = start + float(d.nominal[k])
         busy = float(np.clip(np.minimum(le, nominal_end) - np.maximum(ls, start), 0.0, None).sum())
-        model.V[k].set_value(work(start))
-        model.c[k].set_value(min(busy, float(d.nominal[k])))
+        _set(model.V[k], work(start))
+        _set(model.c[k], min(busy, float(d.nominal[k])))
         full = busy >= float(d.nominal[k]) - 1e-6
-        model.full[k].set_value(1.0 if full else 0.0)
+        _set(model.full[k], 1.0 if full else 0.0)
         stall_end = float(timeline.exec_end[j])
         in_stall = float(np.clip(np.minimum(le, stall_end) - np.maximum(ls, nominal_end), 0.0, None).sum())
-        model.e[k].set_value(in_stall if full else 0.0)
+        _set(model.e[k], in_stall if full else 0.0)
         through = full and in_stall >= stall_end - nominal_end - 1e-6
-        model.through[k].set_value(1.0 if through else 0.0)
+        _set(model.through[k], 1.0 if through else 0.0)
         previous_end = float(timeline.exec_end[j - 1]) if j else 0.0
         if not model.wait[k].fixed:
             wait = max(0.0, start - previous_end)
-            model.wait[k].set_value(wait)
-            model.waiting[k].set_value(1.0 if wait > 1e-9 else 0.0)
-        model.stall[k].set_value(float(timeline.stall[j]))
+            _set(model.wait[k], wait)
+            _set(model.waiting[k], 1.0 if wait > 1e-9 else 0.0)
+        _set(model.stall[k], float(timeline.stall[j]))
     for c in model.cands:
-        model.z[c].set_value(0.0)
+        _set(model.z[c], 0.0)
     for k in range(K):
         if model.through[k].value > 0.5:
             continue
         x = model.V[k].value + model.c[k].value + model.e[k].value
         best = min((c for c in model.cands if c[0] == k), key=lambda c: abs(x - model.point_of[c]))
-        model.z[best].set_value(1.0)
+        _set(model.z[best], 1.0)
     for h, k, nxt in model.held:
         x = model.V[k].value + model.c[k].value + model.e[k].value
         point = model.starts[h] + nxt * model.per_layer
-        model.r[h, k, nxt].set_value(1.0 if x > point + 1e-6 else 0.0)
+        _set(model.r[h, k, nxt], 1.0 if x > point + 1e-6 else 0.0)
     for h, k, nxt in model.pairs:
         v, x = model.V[k].value, model.V[k].value + model.c[k].value
         lo, hi = model.starts[h] + nxt * model.per_layer, model.ends[h] + nxt * model.per_layer
-        model.p[h, k, nxt].set_value(1.0 if hi > v + 1e-6 else 0.0)
-        model.q[h, k, nxt].set_value(1.0 if x > lo + 1e-6 else 0.0)
-        model.w[h, k, nxt].set_value(max(0.0, min(x, hi) - max(v, lo)))
-    _clip_to_bounds(model)
+        _set(model.p[h, k, nxt], 1.0 if hi > v + 1e-6 else 0.0)
+        _set(model.q[h, k, nxt], 1.0 if x > lo + 1e-6 else 0.0)
+        _set(model.w[h, k, nxt], max(0.0, min(x, hi) - max(v, lo)))
 
 
-def _clip_to_bounds(model) -> None:
-    """Floating-point noise can put a start value a hair outside its bounds."""
-    for v in model.component_data_objects(pyo.Var):
-        if v.value is None or v.fixed:
-            continue
-        lo, up = v.lb, v.ub
-        if lo is not None and v.value < lo:
-            v.set_value(lo)
-        if up is not None and v.value > up:
-            v.set_value(up)
+def _set(var, value: float) -> None:
+    """Set a start value, clipped into the variable's bounds (floating-point
+    noise can put it a hair outside)."""
+    if var.fixed:
+        return
+    if var.lb is not None:
+        value = max(value, var.lb)
+    if var.ub is not None:
+        value = min(value, var.ub)
+    var.set_value(value)
 
 
 def _windows(model, d: LayerLoads, periodic: bool = True) -> np.ndarray:
