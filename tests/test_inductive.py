@@ -78,3 +78,14 @@ def test_pipeline_reports_solve_statistics(tiny):
     assert result.schedule.scheduler == "inductive"
     assert result.solve_stats["windows"] > 0
     assert result.solve_stats["milps_solved"] >= 1
+
+
+def test_windows_where_nothing_fits_are_skipped():
+    # Llama2-13B with a 4096-token KV cache: the attention loads are so big that
+    # some preload sets leave no room for any plan of the executing operator
+    chip = Chip(name="ipu_pod4", n_chips=4)
+    graph = build_graph("llama2_13b", "decode", 32, 4096)
+    tables = build_tables(graph, chip, 256)
+    evaluated, stats = schedule_inductive(graph, tables, chip)
+    assert stats.infeasible > 0
+    assert check_schedule(evaluated.schedule, chip, dependencies(graph), evaluated.timeline) == []
