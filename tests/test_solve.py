@@ -74,3 +74,15 @@ def test_unknown_options_are_rejected():
         SolverOptions(presolve="maybe")
     with pytest.raises(ValueError, match="solver.time_limit_s"):
         SolverOptions(time_limit_s=0)
+
+
+def test_a_warm_start_reaches_the_same_optimum_and_is_typed():
+    m, w, v = knapsack(n=20, seed=3, capacity=150)
+    for i in range(20):
+        m.x[i].set_value(0.0)  # a feasible start: the empty knapsack
+    result = solve(m, SolverOptions(mip_rel_gap=0.0), warm_start=True)
+    assert result.status is SolveStatus.OPTIMAL
+    assert result.objective == pytest.approx(brute_force(w, v, 150))
+    chosen = [i for i in range(20) if round(pyo.value(m.x[i]))]
+    assert sum(w[i] for i in chosen) <= 150
+    assert sum(v[i] for i in chosen) == pytest.approx(result.objective)

@@ -12,7 +12,10 @@ Loads are in program order. For operator i, from the last to the first:
    executing plan and, when op i+1's data is resident, op i+1's preload layout,
    within the SRAM left after the (already fixed) layouts of ops i+2 .. i+p.
    Cost: i's execution plus its expected interconnect stall, plus op i+1's
-   distribution and the load time its layout adds beyond the HBM time.
+   distribution and the load time its layout adds beyond the HBM time. The
+   stall assumes loads take a fixed share rho of the interconnect while any
+   op runs: the delivery time of all loads (smallest layouts) over the sum
+   of the fastest executions, rounded up to eighths.
 3. Op i must end by min(start of i+1, start of the first load past i+p);
    the p that lets it start latest wins (the larger p on ties: it keeps
    more room to issue loads early).
@@ -27,8 +30,8 @@ the forward timeline, which is the truth; the backward times only guide the
 choices.
 
 Windows recur layer after layer, so solutions are memoised on the window's
-signature (the two operators' tables, op i+1's plan, the free SRAM and the
-quantised contention); `InductiveStats` counts solves and cache hits.
+signature (the two operators' tables, op i+1's plan and the free SRAM);
+`InductiveStats` counts solves and cache hits.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from elkopt.schedule.timeline import compute_timeline
 from elkopt.schedule.window import Group, WindowInfeasible, solve_window
 from elkopt.solve import SolverOptions
 
-#: Contention estimates are rounded up to multiples of 1/RHO_STEPS (memo key).
+#: The contention share rho is rounded up to a multiple of 1/RHO_STEPS.
 RHO_STEPS = 8
 
 
@@ -181,6 +184,12 @@ def schedule_inductive(
     fastest = sum(float(p.exec[p.hot <= sram].min()) for p in plans)
     rho_bar = float(hbm_bytes.sum()) / chip.noc_bytes_per_cycle / max(fastest, 1.0)
     rho_bar = math.ceil(min(1.0, rho_bar) * RHO_STEPS - 1e-9) / RHO_STEPS
+
+    def expected_run(i: int) -> np.ndarray:
+        """Per plan of op i: its execution plus the stall the share rho_bar causes."""
+        hp = plans[i]
+        return hp.exec + np.maximum(0.0, hp.exchange - (1.0 - rho_bar) * hp.exec)
+
     stats = InductiveStats()
     memo: dict[tuple, tuple[tuple[int, ...], float]] = {}
     b = _Backward(n)
@@ -198,20 +207,15 @@ def schedule_inductive(
         end = start if after is None else min(start, b.load_start[after])
         return end - load_duration(j, row)
 
-    def window(i: int, capacity: float, rho: float, resident_next: bool) -> tuple[tuple[int, ...], float]:
+    def window(i: int, capacity: float, resident_next: bool) -> tuple[tuple[int, ...], float]:
         """(chosen plan of i, chosen row of i+1 or -1), MILP cost; memoised."""
         nxt = resident_next and has_load[i + 1]
-        key = (
-            tid[i], rho, int(capacity),
-            (tid[i + 1], int(b.plan[i + 1])) if nxt else None,
-        )
+        key = (tid[i], int(capacity), (tid[i + 1], int(b.plan[i + 1])) if nxt else None)
         stats.windows += 1
         if key in memo:
             stats.cache_hits += 1
             return memo[key]
-        hp = plans[i]
-        stall = np.maximum(0.0, hp.exchange - (1.0 - rho) * hp.exec)
-        groups = [Group(f"op{i}", hp.hot, hp.exec + stall)]
+        groups = [Group(f"op{i}", plans[i].hot, expected_run(i))]
         rows = None
         if nxt:
             rows = plans[i + 1].rows[b.plan[i + 1]]
@@ -258,7 +262,7 @@ def schedule_inductive(
             if beyond is None and i + p < n - 1:
                 beyond = next_load_after(i + p)
             resident_next = bool(resident) and resident[0] == nxt
-            (plan_i, row_next), cost = window(i, sram - fixed, rho_bar, resident_next)
+            (plan_i, row_next), cost = window(i, sram - fixed, resident_next)
             if not math.isfinite(cost):
                 continue
             if row_next < 0:
@@ -270,9 +274,7 @@ def schedule_inductive(
                     end = min(end, load_start_if(nxt, row_next, start_next))
                 else:
                     end = min(end, b.load_start[beyond])
-            hp = plans[i]
-            run = hp.exec[plan_i] + max(0.0, hp.exchange[plan_i] - (1.0 - rho_bar) * hp.exec[plan_i])
-            begin_i = end - run
+            begin_i = end - float(expected_run(i)[plan_i])
             if best is None or begin_i >= best[0] - 1e-9:
                 best = (begin_i, p, plan_i, row_next)
         if best is None:

@@ -79,7 +79,8 @@ class PeriodicStats:
     layer_ops: int = 0
     layers: int = 0
     start: str = ""  # which starting schedule the result builds on
-    start_period_cycles: float = 0.0
+    start_period_cycles: float = 0.0  # the middle layer of the best starting schedule
+    layer_cycles: float = 0.0  # the middle layer of the result
     path_period_cycles: float = 0.0  # steady-state layer from the shortest path
     path_s: float = 0.0
     milp_period_cycles: float | None = None
@@ -97,6 +98,7 @@ class PeriodicStats:
             "layers": self.layers,
             "start": self.start,
             "start_layer_cycles": round(self.start_period_cycles, 1),
+            "layer_cycles": round(self.layer_cycles, 1),
             "path_layer_cycles": round(self.path_period_cycles, 1),
             "path_s": round(self.path_s, 3),
             "layer_milp_status": str(r.status) if r else "not run",
@@ -215,6 +217,14 @@ def stitch(
     best_layer = None
     seen: list[LayerLoads] = []
 
+    def layer_cycles(evaluated: Evaluated) -> float:
+        """Cycles of the middle layer in the timeline (start to start)."""
+        tl = evaluated.timeline
+        end = middle + block.period
+        return float(tl.exec_start[end] - tl.exec_start[middle]) if end < len(tl.exec_start) else 0.0
+
+    stats.start_period_cycles = layer_cycles(best)
+
     def better(candidate: Evaluated) -> bool:
         """Faster than the best so far, and valid (the checker finds nothing)."""
         if candidate.timeline.latency_cycles >= best.timeline.latency_cycles - 1e-6:
@@ -236,9 +246,6 @@ def stitch(
             best, best_layer = evaluated, layer
             stats.start, stats.repaired_loads = label, moved
             stats.path_period_cycles = timing.period
-    if middle + block.period < len(best.schedule.ops):
-        tl = best.timeline
-        stats.start_period_cycles = float(tl.exec_start[middle + block.period] - tl.exec_start[middle])
     if layer_milp and best_layer is not None:
         model = _build(best_layer)
         stats.milp_binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
@@ -267,6 +274,7 @@ def stitch(
                 best = evaluated
                 stats.seam_gain_cycles = gain
                 stats.repaired_loads = moved
+    stats.layer_cycles = layer_cycles(best)
     stats.wall_s = time.perf_counter() - begin
     return best, stats
 

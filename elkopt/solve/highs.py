@@ -158,20 +158,10 @@ def _solve_once(model: Any, options: SolverOptions, seed: int) -> SolveResult:
         return SolveResult(SolveStatus.ERROR, None, None, None, 0.0, None, message=str(error))
     status = _status(raw.termination_condition, raw.solution_status)
     objective = raw.incumbent_objective if status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) else None
-    bound = raw.objective_bound
-    bound = None if bound is None or math.isinf(bound) else float(bound)
     if objective is not None:
         raw.solution_loader.load_vars()
     nodes = dict(raw.extra_info.items()).get("mip_node_count")
-    return SolveResult(
-        status=status,
-        objective=None if objective is None else float(objective),
-        bound=bound,
-        gap=_gap(objective, bound, status),
-        wall_s=0.0,
-        nodes=None if nodes is None or nodes < 0 else int(nodes),
-        message=str(raw.termination_condition.name),
-    )
+    return _result(status, objective, raw.objective_bound, nodes, raw.termination_condition.name)
 
 
 def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveResult:
@@ -203,9 +193,15 @@ def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveR
         status = SolveStatus.FEASIBLE
     if objective is not None:
         raw.solution_loader.load_vars()
-    bound = raw.best_objective_bound
-    bound = None if bound is None or math.isinf(bound) else float(bound)
     nodes = solver._solver_model.getInfo().mip_node_count  # noqa: SLF001  (no public accessor)
+    return _result(status, objective, raw.best_objective_bound, nodes, termination.name)
+
+
+def _result(
+    status: SolveStatus, objective: float | None, bound: float | None, nodes: int | None, message: str
+) -> SolveResult:
+    """A SolveResult from raw solver numbers (an infinite bound is no bound)."""
+    bound = None if bound is None or math.isinf(bound) else float(bound)
     return SolveResult(
         status=status,
         objective=None if objective is None else float(objective),
@@ -213,7 +209,7 @@ def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveR
         gap=_gap(objective, bound, status),
         wall_s=0.0,
         nodes=None if nodes is None or nodes < 0 else int(nodes),
-        message=termination.name,
+        message=str(message),
     )
 
 
