@@ -14,7 +14,7 @@ from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets
 from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.monolithic import solve_monolithic
-from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, stitch, unroll
+from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, search_order, stitch, unroll
 from elkopt.schedule.synthetic import UNIT_CHIP, random_layers, repeated_layers
 from elkopt.schedule.timeline import compute_timeline
 from elkopt.solve import SolverOptions
@@ -154,3 +154,20 @@ def test_monolithic_refuses_big_graphs():
     schedule = random_layers(0, n_layers=41)  # 205 operators
     with pytest.raises(ValueError, match="205 operators"):
         solve_monolithic(schedule, UNIT)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 5])  # graphs where program order is not the best
+def test_a_searched_preload_order_is_faster_and_runs_as_promised(seed):
+    schedule = random_layers(seed, ops_per_layer=6, n_layers=8, n_loads=4)
+    K, n = 6, len(schedule.ops)
+    layer = layer_loads(schedule, UNIT, 3 * K, K, K)
+    base = best_offsets(layer, cuts=[0])
+    reordered, tried, kept = search_order(layer, 0)
+    timing = best_offsets(reordered, cuts=[0])
+    assert kept >= 1 and tried >= 6
+    assert timing.period < base.period - 1e-6
+    assert sorted(reordered.load_op) == sorted(layer.load_op)  # the same loads, another order
+    evaluated, _ = unroll(schedule, LayerBlock(0, K, 8), reordered.load_op, timing.offsets, UNIT, [0] * n, "t")
+    deps = [[i - 1] if i else [] for i in range(n)]
+    assert check_schedule(evaluated.schedule, UNIT, deps, evaluated.timeline) == []
+    assert middle_period(evaluated.schedule, K, 8) == pytest.approx(timing.period, rel=1e-9)

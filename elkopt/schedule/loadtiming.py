@@ -57,11 +57,24 @@ class LayerLoads:
     def n_loads(self) -> int:
         return len(self.load_op)
 
+    def reordered(self, order: np.ndarray) -> "LayerLoads":
+        """The same layer with its loads issued in `order` (indices into the loads)."""
+        return LayerLoads(self.nominal, self.exchange, self.hot, self.load_op[order], self.duration[order],
+                          self.rate[order], self.cold[order], self.sram, self.max_offset)
+
     def rotated(self, cut: int) -> tuple["LayerLoads", np.ndarray]:
-        """The layer started at op `cut`; also the original index of each rotated load."""
+        """The layer started at op `cut`; also the original index of each
+        rotated load. The loads keep their cyclic issue order, starting with
+        the first whose op is at or after the cut: for loads in program order
+        that is the same sequence of loads over the whole graph. (A reordered
+        layer is searched and unrolled in its own, already rotated, frame:
+        cut 0 leaves a layer as it is.)"""
+        if cut == 0:
+            return self, np.arange(self.n_loads)
         K = self.n_ops
         position = (self.load_op - cut) % K
-        order = np.argsort(position, kind="stable")
+        first = int(np.argmin(position))
+        order = np.roll(np.arange(self.n_loads), -first)
         ops = (np.arange(K) + cut) % K
         return (
             LayerLoads(self.nominal[ops], self.exchange[ops], self.hot[ops], position[order],
@@ -246,6 +259,8 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
             j = g + len(issued)
             if op_of[j] < m or op_of[j] - m > max_offset:
                 break  # issued too late for its op, or too early
+            if starts[len(issued)] < start - 1e-9 and op_of[j] != m:
+                break  # only op m's own load may start while op m waits for it
             issued.append((j, m))
         blocked = len(issued) < total and starts[len(issued)] < full_end - 1e-9
         # periods whose last load ends during op m (or during its wait)

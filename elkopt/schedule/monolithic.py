@@ -59,6 +59,8 @@ def solve_monolithic(
         return Monolithic(start, result, None, binaries)
     offsets = _windows(model, data, periodic=False)
     evaluated, _ = unroll(schedule, LayerBlock(0, n, 1), data.load_op, offsets, chip, flops, "monolithic")
+    if evaluated is None:  # cannot happen with loads in program order
+        raise RuntimeError("the monolithic MILP's plan deadlocks in the timeline; please report it")
     return Monolithic(evaluated, result, float(pyo.value(model.T)), binaries)
 
 

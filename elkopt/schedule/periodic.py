@@ -23,6 +23,7 @@ interconnect while exchange-heavy operators run, within SRAM.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -37,7 +38,7 @@ from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
 from elkopt.schedule.schedule import PROLOGUE, Schedule
-from elkopt.schedule.timeline import compute_timeline, load_cycles
+from elkopt.schedule.timeline import ScheduleError, compute_timeline, load_cycles
 from elkopt.solve import SolveResult, SolverOptions, solve
 
 
@@ -89,6 +90,9 @@ class PeriodicStats:
     repaired_loads: int = 0
     seam_s: float = 0.0
     seam_gain_cycles: float = 0.0
+    order_swaps_tried: int = 0
+    order_swaps_kept: int = 0
+    order_s: float = 0.0
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, float | int | str | None]:
@@ -108,6 +112,9 @@ class PeriodicStats:
             "layer_milp_gap": r.gap if r else None,
             "layer_milp_nodes": r.nodes if r else None,
             "repaired_loads": self.repaired_loads,
+            "order_swaps_tried": self.order_swaps_tried,
+            "order_swaps_kept": self.order_swaps_kept,
+            "order_s": round(self.order_s, 3),
             "seam_s": round(self.seam_s, 3),
             "seam_gain_cycles": round(self.seam_gain_cycles, 1),
             "periodic_s": round(self.wall_s, 3),
@@ -115,11 +122,12 @@ class PeriodicStats:
 
 
 def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_offset: int) -> LayerLoads:
-    """The decisions of the layer starting at op `first`, as load-timing data."""
+    """The decisions of the layer starting at op `first`, as load-timing data;
+    its loads in the order the schedule issues them."""
     ops = schedule.ops[first : first + period]
     hbm, noc = load_cycles(schedule, chip)
     span = slice(first, first + period)
-    loads = [k for k, o in enumerate(ops) if o.has_load]
+    loads = [j - first for j in schedule.preload_order if first <= j < first + period]
     duration = np.maximum(hbm[span], noc[span])[loads]
     rate = np.divide(noc[span][loads], duration, out=np.zeros(len(loads)), where=duration > 0)
     return LayerLoads(
@@ -150,21 +158,32 @@ def seam_candidates(layer: LayerLoads) -> list[int]:
 def unroll(
     schedule: Schedule, block: LayerBlock, load_op: np.ndarray, offsets: np.ndarray, chip: Chip,
     flops: list[int], name: str,
-) -> tuple[Evaluated, int]:
-    """Apply per-layer window offsets to every layer; returns the evaluated
-    schedule and the number of loads deferred to fit SRAM."""
+) -> tuple[Evaluated | None, int]:
+    """Apply per-layer window offsets to every layer, issuing each layer's
+    loads in the order of `load_op` (the ops before and after the layers keep
+    their order); returns the evaluated schedule and the number of loads
+    deferred to fit SRAM. The schedule is None if the timeline finds a
+    deadlock (a load queued behind one issued after its own operator)."""
     windows = np.array([o.preload_window for o in schedule.ops], dtype=np.int64)
+    layered = []
     for layer in range(block.count):
         base = block.start + layer * block.period
         for k, offset in zip(load_op, offsets):
             j = base + int(k)
             windows[j] = j if offset == 0 else max(PROLOGUE, j - int(offset))
+            layered.append(j)
+    end = block.start + block.count * block.period
+    order = [j for j in schedule.preload_order if j < block.start]
+    order += layered + [j for j in schedule.preload_order if j >= end]
     windows, moved = _fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
     ops = tuple(
         replace(o, preload_window=int(windows[i])) if o.has_load else o for i, o in enumerate(schedule.ops)
     )
-    candidate = replace(schedule, ops=ops, scheduler=name)
-    return Evaluated(candidate, compute_timeline(candidate, chip, flops)), moved
+    candidate = replace(schedule, ops=ops, preload_order=tuple(order), scheduler=name)
+    try:
+        return Evaluated(candidate, compute_timeline(candidate, chip, flops)), moved
+    except ScheduleError:
+        return None, moved  # a deadlock: the caller keeps what it had
 
 
 def schedule_periodic(
@@ -176,6 +195,7 @@ def schedule_periodic(
     layer_milp: bool = False,
     name: str = "elkopt",
     seams: bool = True,
+    reorder: bool = True,
 ) -> tuple[Evaluated, PeriodicStats]:
     """Re-time the loads of each (name, schedule) start layer-periodically;
     return the fastest valid result (a start itself if nothing beats it)."""
@@ -185,6 +205,7 @@ def schedule_periodic(
         dependencies=[graph.dependencies(i) for i in range(graph.n_ops)],
         flops=[op.flops for op in graph.ops],
         solver=solver, max_preload_ops=max_preload_ops, layer_milp=layer_milp, name=name, seams=seams,
+        reorder=reorder,
     )
 
 
@@ -199,6 +220,7 @@ def stitch(
     layer_milp: bool = False,
     name: str = "elkopt",
     seams: bool = True,
+    reorder: bool = True,
 ) -> tuple[Evaluated, PeriodicStats]:
     """`schedule_periodic` on plain data: per op a signature (equal for the
     same op in every layer), its dependencies and FLOPs."""
@@ -214,7 +236,7 @@ def stitch(
     stats.layer_ops, stats.layers = block.period, block.count
     middle = block.start + (block.count // 2) * block.period
     max_offset = min(max_preload_ops, block.period)
-    best_layer = None
+    best_layer, best_cut = None, 0
     seen: list[LayerLoads] = []
 
     def layer_cycles(evaluated: Evaluated) -> float:
@@ -225,9 +247,9 @@ def stitch(
 
     stats.start_period_cycles = layer_cycles(best)
 
-    def better(candidate: Evaluated) -> bool:
+    def better(candidate: Evaluated | None) -> bool:
         """Faster than the best so far, and valid (the checker finds nothing)."""
-        if candidate.timeline.latency_cycles >= best.timeline.latency_cycles - 1e-6:
+        if candidate is None or candidate.timeline.latency_cycles >= best.timeline.latency_cycles - 1e-6:
             return False
         return not check_schedule(candidate.schedule, chip, dependencies, candidate.timeline)
 
@@ -243,13 +265,34 @@ def stitch(
             continue
         evaluated, moved = unroll(start.schedule, block, layer.load_op, timing.offsets, chip, flops, name)
         if better(evaluated):
-            best, best_layer = evaluated, layer
+            best, best_layer, best_cut = evaluated, layer, timing.cut
             stats.start, stats.repaired_loads = label, moved
             stats.path_period_cycles = timing.period
+    # Elk searched preload orders of the heavy loads within a layer; here
+    # pairwise swaps are kept while the exact timing of the layer improves.
+    # The search works on the layer cut where its HBM idles (so a swapped
+    # order stays one layer's order): ops best_cut .. of a layer and the ops
+    # before best_cut of the next; the partial layer at the start keeps its
+    # windows until the seams are re-timed below.
+    first = middle
+    if reorder and best_layer is not None:
+        t0 = time.perf_counter()
+        rotated, _ = best_layer.rotated(best_cut)
+        layer, stats.order_swaps_tried, stats.order_swaps_kept = search_order(rotated, 0)
+        if stats.order_swaps_kept:
+            timing = best_offsets(layer, [0])
+            shifted = LayerBlock(block.start + best_cut, block.period, block.count - (1 if best_cut else 0))
+            if timing is not None:
+                evaluated, moved = unroll(best.schedule, shifted, layer.load_op, timing.offsets, chip, flops, name)
+                if better(evaluated):
+                    best, best_layer, block, first = evaluated, layer, shifted, middle + best_cut
+                    stats.repaired_loads = moved
+                    stats.path_period_cycles = timing.period
+        stats.order_s = time.perf_counter() - t0
     if layer_milp and best_layer is not None:
         model = _build(best_layer)
         stats.milp_binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
-        _warm_start(model, best_layer, best.schedule, best.timeline, middle)
+        _warm_start(model, best_layer, best.schedule, best.timeline, first)
         stats.milp = solve(model, solver, warm_start=True)
         if stats.milp.has_solution:
             stats.milp_period_cycles = float(pyo.value(model.T))
@@ -269,14 +312,40 @@ def stitch(
         if timing is not None:
             evaluated, moved = unroll(best.schedule, LayerBlock(0, len(best.schedule.ops), 1),
                                       whole.load_op, timing.offsets, chip, flops, name)
-            gain = best.timeline.latency_cycles - evaluated.timeline.latency_cycles
             if better(evaluated):
+                stats.seam_gain_cycles = best.timeline.latency_cycles - evaluated.timeline.latency_cycles
                 best = evaluated
-                stats.seam_gain_cycles = gain
                 stats.repaired_loads = moved
     stats.layer_cycles = layer_cycles(best)
     stats.wall_s = time.perf_counter() - begin
     return best, stats
+
+
+def search_order(layer: LayerLoads, cut: int, rounds: int = 3) -> tuple[LayerLoads, int, int]:
+    """Swap pairs of the layer's heavy loads (each at least 1% of the layer's
+    execution) in its issue order, keeping a swap when the exact timing (cut
+    at `cut`) gets shorter; up to `rounds` passes. Returns the layer in the
+    best order found, the swaps tried and the swaps kept."""
+    heavy = [h for h in range(layer.n_loads) if layer.duration[h] >= 0.01 * float(layer.nominal.sum())]
+    found = best_offsets(layer, [cut])
+    if found is None:
+        return layer, 0, 0
+    period, tried, kept = found.period, 0, 0
+    for _ in range(rounds):
+        improved = False
+        for a, b in itertools.combinations(heavy, 2):
+            order = np.arange(layer.n_loads)
+            order[[a, b]] = order[[b, a]]
+            trial = layer.reordered(order)
+            tried += 1
+            timing = best_offsets(trial, [cut])
+            if timing is not None and timing.period < period - 1e-6:
+                layer, period = trial, timing.period
+                kept += 1
+                improved = True
+        if not improved:
+            break
+    return layer, tried, kept
 
 
 def _same_layer(a: LayerLoads, b: LayerLoads) -> bool:
@@ -457,8 +526,7 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
     """Set the binaries (and the flows) from the starting schedule's layer at
     `first`: a MIP start that HiGHS completes with an LP, or discards."""
     K = len(d.nominal)
-    n = len(schedule.ops)
-    loads = [j for j in range(n) if schedule.ops[j].has_load]
+    loads = list(schedule.preload_order)
     ls = np.array([timeline.load_start[j] for j in loads])
     le = np.array([timeline.load_end[j] for j in loads])
     # HBM work of this layer's loads and later, at time t
