@@ -259,9 +259,15 @@ def _periods(k, g, last, K, nominal, exchange, hot, op_of, duration, rate, held,
             j = g + len(issued)
             if op_of[j] < m or op_of[j] - m > max_offset:
                 break  # issued too late for its op, or too early
+            window = m
             if starts[len(issued)] < start - 1e-9 and op_of[j] != m:
-                break  # only op m's own load may start while op m waits for it
-            issued.append((j, m))
+                # starts while op m waits for its own load: issued during op
+                # m-1 (it runs once the load before it ends); at the start of
+                # the period that would start it too early
+                if m == k:
+                    break
+                window = m - 1
+            issued.append((j, window))
         blocked = len(issued) < total and starts[len(issued)] < full_end - 1e-9
         # periods whose last load ends during op m (or during its wait)
         while n_done <= total and n_done <= len(ends) and ends[n_done - 1] < full_end - 1e-9:
