@@ -162,9 +162,6 @@ def _cycle_from(layer: LayerLoads, g0: int, periodic: bool = True) -> tuple[floa
     def held(m: int, issued_upto: int) -> float:
         return held_table[m][issued_upto - g0]
 
-    # every load before g0 must be consumed after the layer starts
-    if any(op_of[g] < 0 for g in range(g0)):
-        return None
     dist: dict[tuple[int, int], float] = {(0, g0): 0.0}
     back: dict[tuple[int, int], tuple] = {}
     for k in range(K):

@@ -11,14 +11,17 @@ interconnect while exchange-heavy operators run, within SRAM.
 
 1. `elkopt.schedule.loadtiming` solves that exactly for the fixed plans as a
    shortest path (busy periods of the HBM between operator starts).
-2. Optionally (`layer_milp=True`), a layer-periodic MILP over the same
-   decisions polishes it, warm-started from step 1, within the solver's
+2. The preload order of the layer's heavy loads is searched by pairwise
+   swaps, each order timed exactly by the same path (`search_order`).
+3. Optionally (`layer_milp=True`), a layer-periodic MILP over the same
+   decisions polishes it, warm-started from steps 1-2, within the solver's
    node limit (see `_build` for the formulation). It can place the cycle's
    seam anywhere, which the shortest path cannot.
-3. The per-layer windows are unrolled over every layer (the head and tail
-   keep the starting schedule's windows), loads that would overflow SRAM at
-   the seams are deferred, and the whole plan is evaluated by the timeline;
-   the pipeline then checks it with the independent checker.
+4. The per-layer windows are unrolled over every layer, loads that would
+   overflow SRAM at the seams are deferred, and then every load of the
+   whole graph is re-timed by the same shortest path (the seams: head,
+   tail, first and last layers). Each candidate is evaluated by the
+   timeline and kept only if the independent checker finds nothing.
 """
 
 from __future__ import annotations
