@@ -122,8 +122,8 @@ def compile_model(
 
             say("scheduling: elkopt (layer-periodic load timing, stitched over all layers)")
             chosen, periodic = schedule_periodic(
-                graph, [("inductive", inductive), ("static", static)], chip, solver,
-                options.max_preload_ops, layer_milp=options.layer_milp,
+                graph, [("inductive", inductive), ("static", static)], chip, solver=solver,
+                max_preload_ops=options.max_preload_ops, layer_milp=options.layer_milp,
             )
             solve_stats.update(periodic.as_dict())
             say(

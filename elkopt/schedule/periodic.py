@@ -30,7 +30,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Hashable
+from typing import Any, Hashable
 
 import numpy as np
 import pyomo.environ as pyo
@@ -190,25 +190,17 @@ def unroll(
 
 
 def schedule_periodic(
-    graph: Graph,
-    starts: Sequence[tuple[str, Evaluated]],
-    chip: Chip,
-    solver: SolverOptions | None = None,
-    max_preload_ops: int = 48,
-    layer_milp: bool = False,
-    name: str = "elkopt",
-    seams: bool = True,
-    reorder: bool = True,
+    graph: Graph, starts: Sequence[tuple[str, Evaluated]], chip: Chip, **options: Any
 ) -> tuple[Evaluated, PeriodicStats]:
     """Re-time the loads of each (name, schedule) start layer-periodically;
-    return the fastest valid result (a start itself if nothing beats it)."""
+    return the fastest valid result (a start itself if nothing beats it).
+    `options` are those of `stitch`."""
     return stitch(
         starts, chip,
         signatures=[op.signature for op in graph.ops],
         dependencies=[graph.dependencies(i) for i in range(graph.n_ops)],
         flops=[op.flops for op in graph.ops],
-        solver=solver, max_preload_ops=max_preload_ops, layer_milp=layer_milp, name=name, seams=seams,
-        reorder=reorder,
+        **options,
     )
 
 
@@ -324,12 +316,20 @@ def stitch(
     return best, stats
 
 
+#: The preload-order search swaps at most this many loads: the longest ones,
+#: which carry almost all HBM bytes of a layer (six in a Llama layer).
+MAX_REORDERED_LOADS = 8
+
+
 def search_order(layer: LayerLoads, cut: int, rounds: int = 3) -> tuple[LayerLoads, int, int]:
     """Swap pairs of the layer's heavy loads (each at least 1% of the layer's
-    execution) in its issue order, keeping a swap when the exact timing (cut
-    at `cut`) gets shorter; up to `rounds` passes. Returns the layer in the
-    best order found, the swaps tried and the swaps kept."""
-    heavy = [h for h in range(layer.n_loads) if layer.duration[h] >= 0.01 * float(layer.nominal.sum())]
+    execution; the MAX_REORDERED_LOADS longest) in its issue order, keeping a
+    swap when the exact timing (cut at `cut`) gets shorter; up to `rounds`
+    passes. Returns the layer in the best order found, the swaps tried and
+    the swaps kept."""
+    long_enough = layer.duration >= 0.01 * float(layer.nominal.sum())
+    longest = np.argsort(-layer.duration, kind="stable")[:MAX_REORDERED_LOADS]
+    heavy = sorted(int(h) for h in longest if long_enough[h])
     found = best_offsets(layer, [cut])
     if found is None:
         return layer, 0, 0
