@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
@@ -34,6 +34,9 @@ from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
 from elkopt.schedule.trace import write_chrome_trace
+
+if TYPE_CHECKING:
+    from elkopt.solve import SolverOptions
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     return RunInputs(model=model, workload=workload, chip=chip, graph=graph)
 
 
-def solver_options(run_config: RunConfig):
+def solver_options(run_config: RunConfig) -> SolverOptions | None:
     """The solver group as SolverOptions, for the MILP schedulers only (None
     otherwise: Basic and Static never import Pyomo)."""
     if run_config.scheduler.name in ("basic", "static"):
@@ -140,20 +143,21 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
     """The metrics.json content; latencies in ms, utilisations as fractions of the latency."""
     timeline = result.timeline
     ms_per_cycle = 1e3 / inputs.chip.clock_hz
+    latency_ms = timeline.latency_cycles * ms_per_cycle
     refs = result.references
     return {
         "model": inputs.model,
         "workload": inputs.workload.describe(),
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
-        "latency_ms": timeline.latency_cycles * ms_per_cycle,
+        "latency_ms": latency_ms,
         "latency_cycles": timeline.latency_cycles,
         "ideal_ms": refs.get("ideal"),
         "lower_bound_ms": refs.get("lower_bound"),
         "basic_ms": refs.get("basic"),
         "static_ms": refs.get("static"),
-        "pct_of_ideal": percent_of(refs.get("ideal"), timeline.latency_cycles * ms_per_cycle),
-        "pct_of_lower_bound": percent_of(refs.get("lower_bound"), timeline.latency_cycles * ms_per_cycle),
+        "pct_of_ideal": percent_of(refs.get("ideal"), latency_ms),
+        "pct_of_lower_bound": percent_of(refs.get("lower_bound"), latency_ms),
         "published_ms": published_ms(inputs.model, inputs.workload, inputs.chip),
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,
