@@ -26,6 +26,7 @@ interconnect while exchange-heavy operators run, within SRAM.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
 from elkopt.schedule.schedule import PROLOGUE, Schedule
-from elkopt.schedule.timeline import ScheduleError, compute_timeline, load_cycles
+from elkopt.schedule.timeline import ScheduleError, compute_timeline, load_duration_and_rate
 from elkopt.solve import SolveResult, SolverOptions, solve
 
 
@@ -128,11 +129,10 @@ def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_off
     """The decisions of the layer starting at op `first`, as load-timing data;
     its loads in the order the schedule issues them."""
     ops = schedule.ops[first : first + period]
-    hbm, noc = load_cycles(schedule, chip)
-    span = slice(first, first + period)
-    loads = [j - first for j in schedule.preload_order if first <= j < first + period]
-    duration = np.maximum(hbm[span], noc[span])[loads]
-    rate = np.divide(noc[span][loads], duration, out=np.zeros(len(loads)), where=duration > 0)
+    duration, rate = load_duration_and_rate(schedule, chip)
+    loads = [j for j in schedule.preload_order if first <= j < first + period]
+    duration, rate = duration[loads], rate[loads]
+    loads = [j - first for j in loads]
     return LayerLoads(
         nominal=np.array([o.option.total_cycles for o in ops]),
         exchange=np.array([o.option.exchange_cycles + o.option.distribution_cycles for o in ops]),
@@ -352,8 +352,7 @@ def search_order(layer: LayerLoads, cut: int, rounds: int = 3) -> tuple[LayerLoa
 
 
 def _same_layer(a: LayerLoads, b: LayerLoads) -> bool:
-    names = ("nominal", "exchange", "hot", "load_op", "duration", "rate", "cold")
-    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in names)
+    return all(np.array_equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(LayerLoads))
 
 
 def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:

@@ -197,6 +197,18 @@ def load_cycles(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]
     return hbm, noc
 
 
+def load_duration_and_rate(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
+    """Per op: how long its load lasts, max(hbm, noc) cycles, and the share of
+    the interconnect it takes meanwhile, noc / duration (both 0 without a load)."""
+    return _duration_and_rate(*load_cycles(schedule, chip))
+
+
+def _duration_and_rate(hbm: np.ndarray, noc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    duration = np.maximum(hbm, noc)
+    rate = np.divide(noc, duration, out=np.zeros(len(duration)), where=duration > 0)
+    return duration, rate
+
+
 def _check_preload_order(schedule: Schedule) -> None:
     n = len(schedule.ops)
     seen: set[int] = set()
@@ -227,8 +239,7 @@ def compute_timeline(
         raise ValueError(f"flops has {len(flops)} entries for {n} ops")
     _check_preload_order(schedule)
     hbm, noc = load_cycles(schedule, chip)
-    load_duration = np.maximum(hbm, noc)
-    noc_rate = np.divide(noc, load_duration, out=np.zeros(n), where=load_duration > 0)
+    load_duration, noc_rate = _duration_and_rate(hbm, noc)
 
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
