@@ -163,7 +163,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "noc_util": timeline.noc_util,
         "tflops": timeline.tflops,
         "peak_sram_bytes": timeline.peak_sram_bytes,
-        "n_ops": inputs.graph.n_ops,
+        "n_ops": result.graph.n_ops,  # as planned: after any operator splitting
         "compile_s": result.compile_s,
         "peak_rss_mb": peak_rss_mb(),
         "breakdown": {f"{part}_ms": cycles * ms_per_cycle

@@ -114,6 +114,9 @@ class PlanningConfig:
     max_spatial_splits: int = 256
     static_step_bytes: int = 10240
     layer_milp: bool = False
+    split_fraction: Optional[float] = 0.25
+    max_copies: int = 4
+    split_policy: str = "if_faster"
 
 
 @dataclass
@@ -204,6 +207,9 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         max_spatial_splits=cfg.max_spatial_splits,
         static_step_bytes=cfg.static_step_bytes,
         layer_milp=cfg.layer_milp,
+        split_fraction=cfg.split_fraction,
+        max_copies=cfg.max_copies,
+        split_policy=cfg.split_policy,
     )
 
 

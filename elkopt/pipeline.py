@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from elkopt.chip import Chip
-from elkopt.graph.ir import Graph
-from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables
+from elkopt.graph.ir import Graph, Operator
+from elkopt.graph.split import SplitReport, split_large_operators
+from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables, cached_table
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
 from elkopt.schedule.schedule import Schedule
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from elkopt.solve import SolverOptions
 
 SCHEDULERS = ("basic", "static", "inductive", "elkopt")
+SPLIT_POLICIES = ("if_faster", "always")
 
 
 class PlanningError(ValueError):
@@ -40,6 +42,12 @@ class PlanningOptions:
     static_step_bytes: step of the Static baseline's execution-space sweep.
     max_preload_ops: how many operators ahead a load may be issued.
     layer_milp: elkopt polishes its layer plan with the layer-periodic MILP.
+    split_fraction: operators whose HBM bytes exceed this fraction of the chip's SRAM
+        are cut into copies before planning (`elkopt.graph.split`); None = never.
+    max_copies: at most this many copies per split operator.
+    split_policy: "if_faster" plans the graph both whole and cut and keeps the faster
+        (whole if cut is not faster; cut if whole cannot be planned); "always" plans only
+        the cut graph.
     """
 
     cache_dir: str | None = None
@@ -47,11 +55,22 @@ class PlanningOptions:
     static_step_bytes: int = 10 * 1024
     max_preload_ops: int = baselines.DEFAULT_MAX_PRELOAD_OPS
     layer_milp: bool = False
+    split_fraction: float | None = 0.25
+    max_copies: int = 4
+    split_policy: str = "if_faster"
 
     def __post_init__(self) -> None:
         for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):
             if getattr(self, name) < 1:
                 raise ValueError(f"planning.{name} must be >= 1, got {getattr(self, name)}")
+        if self.split_fraction is not None and not 0 < self.split_fraction <= 1:
+            raise ValueError(f"planning.split_fraction must be in (0, 1] or null (never split), "
+                             f"got {self.split_fraction}")
+        if self.max_copies < 2:
+            raise ValueError(f"planning.max_copies must be >= 2, got {self.max_copies}")
+        if self.split_policy not in SPLIT_POLICIES:
+            raise ValueError(f"planning.split_policy must be one of {', '.join(SPLIT_POLICIES)}, "
+                             f"got {self.split_policy!r}")
 
 
 @dataclass(frozen=True)
@@ -77,12 +96,64 @@ def compile_model(
 ) -> RunResult:
     """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it.
 
+    With `options.split_fraction` set, large operators are cut into copies first
+    (`elkopt.graph.split`; `options.split_policy` says whether the whole graph is planned
+    too); the result's `graph` is the graph that was planned.
     solver: HiGHS settings for the MILP schedulers (defaults if None).
     """
     if scheduler not in SCHEDULERS:
         raise PlanningError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
+    cut, split = _split(graph, chip, options)
+    if not split.splits:
+        return _compile(graph, chip, scheduler, options, say, solver, start, split)
+    say(f"cut {len(split.splits)} operators reading more than {options.split_fraction:g} of the "
+        f"SRAM from HBM into copies: {graph.n_ops} -> {cut.n_ops} operators")
+    if options.split_policy == "always":
+        return _compile(cut, chip, scheduler, options, say, solver, start, split)
+    say("planning the graph with the operators cut")
+    with_cut = _compile(cut, chip, scheduler, options, say, solver, start, split)
+    say(f"with the operators cut: {with_cut.timeline.latency_ms:.3f} ms; planning them whole")
+    try:
+        whole = _compile(graph, chip, scheduler, options, say, solver, start, SplitReport({}))
+    except PlanningError as error:
+        say(f"whole, the graph cannot be planned ({error}); keeping the cut graph")
+        return with_cut
+    faster = whole if whole.timeline.latency_cycles <= with_cut.timeline.latency_cycles else with_cut
+    say(f"whole: {whole.timeline.latency_ms:.3f} ms; keeping the "
+        f"{'whole' if faster is whole else 'cut'} graph")
+    stats = {**faster.stats, "split_cut_ms": with_cut.timeline.latency_ms,
+             "split_whole_ms": whole.timeline.latency_ms}
+    return replace(faster, stats=stats, compile_s=time.perf_counter() - start)
+
+
+def _split(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Graph, SplitReport]:
+    """The graph with its large operators cut (`options.split_fraction`), dims chosen by
+    the fastest plan of the copies."""
+    if options.split_fraction is None:
+        return graph, SplitReport({})
+
+    def fastest(op: Operator) -> float:  # cycles of the op's fastest plan; inf if none fits
+        table, _hit = cached_table(op, chip, graph.elem_bytes, options.max_spatial_splits,
+                                   options.cache_dir)
+        return float(table.total_cycles.min()) if len(table) else float("inf")
+
+    return split_large_operators(graph, chip.total_sram_bytes, options.split_fraction,
+                                 options.max_copies, fastest)
+
+
+def _compile(
+    graph: Graph,
+    chip: Chip,
+    scheduler: str,
+    options: PlanningOptions,
+    say: Callable[[str], None],
+    solver: SolverOptions | None,
+    start: float,
+    split: SplitReport,
+) -> RunResult:
+    """compile_model on one graph (already cut or not, as `split` says)."""
     say(f"{graph.name}: {graph.n_ops} operators; building plan tables")
     try:
         tables = build_tables(
@@ -146,6 +217,8 @@ def compile_model(
         "plan_table_cache_hits": tables.cache_hits,
         "plan_table_s": round(tables.seconds, 3),
         "plan_options": tables.total_rows,
+        "split_ops": len(split.splits),
+        "split_copies_added": split.added_ops,
     }
     return RunResult(
         graph=graph,
@@ -153,7 +226,7 @@ def compile_model(
         schedule=chosen.schedule,
         timeline=chosen.timeline,
         references=references,
-        compile_s=time.perf_counter() - start,
+        compile_s=time.perf_counter() - start,  # both graphs' work when both are planned
         stats=stats,
         tables=tables,
         solve_stats=solve_stats,

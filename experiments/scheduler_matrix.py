@@ -9,7 +9,10 @@ Static, inductive, elkopt, Ideal and the lower bound (ms), Ideal / achieved
 for Static, inductive and elkopt, the published Elk-Full latency where the
 spec lists one, the compile time of one `scheduler=elkopt` run (plan tables,
 the three references, the inductive scheduler and elkopt's layer timing) and
-the window MILPs solved. The last lines give the mean Ideal / achieved per
+the window MILPs solved. Operators reading more than a quarter of the SRAM from HBM are
+cut into copies as `python -m elkopt.run` does (planning.split_fraction, kept when the cut
+graph plans faster; `--no-split` plans every operator whole); "ops" counts the operators
+of the graph kept, and the references are computed on it. The last lines give the mean Ideal / achieved per
 scheduler, the whole run's wall time and this process's peak memory. Plan tables are cached under $ELKOPT_CACHE (default
 ~/.cache/elkopt/plan_tables): run once to fill the cache, then again to time
 compiles with cached tables.
@@ -28,7 +31,7 @@ import pandas as pd
 from elkopt.app import PUBLISHED_MS, peak_rss_mb
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
-from elkopt.pipeline import PlanningError, PlanningOptions, compile_model
+from elkopt.pipeline import SPLIT_POLICIES, PlanningError, PlanningOptions, compile_model
 from elkopt.solve import SolverOptions
 
 
@@ -39,6 +42,12 @@ def main() -> None:
     parser.add_argument("--kv-lens", nargs="*", type=int, default=[2048, 4096])
     parser.add_argument("--csv", type=Path, help="also write the table here")
     parser.add_argument("--layer-milp", action="store_true", help="elkopt with the layer MILP polish")
+    parser.add_argument("--split-fraction", type=float, default=PlanningOptions.split_fraction,
+                        help="cut operators reading more than this fraction of the SRAM from HBM "
+                             "into copies (planning.split_fraction, default %(default)s)")
+    parser.add_argument("--no-split", action="store_true", help="never cut operators")
+    parser.add_argument("--split-policy", choices=SPLIT_POLICIES, default=PlanningOptions.split_policy,
+                        help="planning.split_policy (default %(default)s)")
     args = parser.parse_args()
     cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
     chip = Chip(name="ipu_pod4", n_chips=4)
@@ -47,7 +56,9 @@ def main() -> None:
     for name, batch, kv in itertools.product(args.models, args.batches, args.kv_lens):
         graph = build_graph(name, "decode", batch, kv)
         start = time.perf_counter()
-        options = PlanningOptions(cache_dir=str(cache), layer_milp=args.layer_milp)
+        options = PlanningOptions(cache_dir=str(cache), layer_milp=args.layer_milp,
+                                  split_fraction=None if args.no_split else args.split_fraction,
+                                  split_policy=args.split_policy)
         try:
             result = compile_model(graph, chip, "elkopt", options, solver=SolverOptions(max_nodes=200))
         except PlanningError as error:  # an operator that fits in no plan: a row of its own
@@ -74,6 +85,9 @@ def main() -> None:
             "pub_elk_full": published.get("elk_full", float("nan")),
             "compile_s": time.perf_counter() - start,
             "milps": result.solve_stats["milps_solved"],
+            "ops": result.graph.n_ops,
+            "cut_ms": result.stats.get("split_cut_ms", float("nan")),
+            "whole_ms": result.stats.get("split_whole_ms", float("nan")),
             "note": "",
         })
         print(f"{name} b{batch} kv{kv}: elkopt {elkopt:.3f} ms, inductive {inductive:.3f} ms, "

@@ -148,7 +148,7 @@ def test_graph_validation():
     with pytest.raises(ValueError, match="HBM input 'a.w' is an on-chip tensor"):
         Graph("g", (first,), graph_inputs=frozenset({"x", "a.w"}))
     graph = Graph("g", (first, late, second), graph_inputs=frozenset({"x"}))
-    assert graph.producers() == {"a": 0, "use": 1, "b": 2}
+    assert graph.producers() == {"a": (0,), "use": (1,), "b": (2,)}
     assert graph.dependencies(1) == (0,) and graph.dependencies(0) == ()
     assert graph.unique_signatures() == {first.signature: [0, 2], late.signature: [1]}
     assert graph.total_flops == 2 * first.flops + late.flops

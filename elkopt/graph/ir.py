@@ -78,7 +78,12 @@ class Operand:
 
 @dataclass(frozen=True)
 class Operator:
-    """One node of the graph: an iteration space, its output and its inputs."""
+    """One node of the graph: an iteration space, its output and its inputs.
+
+    `part` marks one of several operators that together produce one tensor, each a slice
+    of it along one dim (an operator split into copies, `elkopt.graph.split`); the
+    signature ignores it, so equal slices share plan tables.
+    """
 
     name: str
     label: str
@@ -87,10 +92,13 @@ class Operator:
     output: Operand
     inputs: tuple[Operand, ...]
     reduce: str | None = None
+    part: tuple[int, int] | None = None  # (index, count): computes one slice of its output
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dims", tuple(self.dims))  # lists in, hashable record out
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.part is not None:
+            object.__setattr__(self, "part", tuple(self.part))
         problems = self._problems()
         if problems:
             raise ValueError(f"operator {self.name!r} ({self.label}): " + "; ".join(problems))
@@ -99,6 +107,12 @@ class Operator:
         names = [d.name for d in self.dims]
         if not self.dims:
             return ["has no dims"]
+        if self.part is not None:
+            index, count = self.part
+            if not (isinstance(count, int) and count >= 2 and isinstance(index, int)
+                    and 0 <= index < count):
+                return [f"part must be (index, count) with count >= 2 and 0 <= index < count, "
+                        f"got {self.part!r}"]
         if len(set(names)) != len(names):
             return [f"duplicate dim names {names}"]
         problems = [
@@ -254,16 +268,22 @@ class Graph:
         seen: set[str] = set()
         produced: set[str] = set()
         hbm: set[str] = set()
+        parts: dict[str, tuple[int, set[int]]] = {}  # tensor -> (count, indices produced so far)
         for op in self.ops:
             if op.name in seen:
                 raise ValueError(f"graph {self.name!r}: duplicate operator name {op.name!r}")
             seen.add(op.name)
             for x in op.inputs:
                 if x.storage == Storage.HBM:
-                    if x.tensor in produced or x.tensor in self.graph_inputs:
+                    if x.tensor in produced or x.tensor in parts or x.tensor in self.graph_inputs:
                         raise ValueError(f"operator {op.name!r}: HBM input {x.tensor!r} "
                                          "is an on-chip tensor")
                     hbm.add(x.tensor)
+                elif x.tensor in parts:
+                    count, done = parts[x.tensor]
+                    raise ValueError(
+                        f"operator {op.name!r}: input tensor {x.tensor!r} is read before all its "
+                        f"parts are produced ({len(done)} of {count})")
                 elif x.tensor not in produced and x.tensor not in self.graph_inputs:
                     raise ValueError(
                         f"operator {op.name!r}: input tensor {x.tensor!r} is neither produced by "
@@ -271,7 +291,24 @@ class Graph:
             out = op.output.tensor
             if out in produced or out in self.graph_inputs or out in hbm:
                 raise ValueError(f"operator {op.name!r}: output tensor {out!r} is already defined")
-            produced.add(out)
+            if op.part is None:
+                if out in parts:
+                    raise ValueError(f"operator {op.name!r}: output tensor {out!r} is already "
+                                     "partly produced by parts of another operator")
+                produced.add(out)
+                continue
+            index, count = op.part
+            expected, done = parts.setdefault(out, (count, set()))
+            if count != expected or index in done:
+                raise ValueError(f"operator {op.name!r}: part {op.part} of {out!r} clashes with "
+                                 f"the parts already produced ({sorted(done)} of {expected})")
+            done.add(index)
+            if len(done) == count:
+                del parts[out]
+                produced.add(out)
+        if parts:
+            missing = ", ".join(f"{t!r} ({len(done)} of {count})" for t, (count, done) in parts.items())
+            raise ValueError(f"graph {self.name!r}: tensors with missing parts: {missing}")
 
     @property
     def n_ops(self) -> int:
@@ -289,17 +326,20 @@ class Graph:
         return sum(op.hbm_bytes(self.elem_bytes) for op in self.ops)
 
     @cached_property
-    def _producer_index(self) -> dict[str, int]:
-        return {op.output.tensor: i for i, op in enumerate(self.ops)}
+    def _producer_index(self) -> dict[str, tuple[int, ...]]:
+        index: dict[str, tuple[int, ...]] = {}
+        for i, op in enumerate(self.ops):
+            index[op.output.tensor] = (*index.get(op.output.tensor, ()), i)
+        return index
 
-    def producers(self) -> dict[str, int]:
-        """Tensor name -> index of the operator producing it."""
+    def producers(self) -> dict[str, tuple[int, ...]]:
+        """Tensor name -> indices of the operators producing it (several for a split one)."""
         return dict(self._producer_index)
 
     def dependencies(self, i: int) -> tuple[int, ...]:
         """Indices of the operators whose outputs operator `i` reads, ascending, no repeats."""
         index = self._producer_index
-        return tuple(sorted({index[x.tensor] for x in self.ops[i].inputs if x.tensor in index}))
+        return tuple(sorted({j for x in self.ops[i].inputs for j in index.get(x.tensor, ())}))
 
     def unique_signatures(self) -> dict[Hashable, list[int]]:
         """Signature -> indices of the operators sharing it, in first-seen order."""

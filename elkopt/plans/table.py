@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from elkopt.chip import Chip
-from elkopt.graph.ir import Graph, Operator
+from elkopt.graph.ir import Graph, Operator, Storage
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
 from elkopt.plans.space import CostedPlans, OpShape, divisors, enumerate_plans, pareto_2d, replicas
@@ -309,15 +309,8 @@ def build_tables(
     hits = 0
     for n, (shape, first) in enumerate(members.items(), 1):
         op = graph.ops[first]
-        key = table_key(shape, chip, graph.elem_bytes, max_splits)
-        path = Path(cache_dir) / f"{key}.npz" if cache_dir else None
-        table = _load(path) if path and path.exists() else None
-        if table is not None:
-            hits += 1
-        else:
-            table = build_table(shape, chip, graph.elem_bytes, max_splits)
-            if path is not None and len(table):
-                _save(path, table)
+        table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir)
+        hits += hit
         if len(table) == 0:
             raise _infeasible(op, shape, chip, graph.elem_bytes)
         by_shape[shape] = table
@@ -328,6 +321,24 @@ def build_tables(
             )
     tables = tuple(by_shape[OpShape.of(op)] for op in graph.ops)
     return TableSet(tables, len(members), hits, time.perf_counter() - start)
+
+
+def cached_table(
+    op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
+    cache_dir: str | Path | None,
+) -> tuple[PlanTable, bool]:
+    """`build_table` through the disk cache: (table, whether it came from the cache).
+    Empty tables (the operator fits in no plan) are not cached."""
+    shape = op if isinstance(op, OpShape) else OpShape.of(op)
+    key = table_key(shape, chip, elem_bytes, max_splits)
+    path = Path(cache_dir) / f"{key}.npz" if cache_dir else None
+    table = _load(path) if path and path.exists() else None
+    if table is not None:
+        return table, True
+    table = build_table(shape, chip, elem_bytes, max_splits)
+    if path is not None and len(table):
+        _save(path, table)
+    return table, False
 
 
 def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> InfeasibleOperatorError:
@@ -348,7 +359,10 @@ def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> In
     return InfeasibleOperatorError(
         f"operator {op.name!r} ({op.label}, dims {dims}) fits in no plan: it needs at least "
         f"{need:,} B per core, more than the {have:,} B of SRAM per core (short by at least "
-        f"{need - have:,} B). Use a chip with more cores or SRAM, or a smaller batch or sequence."
+        f"{need - have:,} B). Use a chip with more cores or SRAM, or a smaller batch or sequence"
+        + (", or cut operators with large HBM data into (more) copies "
+           "(planning.split_fraction, planning.max_copies)." if any(x.storage == Storage.HBM for x in op.inputs)
+           else ".")
     )
 
 __all__ = [
@@ -357,5 +371,6 @@ __all__ = [
     "InfeasibleOperatorError",
     "build_table",
     "build_tables",
+    "cached_table",
     "table_key",
 ]
