@@ -189,12 +189,13 @@ def _compile(
         )
         chosen = inductive
         if scheduler == "elkopt":
-            from elkopt.schedule.periodic import schedule_periodic
+            from elkopt.schedule.periodic import plan_alternatives, schedule_periodic
 
             say("scheduling: elkopt (layer-periodic load timing, stitched over all layers)")
             chosen, periodic = schedule_periodic(
                 graph, [("inductive", inductive), ("static", static)], chip, solver=solver,
                 max_preload_ops=options.max_preload_ops, layer_milp=options.layer_milp,
+                alternatives=plan_alternatives(tables.tables),
             )
             solve_stats.update(periodic.as_dict())
             say(

@@ -17,7 +17,7 @@ from elkopt.schedule.monolithic import solve_monolithic
 from elkopt.schedule.periodic import LayerBlock, find_layers, layer_loads, search_order, stitch, unroll
 from elkopt.schedule.synthetic import UNIT_CHIP, random_layers, repeated_layers
 from elkopt.schedule.timeline import compute_timeline
-from elkopt.solve import SolverOptions
+from elkopt.solve import SolverOptions, solve
 
 UNIT = UNIT_CHIP  # a load of D bytes lasts D cycles; see elkopt.schedule.synthetic
 
@@ -171,3 +171,45 @@ def test_a_searched_preload_order_is_faster_and_runs_as_promised(seed):
     deps = [[i - 1] if i else [] for i in range(n)]
     assert check_schedule(evaluated.schedule, UNIT, deps, evaluated.timeline) == []
     assert middle_period(evaluated.schedule, K, 8) == pytest.approx(timing.period, rel=1e-9)
+
+
+def test_the_layer_milp_chooses_a_calmer_plan_when_it_pays():
+    # test_a_load_that_cannot_hide_makes_its_operator_wait at full rate: 260 cycles.
+    # Op 0 may also run in a plan with more compute and less exchange (120 cycles, 20 of
+    # them exchange): the load then runs beside it, op 0 stalls 20 and nothing waits.
+    from elkopt.schedule.periodic import _build, _chosen
+    d = layer([100, 100, 10], [100, 0, 0], {2: (150, 1.0, 8)})
+    fixed = _build(d)
+    assert solve(fixed, SolverOptions()).objective == pytest.approx(260)
+    choices = [np.array([[100, 100, 0], [120, 20, 0]]), np.array([[100, 0, 0]]), np.array([[10, 0, 0]])]
+    model = _build(d, choices=choices)
+    result = solve(model, SolverOptions())
+    assert result.objective == pytest.approx(250)
+    assert _chosen(model, 3) == [1, 0, 0]
+    # a calmer plan that costs more than it saves is left alone
+    costly = [np.array([[100, 100, 0], [200, 0, 0]]), choices[1], choices[2]]
+    model = _build(d, choices=costly)
+    assert solve(model, SolverOptions()).objective == pytest.approx(260)
+    assert _chosen(model, 3) == [0, 0, 0]
+
+
+def test_plan_alternatives_keep_the_preload_layout(four_layers):
+    from elkopt.plans.table import build_tables
+    from elkopt.schedule.baselines import schedule_static
+    from elkopt.schedule.periodic import plan_alternatives
+    tables = build_tables(four_layers, CHIP, 64)
+    schedule = schedule_static(four_layers, tables, CHIP).schedule
+    alternatives = plan_alternatives(tables.tables, limit=4)
+    some = 0
+    for j, op in enumerate(schedule.ops):
+        options = alternatives(schedule, j)
+        assert options[0] == op.option and 1 <= len(options) <= 4
+        assert len(set(options)) == len(options)
+        some += len(options) > 1
+        if op.has_load:  # same spatial split and cold layout: the load is unchanged
+            assert {(o.plan.spatial, o.cold_split, o.cold_bytes) for o in options} == {
+                (op.option.plan.spatial, op.option.cold_split, op.option.cold_bytes)}
+        for a, b in itertools.permutations(options[1:], 2):  # none dominates another
+            key = lambda o: (o.total_cycles, o.exchange_cycles + o.distribution_cycles, o.hot_bytes)
+            assert not all(x <= y for x, y in zip(key(a), key(b)))
+    assert some > 0

@@ -14,9 +14,11 @@ interconnect while exchange-heavy operators run, within SRAM.
 2. The preload order of the layer's heavy loads is searched by pairwise
    swaps, each order timed exactly by the same path (`search_order`).
 3. Optionally (`layer_milp=True`), a layer-periodic MILP over the same
-   decisions polishes it, warm-started from steps 1-2, within the solver's
-   node limit (see `_build` for the formulation). It can place the cycle's
-   seam anywhere, which the shortest path cannot.
+   decisions and each op's executing plan (among the rows of its plan table
+   with the same preload layout, `plan_alternatives`) polishes it,
+   warm-started from steps 1-2, within the solver's node limit (see `_build`
+   for the formulation). It can place the cycle's seam anywhere, which the
+   shortest path cannot.
 4. The per-layer windows are unrolled over every layer, loads that would
    overflow SRAM at the seams are deferred, and then every load of the
    whole graph is re-timed by the same shortest path (the seams: head,
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Hashable
 
@@ -38,6 +40,8 @@ import pyomo.environ as pyo
 
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
+from elkopt.plans.option import PlanOption
+from elkopt.plans.table import PlanTable
 from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
@@ -91,6 +95,8 @@ class PeriodicStats:
     milp_period_cycles: float | None = None
     milp_binaries: int = 0
     milp: SolveResult | None = None
+    milp_plan_choices: int = 0  # layer ops with more than one plan to choose from
+    milp_plans_changed: int = 0  # layer ops whose plan the kept result changed
     repaired_loads: int = 0
     seam_s: float = 0.0
     seam_gain_cycles: float = 0.0
@@ -115,6 +121,8 @@ class PeriodicStats:
             "layer_milp_s": round(r.wall_s, 3) if r else 0.0,
             "layer_milp_gap": r.gap if r else None,
             "layer_milp_nodes": r.nodes if r else None,
+            "layer_milp_plan_choices": self.milp_plan_choices,
+            "layer_milp_plans_changed": self.milp_plans_changed,
             "repaired_loads": self.repaired_loads,
             "order_swaps_tried": self.order_swaps_tried,
             "order_swaps_kept": self.order_swaps_kept,
@@ -216,9 +224,16 @@ def stitch(
     name: str = "elkopt",
     seams: bool = True,
     reorder: bool = True,
+    alternatives: Callable[[Schedule, int], Sequence[PlanOption]] | None = None,
 ) -> tuple[Evaluated, PeriodicStats]:
     """`schedule_periodic` on plain data: per op a signature (equal for the
-    same op in every layer), its dependencies and FLOPs."""
+    same op in every layer), its dependencies and FLOPs.
+
+    alternatives(schedule, j): the plans op j may execute in instead of its
+    own in `schedule` (its own first), keeping its preload layout; the layer
+    MILP then chooses plans too (`plan_alternatives` builds them from plan
+    tables). None: plans stay as the starts have them.
+    """
     begin = time.perf_counter()
     stats = PeriodicStats()
     label, best = min(starts, key=lambda s: s[1].timeline.latency_cycles)
@@ -285,17 +300,33 @@ def stitch(
                     stats.path_period_cycles = timing.period
         stats.order_s = time.perf_counter() - t0
     if layer_milp and best_layer is not None:
-        model = _build(best_layer)
+        options = [
+            list(alternatives(best.schedule, first + k)) if alternatives else [best.schedule.ops[first + k].option]
+            for k in range(block.period)
+        ]
+        stats.milp_plan_choices = sum(len(o) > 1 for o in options)
+        choices = [np.array([[o.total_cycles, o.exchange_cycles + o.distribution_cycles, o.hot_bytes]
+                             for o in opts]) for opts in options]
+        model = _build(best_layer, choices=choices)
         stats.milp_binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
         _warm_start(model, best_layer, best.schedule, best.timeline, first)
         stats.milp = solve(model, solver, warm_start=True)
         if stats.milp.has_solution:
             stats.milp_period_cycles = float(pyo.value(model.T))
+            picked = _chosen(model, block.period)
+            schedule = _with_plans(best.schedule, block, first, [opts[a] for opts, a in zip(options, picked)])
             offsets = _windows(model, best_layer)
-            evaluated, moved = unroll(best.schedule, block, best_layer.load_op, offsets, chip, flops, name)
-            if better(evaluated):
-                best = evaluated
-                stats.repaired_loads = moved
+            candidates = [unroll(schedule, block, best_layer.load_op, offsets, chip, flops, name)]
+            if any(picked):  # new plans: also their exact load timing
+                layer = layer_loads(schedule, chip, first, block.period, max_offset)
+                timing = best_offsets(layer, [0])
+                if timing is not None:
+                    candidates.append(unroll(schedule, block, layer.load_op, timing.offsets, chip, flops, name))
+            for evaluated, moved in candidates:
+                if better(evaluated):
+                    best = evaluated
+                    stats.repaired_loads = moved
+                    stats.milp_plans_changed = sum(a > 0 for a in picked)
     # The seams (head, tail, first and last layers) are not steady state:
     # re-time every load of the whole graph by the same shortest path, with
     # the plans of the best result so far.
@@ -355,8 +386,11 @@ def _same_layer(a: LayerLoads, b: LayerLoads) -> bool:
     return all(np.array_equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(LayerLoads))
 
 
-def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
-    """The layer-periodic MILP over the load windows (plans fixed).
+def _build(
+    d: LayerLoads, periodic: bool = True, choices: Sequence[np.ndarray] | None = None
+) -> pyo.ConcreteModel:
+    """The layer-periodic MILP over the load windows and, with `choices`, the
+    executing plan of each op.
 
     Per op k: c[k] its HBM-busy prefix, e[k] HBM work during its stall,
     V[k] the HBM work done when it starts (a position on the work axis where
@@ -370,22 +404,42 @@ def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
     Minimises the layer's length. periodic=False: the ops are a whole graph
     instead (no layer before or after; the HBM starts at time 0, and op 0
     waits for its own load).
+
+    choices[k]: rows (nominal cycles, exchange cycles, hot bytes) of the plans
+    op k may execute in, the first its plan in `d`; binaries x[k, a] pick one.
+    Alternatives must keep the op's preload layout (the loads do not change).
+    Without choices every op keeps its plan.
     """
     K = len(d.nominal)
     loads = [int(k) for k in d.load_op]
     H = len(loads)
-    nominal = d.nominal.tolist()
+    if choices is None:
+        choices = [np.array([[d.nominal[k], d.exchange[k], d.hot[k]]]) for k in range(K)]
+    choices = [np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in choices]
+    if len(choices) != K or any(len(c) == 0 for c in choices):
+        raise ValueError(f"choices needs at least one plan for each of the {K} ops")
     per_layer = float(d.duration.sum())
     ends = np.cumsum(d.duration).tolist()  # L[h]: HBM work done when load h ends
     starts = [0.0] + ends[:-1]
     # Big-M constants from the ranges they span: stalls are at most the
     # exchange; HBM work positions lie in [-P, 2P] plus stall work.
-    stall_max = [max(0.0, float(d.exchange[k])) for k in range(K)]
+    stall_max = [max(0.0, float(c[:, 1].max())) for c in choices]
+    nominal_max = [float(c[:, 0].max()) for c in choices]
     big_stall = float(sum(stall_max)) + 1.0
     big_work = 3.0 * per_layer + big_stall
     big = big_work
     m = pyo.ConcreteModel(name="layer")
-    m.c = pyo.Var(range(K), bounds=lambda _, k: (0.0, nominal[k]))  # HBM-busy prefix of op k
+    m.plans = pyo.Set(initialize=[(k, a) for k in range(K) for a in range(len(choices[k]))], dimen=2)
+    m.x = pyo.Var(m.plans, domain=pyo.Binary)  # op k executes in plan a
+    for k in range(K):
+        if len(choices[k]) == 1:
+            m.x[k, 0].fix(1)
+
+    def pick(k: int, column: int):  # the chosen plan's nominal / exchange / hot of op k
+        return pyo.quicksum(float(choices[k][a, column]) * m.x[k, a] for a in range(len(choices[k])))
+
+    nominal = [pick(k, 0) for k in range(K)]
+    m.c = pyo.Var(range(K), bounds=lambda _, k: (0.0, nominal_max[k]))  # HBM-busy prefix of op k
     m.e = pyo.Var(range(K), bounds=lambda _, k: (0.0, stall_max[k]))  # HBM work in op k's stall
     m.full = pyo.Var(range(K), domain=pyo.Binary)  # op k's nominal interval entirely HBM-busy
     m.through = pyo.Var(range(K), domain=pyo.Binary)  # ... and its stall too
@@ -405,7 +459,10 @@ def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
 
     m.flow = pyo.ConstraintList()
     for k in range(K):
-        m.flow.add(m.c[k] >= nominal[k] * m.full[k])
+        if len(choices[k]) > 1:
+            m.flow.add(pyo.quicksum(m.x[k, a] for a in range(len(choices[k]))) == 1)
+        m.flow.add(m.c[k] <= nominal[k])
+        m.flow.add(m.c[k] >= nominal[k] - nominal_max[k] * (1 - m.full[k]))
         m.flow.add(m.through[k] <= m.full[k])
         m.flow.add(m.e[k] <= m.stall[k])
         m.flow.add(m.e[k] <= stall_max[k] * m.full[k])
@@ -484,7 +541,7 @@ def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
     for k in range(K):
         terms = [float(d.cold[h]) * m.r[h, kk, nxt] for (h, kk, nxt, _) in held if kk == k]
         if terms:
-            m.sram.add(float(d.hot[k]) + pyo.quicksum(terms) <= d.sram - reserve)
+            m.sram.add(pick(k, 2) + pyo.quicksum(terms) <= d.sram - reserve)
 
     # Which load's work fills op k's busy prefix: w <= the overlap of [V_k, X_k]
     # with the load's stretch [S, S + D] of the work axis (r: started by X_k,
@@ -513,7 +570,7 @@ def _build(d: LayerLoads, periodic: bool = True) -> pyo.ConcreteModel:
         m.share.add(filled <= m.c[k])
         m.share.add(filled >= m.c[k] - ignored)
         busy = pyo.quicksum(float(d.rate[c[0]]) * m.w[c] for c in mine)
-        m.share.add(m.stall[k] >= float(d.exchange[k]) + busy - nominal[k])
+        m.share.add(m.stall[k] >= pick(k, 1) + busy - nominal[k])
 
     m.T = pyo.Expression(expr=pyo.quicksum(nominal[k] + m.stall[k] + m.wait[k] for k in range(K)))
     m.obj = pyo.Objective(expr=m.T, sense=pyo.minimize)
@@ -558,6 +615,8 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
             _set(model.wait[k], wait)
             _set(model.waiting[k], 1.0 if wait > 1e-9 else 0.0)
         _set(model.stall[k], float(timeline.stall[j]))
+    for k, a in model.plans:
+        _set(model.x[k, a], 1.0 if a == 0 else 0.0)
     for c in model.cands:
         _set(model.z[c], 0.0)
     for k in range(K):
@@ -576,6 +635,67 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
         _set(model.p[h, k, nxt], 1.0 if hi > v + 1e-6 else 0.0)
         _set(model.q[h, k, nxt], 1.0 if x > lo + 1e-6 else 0.0)
         _set(model.w[h, k, nxt], max(0.0, min(x, hi) - max(v, lo)))
+
+
+def _chosen(model, K: int) -> list[int]:
+    """Per op of the layer, the index of the plan the MILP picked."""
+    picked = [0] * K
+    for k, a in model.plans:
+        if pyo.value(model.x[k, a]) > 0.5:
+            picked[k] = a
+    return picked
+
+
+def _with_plans(schedule: Schedule, block: LayerBlock, first: int, plans: Sequence[PlanOption]) -> Schedule:
+    """`schedule` with the ops of every layer of `block` at the positions of
+    ops first.. executing in `plans`, where they had the same plan as the
+    op at `first` + position (a layer that differs keeps its own)."""
+    ops = list(schedule.ops)
+    for k, plan in enumerate(plans):
+        own = schedule.ops[first + k].option
+        if plan == own:
+            continue
+        for layer in range(block.count):
+            j = block.start + layer * block.period + (first - block.start) % block.period + k
+            if j < len(ops) and ops[j].option == own:
+                ops[j] = replace(ops[j], option=plan)
+    return replace(schedule, ops=tuple(ops))
+
+
+def plan_alternatives(tables: Sequence[PlanTable], limit: int = 6) -> Callable[[Schedule, int], list[PlanOption]]:
+    """alternatives(schedule, j) for `stitch`: op j's own plan, then up to
+    `limit` - 1 other rows of its plan table with the same preload layout
+    (same spatial split and cold split; any row for an op without HBM data),
+    not dominated in (total cycles, exchange cycles, hot bytes), fastest
+    first."""
+
+    def alternatives(schedule: Schedule, j: int) -> list[PlanOption]:
+        own = schedule.ops[j].option
+        table = tables[j]
+        same = np.ones(len(table), dtype=bool)
+        if schedule.ops[j].has_load:
+            same &= (table.spatial == np.array(own.plan.spatial)).all(axis=1)
+            same &= (table.cold_split == np.array(own.cold_split)).all(axis=1)
+            same &= table.cold_bytes == own.cold_bytes
+        rows = np.flatnonzero(same)
+        total = table.total_cycles[rows]
+        exchange = table.exchange_cycles[rows] + table.distribution_cycles[rows]
+        hot = table.hot_bytes[rows].astype(np.float64)
+        keep = []
+        for i in np.argsort(total, kind="stable"):
+            dominated = any(total[q] <= total[i] and exchange[q] <= exchange[i] and hot[q] <= hot[i]
+                            and (total[q], exchange[q], hot[q]) != (total[i], exchange[i], hot[i])
+                            for q in keep)
+            if not dominated:
+                keep.append(i)
+        result = [own]
+        for i in keep:
+            option = table.option(int(rows[i]))
+            if option != own and len(result) < limit:
+                result.append(option)
+        return result
+
+    return alternatives
 
 
 def _set(var, value: float) -> None:
@@ -634,4 +754,5 @@ def _fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.
     return windows, len(moved)
 
 
-__all__ = ["LayerBlock", "PeriodicStats", "find_layers", "layer_loads", "schedule_periodic", "stitch", "unroll"]
+__all__ = ["LayerBlock", "PeriodicStats", "find_layers", "layer_loads", "plan_alternatives",
+           "schedule_periodic", "stitch", "unroll"]
