@@ -14,8 +14,9 @@ interconnect while exchange-heavy operators run, within SRAM.
 2. The preload order of the layer's heavy loads is searched by pairwise
    swaps, each order timed exactly by the same path (`search_order`).
 3. Optionally (`layer_milp=True`), a layer-periodic MILP over the same
-   decisions and each op's executing plan (among the rows of its plan table
-   with the same preload layout, `plan_alternatives`) polishes it,
+   decisions, each op's executing plan (among the rows of its plan table
+   with the same preload layout, `plan_alternatives`) and the place of the
+   heavy loads in the issue order (sequencing binaries) polishes it,
    warm-started from steps 1-2, within the solver's node limit (see `_build`
    for the formulation). It can place the cycle's seam anywhere, which the
    shortest path cannot.
@@ -97,6 +98,8 @@ class PeriodicStats:
     milp: SolveResult | None = None
     milp_plan_choices: int = 0  # layer ops with more than one plan to choose from
     milp_plans_changed: int = 0  # layer ops whose plan the kept result changed
+    milp_movable_loads: int = 0  # loads the MILP may place anywhere in the issue order
+    milp_loads_moved: int = 0  # loads whose place in the order the kept result changed
     repaired_loads: int = 0
     seam_s: float = 0.0
     seam_gain_cycles: float = 0.0
@@ -123,6 +126,8 @@ class PeriodicStats:
             "layer_milp_nodes": r.nodes if r else None,
             "layer_milp_plan_choices": self.milp_plan_choices,
             "layer_milp_plans_changed": self.milp_plans_changed,
+            "layer_milp_movable_loads": self.milp_movable_loads,
+            "layer_milp_loads_moved": self.milp_loads_moved,
             "repaired_loads": self.repaired_loads,
             "order_swaps_tried": self.order_swaps_tried,
             "order_swaps_kept": self.order_swaps_kept,
@@ -307,26 +312,34 @@ def stitch(
         stats.milp_plan_choices = sum(len(o) > 1 for o in options)
         choices = [np.array([[o.total_cycles, o.exchange_cycles + o.distribution_cycles, o.hot_bytes]
                              for o in opts]) for opts in options]
-        model = _build(best_layer, choices=choices)
+        movable = heavy_loads(best_layer) if reorder else []
+        stats.milp_movable_loads = len(movable)
+        model = _build(best_layer, choices=choices, movable=movable)
         stats.milp_binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
         _warm_start(model, best_layer, best.schedule, best.timeline, first)
         stats.milp = solve(model, solver, warm_start=True)
         if stats.milp.has_solution:
             stats.milp_period_cycles = float(pyo.value(model.T))
             picked = _chosen(model, block.period)
+            order = np.argsort([pyo.value(x) for x in model.S], kind="stable")
             schedule = _with_plans(best.schedule, block, first, [opts[a] for opts, a in zip(options, picked)])
-            offsets = _windows(model, best_layer)
-            candidates = [unroll(schedule, block, best_layer.load_op, offsets, chip, flops, name)]
-            if any(picked):  # new plans: also their exact load timing
+            offsets = _windows(model, best_layer)[order]
+            ordered = best_layer.reordered(order)
+            candidates = [unroll(schedule, block, ordered.load_op, offsets, chip, flops, name)]
+            moved_loads = int((order != np.arange(len(order))).sum())
+            if any(picked) or moved_loads:  # new plans or order: also their exact load timing
                 layer = layer_loads(schedule, chip, first, block.period, max_offset)
-                timing = best_offsets(layer, [0])
-                if timing is not None:
-                    candidates.append(unroll(schedule, block, layer.load_op, timing.offsets, chip, flops, name))
+                if np.array_equal(layer.load_op, best_layer.load_op):
+                    layer = layer.reordered(order)
+                    timing = best_offsets(layer, [0])
+                    if timing is not None:
+                        candidates.append(unroll(schedule, block, layer.load_op, timing.offsets, chip, flops, name))
             for evaluated, moved in candidates:
                 if better(evaluated):
                     best = evaluated
                     stats.repaired_loads = moved
                     stats.milp_plans_changed = sum(a > 0 for a in picked)
+                    stats.milp_loads_moved = moved_loads
     # The seams (head, tail, first and last layers) are not steady state:
     # re-time every load of the whole graph by the same shortest path, with
     # the plans of the best result so far.
@@ -352,15 +365,21 @@ def stitch(
 MAX_REORDERED_LOADS = 8
 
 
+def heavy_loads(layer: LayerLoads) -> list[int]:
+    """The loads whose order is searched: each at least 1% of the layer's
+    execution, the MAX_REORDERED_LOADS longest (indices into the loads)."""
+    long_enough = layer.duration >= 0.01 * float(layer.nominal.sum())
+    longest = np.argsort(-layer.duration, kind="stable")[:MAX_REORDERED_LOADS]
+    return sorted(int(h) for h in longest if long_enough[h])
+
+
 def search_order(layer: LayerLoads, cut: int, rounds: int = 3) -> tuple[LayerLoads, int, int]:
     """Swap pairs of the layer's heavy loads (each at least 1% of the layer's
     execution; the MAX_REORDERED_LOADS longest) in its issue order, keeping a
     swap when the exact timing (cut at `cut`) gets shorter; up to `rounds`
     passes. Returns the layer in the best order found, the swaps tried and
     the swaps kept."""
-    long_enough = layer.duration >= 0.01 * float(layer.nominal.sum())
-    longest = np.argsort(-layer.duration, kind="stable")[:MAX_REORDERED_LOADS]
-    heavy = sorted(int(h) for h in longest if long_enough[h])
+    heavy = heavy_loads(layer)
     found = best_offsets(layer, [cut])
     if found is None:
         return layer, 0, 0
@@ -387,7 +406,10 @@ def _same_layer(a: LayerLoads, b: LayerLoads) -> bool:
 
 
 def _build(
-    d: LayerLoads, periodic: bool = True, choices: Sequence[np.ndarray] | None = None
+    d: LayerLoads,
+    periodic: bool = True,
+    choices: Sequence[np.ndarray] | None = None,
+    movable: Sequence[int] = (),
 ) -> pyo.ConcreteModel:
     """The layer-periodic MILP over the load windows and, with `choices`, the
     executing plan of each op.
@@ -409,6 +431,12 @@ def _build(
     op k may execute in, the first its plan in `d`; binaries x[k, a] pick one.
     Alternatives must keep the op's preload layout (the loads do not change).
     Without choices every op keeps its plan.
+
+    movable: loads (indices into d's loads) whose place in the issue order is
+    chosen too: sequencing binaries y[g, h] (g before h, g < h) for every
+    pair with a movable load, transitive over every triple; the other loads
+    keep their order. A load's stretch of the work axis then starts at
+    S[h] = sum of the durations of the loads before it.
     """
     K = len(d.nominal)
     loads = [int(k) for k in d.load_op]
@@ -419,7 +447,7 @@ def _build(
     if len(choices) != K or any(len(c) == 0 for c in choices):
         raise ValueError(f"choices needs at least one plan for each of the {K} ops")
     per_layer = float(d.duration.sum())
-    ends = np.cumsum(d.duration).tolist()  # L[h]: HBM work done when load h ends
+    ends = np.cumsum(d.duration).tolist()  # L[h]: HBM work done when load h ends (d's order)
     starts = [0.0] + ends[:-1]
     # Big-M constants from the ranges they span: stalls are at most the
     # exchange; HBM work positions lie in [-P, 2P] plus stall work.
@@ -439,6 +467,28 @@ def _build(
         return pyo.quicksum(float(choices[k][a, column]) * m.x[k, a] for a in range(len(choices[k])))
 
     nominal = [pick(k, 0) for k in range(K)]
+
+    # The issue order: S[h], E[h] where load h's stretch of the work axis
+    # starts and ends (constants unless a movable load may pass it).
+    movable = sorted(set(int(h) for h in movable))
+    sequenced = [(g, h) for g, h in itertools.combinations(range(H), 2) if g in movable or h in movable]
+    m.seq = pyo.Set(initialize=sequenced, dimen=2)
+    m.y = pyo.Var(m.seq, domain=pyo.Binary)  # y[g, h]: load g (g < h) is issued before load h
+
+    def before(g: int, h: int):
+        if (min(g, h), max(g, h)) not in m.seq:
+            return 1.0 if g < h else 0.0
+        return m.y[g, h] if g < h else 1 - m.y[h, g]
+
+    S = [starts[h] if not any(h in pair for pair in sequenced)
+         else pyo.quicksum(float(d.duration[g]) * before(g, h) for g in range(H) if g != h)
+         for h in range(H)]
+    E = [S[h] + float(d.duration[h]) for h in range(H)]
+    m.order = pyo.ConstraintList()
+    for a, b, c in itertools.combinations(range(H), 3):
+        if {a, b, c} & set(movable):  # transitivity: a before b before c means a before c
+            m.order.add(before(a, b) + before(b, c) - before(a, c) <= 1)
+            m.order.add(before(a, c) - before(a, b) - before(b, c) <= 0)
     m.c = pyo.Var(range(K), bounds=lambda _, k: (0.0, nominal_max[k]))  # HBM-busy prefix of op k
     m.e = pyo.Var(range(K), bounds=lambda _, k: (0.0, stall_max[k]))  # HBM work in op k's stall
     m.full = pyo.Var(range(K), domain=pyo.Binary)  # op k's nominal interval entirely HBM-busy
@@ -477,32 +527,34 @@ def _build(
     # is still running: then its start is exactly that load's end
     m.waiting = pyo.Var(loads, domain=pyo.Binary)
     for h, k in enumerate(loads):
-        m.flow.add(m.V[k] >= ends[h])
+        m.flow.add(m.V[k] >= E[h])
         m.flow.add(m.wait[k] <= per_layer * m.waiting[k])
-        m.flow.add(m.V[k] <= ends[h] + 3 * per_layer * (1 - m.waiting[k]))
+        m.flow.add(m.V[k] <= E[h] + 3 * per_layer * (1 - m.waiting[k]))
 
     # A busy period ends inside op k (not through) only where a load ends:
     # loads are never paused. Candidate boundaries: the end of any load that
     # may have started by op k (this layer's, the previous layer's and, in
     # steady state, the next layer's), or 0 (nothing loaded yet).
-    cands = []  # (op, boundary id); boundaries closer than a cycle are merged
-    point_of: dict[tuple[int, int], float] = {}
+    cands = []  # (op, boundary id); fixed boundaries closer than a cycle are merged
+    point_of: dict[tuple[int, int], float] = {}  # the boundary in d's order (warm start)
+    point_expr: dict[tuple[int, int], Any] = {}  # ... and as the model places it
     for k in range(K):
-        points = [0.0]
+        points = [(0.0, 0.0)]
         for h, kh in enumerate(loads):
-            if kh - k <= d.max_offset:
-                points.append(ends[h])
+            shifts = [0] if kh - k <= d.max_offset else []
             if periodic:
-                points.append(ends[h] - per_layer)
-                if kh + K - k <= d.max_offset:
-                    points.append(ends[h] + per_layer)
-        kept: list[float] = []
-        for x in sorted(points):
-            if not kept or x - kept[-1] >= 1.0:
-                kept.append(x)
-        for b, x in enumerate(kept):
+                shifts += [-1] + ([1] if kh + K - k <= d.max_offset else [])
+            points += [(ends[h] + x * per_layer, E[h] + x * per_layer) for x in shifts]
+        fixed = sorted(value for value, expr in points if isinstance(expr, float))
+        kept: list[tuple[float, Any]] = []
+        for x in fixed:
+            if not kept or x - kept[-1][0] >= 1.0:
+                kept.append((x, x))
+        kept += [(value, expr) for value, expr in points if not isinstance(expr, float)]
+        for b, (value, expr) in enumerate(kept):
             cands.append((k, b))
-            point_of[k, b] = x
+            point_of[k, b] = value
+            point_expr[k, b] = expr
     m.cands = pyo.Set(initialize=cands, dimen=2)
     m.z = pyo.Var(m.cands, domain=pyo.Binary)
     m.align = pyo.ConstraintList()
@@ -510,8 +562,8 @@ def _build(
         mine = [c for c in cands if c[0] == k]
         m.align.add(pyo.quicksum(m.z[c] for c in mine) == 1 - m.through[k])
         for c in mine:
-            m.align.add(X(k) - point_of[c] <= big * (1 - m.z[c]))
-            m.align.add(point_of[c] - X(k) <= big * (1 - m.z[c]))
+            m.align.add(X(k) - point_expr[c] <= big * (1 - m.z[c]))
+            m.align.add(point_expr[c] - X(k) <= big * (1 - m.z[c]))
 
     # SRAM: a load counts from the op during which it starts until its own op.
     # Tiny loads (a few bytes per core, a few cycles) are not tracked: their
@@ -524,9 +576,9 @@ def _build(
             continue
         for k in range(K):
             if k < kh and kh - k <= d.max_offset:
-                held.append((h, k, 0, starts[h]))
+                held.append((h, k, 0, S[h]))
             if periodic and kh + K - k <= d.max_offset:
-                held.append((h, k, 1, starts[h] + per_layer))
+                held.append((h, k, 1, S[h] + per_layer))
     m.held = pyo.Set(initialize=[x[:3] for x in held], dimen=3)
     m.r = pyo.Var(m.held, domain=pyo.Binary)
     m.sram = pyo.ConstraintList()
@@ -536,7 +588,7 @@ def _build(
         for k in range(K):
             early = k < kh and kh - k > d.max_offset
             if early or (periodic and k >= kh and kh + K - k > d.max_offset):
-                point = starts[h] + (per_layer if k >= kh else 0.0)
+                point = S[h] + (per_layer if k >= kh else 0.0)
                 m.sram.add(X(k) <= point)
     for k in range(K):
         terms = [float(d.cold[h]) * m.r[h, kk, nxt] for (h, kk, nxt, _) in held if kk == k]
@@ -555,15 +607,15 @@ def _build(
     m.w = pyo.Var(m.pairs, bounds=lambda _, h, k, nxt: (0.0, float(d.duration[h])))
     m.share = pyo.ConstraintList()
     for h, k, nxt in pairs:
-        S = starts[h] + nxt * per_layer
-        E = ends[h] + nxt * per_layer
+        begin = S[h] + nxt * per_layer
+        end = E[h] + nxt * per_layer
         D = float(d.duration[h])
-        m.share.add(Y(k) - S <= big * m.q[h, k, nxt])
+        m.share.add(Y(k) - begin <= big * m.q[h, k, nxt])
         m.share.add(m.w[h, k, nxt] <= D * m.q[h, k, nxt])
-        m.share.add(m.w[h, k, nxt] <= Y(k) - S + big * (1 - m.q[h, k, nxt]))
-        m.share.add(E - m.V[k] <= big * m.p[h, k, nxt])
+        m.share.add(m.w[h, k, nxt] <= Y(k) - begin + big * (1 - m.q[h, k, nxt]))
+        m.share.add(end - m.V[k] <= big * m.p[h, k, nxt])
         m.share.add(m.w[h, k, nxt] <= D * m.p[h, k, nxt])
-        m.share.add(m.w[h, k, nxt] <= E - m.V[k] + big * (1 - m.p[h, k, nxt]))
+        m.share.add(m.w[h, k, nxt] <= end - m.V[k] + big * (1 - m.p[h, k, nxt]))
     for k in range(K):
         mine = [c for c in pairs if c[1] == k]
         filled = pyo.quicksum(m.w[c] for c in mine)
@@ -576,6 +628,7 @@ def _build(
     m.obj = pyo.Objective(expr=m.T, sense=pyo.minimize)
     m.ends = ends
     m.starts = starts
+    m.S = S
     m.point_of = point_of
     m.per_layer = per_layer
     return m
@@ -617,6 +670,8 @@ def _warm_start(model, d: LayerLoads, schedule: Schedule, timeline, first: int) 
         _set(model.stall[k], float(timeline.stall[j]))
     for k, a in model.plans:
         _set(model.x[k, a], 1.0 if a == 0 else 0.0)
+    for g, h in model.seq:
+        _set(model.y[g, h], 1.0)  # the order of d
     for c in model.cands:
         _set(model.z[c], 0.0)
     for k in range(K):
@@ -719,7 +774,7 @@ def _windows(model, d: LayerLoads, periodic: bool = True) -> np.ndarray:
     offsets = np.zeros(len(d.load_op), dtype=np.int64)
     tol = 1e-6 * max(1.0, model.per_layer)
     for h, kh in enumerate(int(k) for k in d.load_op):
-        begin = model.starts[h]
+        begin = float(pyo.value(model.S[h]))  # where the model placed it in the order
         offset = 0
         # ops of this layer before kh, then the previous layer's (work shifted by one layer)
         for back in range(1, d.max_offset + 1):
