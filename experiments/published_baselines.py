@@ -2,7 +2,9 @@
 
     python experiments/published_baselines.py            # 4 LLMs, batch 32, KV 2048, IPU-POD4, 16 TB/s
 
-Plan tables are cached under $ELKOPT_CACHE (default ~/.cache/elkopt/plan_tables).
+The published graphs as they are: every operator planned whole (`planning.split_fraction`
+null; scheduler_matrix.py shows the effect of cutting large operators). Plan tables are
+cached under $ELKOPT_CACHE (default ~/.cache/elkopt/plan_tables).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def main() -> None:
     for name in args.models:
         graph = build_graph(name, "decode", args.batch, args.kv_len)
         start = time.perf_counter()
-        result = compile_model(graph, chip, "static", PlanningOptions(cache_dir=str(cache)))
+        options = PlanningOptions(cache_dir=str(cache), split_fraction=None)
+        result = compile_model(graph, chip, "static", options)
         ref = result.references
         pub = PUBLISHED_MS.get(name, {})
         nan = float("nan")
