@@ -1,0 +1,1 @@
+"""The network simulator: topologies as data, routed flows, max-min fair sharing."""

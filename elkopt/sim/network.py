@@ -1,0 +1,224 @@
+"""Networks as data: nodes, directed links with a bandwidth and a latency, and routes.
+
+Nodes 0..cores-1 are the cores; HBM controllers follow them. Every link is directed and
+has its own bandwidth (bytes per cycle) and latency (cycles). A route is the list of link
+ids a flow crosses, from its source node to its destination.
+
+- **all-to-all** (the IPU exchange): every core has an injection link into a non-blocking
+  switch and an ejection link out of it, each at the core's link rate; a core-to-core route
+  is [injection of the source, ejection of the destination]. HBM controllers are nodes of
+  their own, each with one injection link carrying its share of the HBM bandwidth.
+- **mesh** and **torus** (`rows` x `cols`, cores row-major): a link each way between grid
+  neighbours (and, on a torus, around each row and column). Dimension-order routing: along
+  the row to the destination's column first, then along the column; on a torus each ring
+  the shorter way round (ties: towards higher indices). HBM controllers sit on the edges,
+  one per boundary core side (west and east of every row, north and south of every
+  column), each joined to its core by a link each way; a controller's route enters the
+  grid at its core and continues by dimension-order routing.
+
+Every controller also owns a *port* link (a link with no grid position) that carries its
+share of the HBM bandwidth: every flow leaving the controller crosses it first, so the
+controllers together never deliver more than the HBM can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from elkopt.chip import Chip, Topology
+
+# Mesh link directions, in the order of their ids per core.
+EAST, WEST, SOUTH, NORTH = range(4)
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """Directed links between nodes (cores first, then HBM controllers).
+
+    link_src, link_dst: node ids (-1: the switch of an all-to-all network, or the HBM side
+        of a controller's port). bandwidth: bytes per cycle. latency: cycles.
+    controller_core: the core each controller is attached to (-1 on all-to-all).
+    """
+
+    topology: Topology
+    cores: int
+    rows: int
+    cols: int
+    link_src: np.ndarray
+    link_dst: np.ndarray
+    bandwidth: np.ndarray
+    latency: np.ndarray
+    controller_port: np.ndarray  # per controller: its port link (HBM bandwidth share)
+    controller_link: np.ndarray  # per controller: its link into the network
+    controller_core: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.link_src)
+        for name in ("link_dst", "bandwidth", "latency"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"network: {name} has {len(getattr(self, name))} entries for {n} links")
+        if n and not (self.bandwidth > 0).all():
+            raise ValueError("network: every link needs a bandwidth > 0 bytes per cycle")
+        if n and not (self.latency >= 0).all():
+            raise ValueError("network: link latencies must be >= 0 cycles")
+
+    @property
+    def n_links(self) -> int:
+        return len(self.link_src)
+
+    @property
+    def n_controllers(self) -> int:
+        return len(self.controller_port)
+
+    def controller_node(self, c: int) -> int:
+        """Node id of controller `c`."""
+        return self.cores + c
+
+    # -- routes --------------------------------------------------------------------------
+
+    def core_route(self, src: int, dst: int) -> list[int]:
+        """Links from core `src` to core `dst` ([] when they are the same core)."""
+        self._check_core(src)
+        self._check_core(dst)
+        if src == dst:
+            return []
+        if self.topology is Topology.ALL_TO_ALL:
+            return [src, self.cores + dst]  # injection of src, ejection of dst
+        return self._grid_route(src, dst)
+
+    def controller_route(self, c: int, dst: int) -> list[int]:
+        """Links from controller `c` to core `dst`: its port, its link, then the network."""
+        if not 0 <= c < self.n_controllers:
+            raise ValueError(f"controller {c} is not in 0..{self.n_controllers - 1}")
+        self._check_core(dst)
+        route = [int(self.controller_port[c]), int(self.controller_link[c])]
+        if self.topology is Topology.ALL_TO_ALL:
+            return route + [self.cores + dst]
+        return route + self._grid_route(int(self.controller_core[c]), dst)
+
+    def nearest_controller(self, core: int) -> int:
+        """The controller with the fewest grid hops to `core` (ties: the lowest id); on
+        all-to-all, controllers take the cores in turn."""
+        self._check_core(core)
+        if self.topology is Topology.ALL_TO_ALL:
+            return core % self.n_controllers
+        r, c = divmod(core, self.cols)
+        rr, cc = np.divmod(self.controller_core, self.cols)
+        dr, dc = np.abs(rr - r), np.abs(cc - c)
+        if self.topology is Topology.TORUS:
+            dr, dc = np.minimum(dr, self.rows - dr), np.minimum(dc, self.cols - dc)
+        return int(np.argmin(dr + dc))
+
+    def _check_core(self, core: int) -> None:
+        if not 0 <= core < self.cores:
+            raise ValueError(f"core {core} is not in 0..{self.cores - 1}")
+
+    def _grid_route(self, src: int, dst: int) -> list[int]:
+        r, c = divmod(src, self.cols)
+        r1, c1 = divmod(dst, self.cols)
+        route = []
+        for step, direction, axis in ((self._step(c, c1, self.cols), (EAST, WEST), 1),
+                                      (self._step(r, r1, self.rows), (SOUTH, NORTH), 0)):
+            target = c1 if axis == 1 else r1
+            size = self.cols if axis == 1 else self.rows
+            while (c if axis == 1 else r) != target:
+                link = (r * self.cols + c) * 4 + (direction[0] if step > 0 else direction[1])
+                route.append(link)
+                if axis == 1:
+                    c = (c + step) % size
+                else:
+                    r = (r + step) % size
+        return route
+
+    def _step(self, a: int, b: int, size: int) -> int:
+        """+1 or -1: the direction from position a to b along one ring or line."""
+        if a == b:
+            return 0
+        if self.topology is Topology.TORUS:
+            forward = (b - a) % size
+            return 1 if forward <= size - forward else -1
+        return 1 if b > a else -1
+
+
+def network_from_chip(chip: Chip, hop_latency_cycles: float = 0.0) -> Network:
+    """The network of `chip`: its topology, link rates and HBM controllers (module docs).
+
+    Link rates: all-to-all, the per-core exchange rate; mesh and torus, mesh_link_bytes_per_s.
+    HBM: all-to-all, four controllers per chip (one per HBM stack, spec section 1), each a
+    node with a port of an equal share of the HBM bandwidth and a link of that rate into
+    the switch. Mesh and torus: one controller per boundary core side, the HBM bandwidth
+    shared equally among their ports.
+    """
+    per_cycle = 1.0 / chip.clock_hz
+    if chip.topology is Topology.ALL_TO_ALL:
+        return all_to_all(chip.cores, chip.core_link_bytes_per_s * per_cycle,
+                          controllers=4 * chip.n_chips,
+                          hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle,
+                          latency=hop_latency_cycles)
+    return grid(chip.mesh_rows, chip.mesh_cols, chip.mesh_link_bytes_per_s * per_cycle,
+                hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle,
+                torus=chip.topology is Topology.TORUS, latency=hop_latency_cycles)
+
+
+def all_to_all(
+    cores: int, link_bytes_per_cycle: float, controllers: int, hbm_bytes_per_cycle: float,
+    latency: float = 0.0,
+) -> Network:
+    """Links 0..cores-1: injection; cores..2*cores-1: ejection; then per controller its
+    port and its link into the switch."""
+    if cores < 1 or controllers < 1:
+        raise ValueError(f"all-to-all needs cores >= 1 and controllers >= 1, got {cores}, {controllers}")
+    share = hbm_bytes_per_cycle / controllers
+    ids = np.arange(cores)
+    ctrl = cores + np.arange(controllers)
+    src = np.concatenate([ids, np.full(cores, -1), np.full(controllers, -1), ctrl])
+    dst = np.concatenate([np.full(cores, -1), ids, ctrl, np.full(controllers, -1)])
+    bandwidth = np.concatenate([np.full(2 * cores, link_bytes_per_cycle), np.full(2 * controllers, share)])
+    ports = 2 * cores + np.arange(controllers)
+    return Network(Topology.ALL_TO_ALL, cores, 0, 0, src, dst, bandwidth,
+                   np.concatenate([np.full(2 * cores, latency), np.zeros(controllers), np.full(controllers, latency)]),
+                   controller_port=ports, controller_link=ports + controllers,
+                   controller_core=np.full(controllers, -1))
+
+
+def grid(
+    rows: int, cols: int, link_bytes_per_cycle: float, hbm_bytes_per_cycle: float,
+    torus: bool = False, latency: float = 0.0,
+) -> Network:
+    """Link (core * 4 + direction) leaves a core towards its east, west, south or north
+    neighbour (on a mesh, the links off the grid exist but no route uses them); then per
+    controller its port, its link into its core and its link back out."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"a grid needs rows >= 1 and cols >= 1, got {rows} x {cols}")
+    cores = rows * cols
+    r, c = np.divmod(np.arange(cores), cols)
+    neighbour = {
+        EAST: r * cols + (c + 1) % cols,
+        WEST: r * cols + (c - 1) % cols,
+        SOUTH: ((r + 1) % rows) * cols + c,
+        NORTH: ((r - 1) % rows) * cols + c,
+    }
+    src = np.repeat(np.arange(cores), 4)
+    dst = np.stack([neighbour[d] for d in range(4)], axis=1).reshape(-1)
+    if not torus:  # links off the edge of a mesh lead nowhere
+        off = np.stack([c == cols - 1, c == 0, r == rows - 1, r == 0], axis=1).reshape(-1)
+        dst = np.where(off, -1, dst)
+    # controllers: west and east of every row, north and south of every column
+    attached = np.concatenate([np.arange(rows) * cols, np.arange(rows) * cols + cols - 1,
+                               np.arange(cols), (rows - 1) * cols + np.arange(cols)])
+    k = len(attached)
+    nodes = cores + np.arange(k)
+    first_port = 4 * cores
+    src = np.concatenate([src, np.full(k, -1), nodes, attached])
+    dst = np.concatenate([dst, nodes, attached, nodes])
+    bandwidth = np.concatenate([np.full(4 * cores, link_bytes_per_cycle), np.full(k, hbm_bytes_per_cycle / k),
+                                np.full(2 * k, link_bytes_per_cycle)])
+    lat = np.concatenate([np.full(4 * cores, latency), np.zeros(k), np.full(2 * k, latency)])
+    return Network(Topology.TORUS if torus else Topology.MESH, cores, rows, cols, src, dst, bandwidth, lat,
+                   controller_port=first_port + np.arange(k), controller_link=first_port + k + np.arange(k),
+                   controller_core=attached)
+
+
+__all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "grid", "network_from_chip"]

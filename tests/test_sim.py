@@ -1,0 +1,136 @@
+"""The network simulator on cases small enough to check by hand."""
+
+import numpy as np
+import pytest
+
+from elkopt.chip import Chip, Topology
+from elkopt.sim.flows import make_flows, max_min_rates, simulate_flows
+from elkopt.sim.network import EAST, NORTH, SOUTH, WEST, all_to_all, grid, network_from_chip
+
+
+def conserved(flows, result):
+    """Every byte a flow sends crosses each link of its route exactly once."""
+    expected = np.bincount(flows.links, weights=flows.size[flows.owner], minlength=len(result.link_bytes))
+    return np.allclose(result.link_bytes, expected)
+
+
+def test_one_flow_on_one_link():
+    flows = make_flows([[0]], [1000.0], release=[5.0])
+    result = simulate_flows(flows, bandwidth=np.array([10.0]), latency=np.array([3.0]))
+    assert result.transfer_end[0] == pytest.approx(5 + 100)
+    assert result.finish[0] == pytest.approx(5 + 100 + 3)
+    assert result.peak_utilisation == pytest.approx(1.0)
+    assert conserved(flows, result)
+
+
+def test_two_flows_share_a_link_then_the_longer_speeds_up():
+    # 10 B/cycle shared: both at 5 until the 300-byte flow ends at 60; the 1000-byte flow
+    # has 700 left and goes on alone at 10: ends at 130
+    flows = make_flows([[0], [0]], [300.0, 1000.0])
+    result = simulate_flows(flows, bandwidth=np.array([10.0]))
+    assert result.finish == pytest.approx([60.0, 130.0])
+    assert result.events == 2
+    assert result.peak_utilisation == pytest.approx(1.0)
+    assert conserved(flows, result)
+
+
+def test_a_late_flow_slows_the_first():
+    # flow 0 alone at 10 B/cycle for 20 cycles (200 B), then both at 5: flow 1 (100 B)
+    # ends at 40, flow 0 has 1000 - 200 - 100 = 700 left at full rate: ends at 110
+    flows = make_flows([[0], [0]], [1000.0, 100.0], release=[0.0, 20.0])
+    result = simulate_flows(flows, bandwidth=np.array([10.0]))
+    assert result.finish == pytest.approx([110.0, 40.0])
+    assert conserved(flows, result)
+
+
+def test_max_min_gives_a_bottlenecked_flow_its_share_and_the_rest_to_others():
+    # link 0 (10 B/cycle) carries flows a and b; link 1 (4 B/cycle) carries b and c.
+    # Filling: all grow to 2, link 1 is full (b, c at 2); a grows alone to 8 on link 0.
+    flows = make_flows([[0], [0, 1], [1]], [1.0, 1.0, 1.0])
+    rates = max_min_rates(flows, np.ones(3, dtype=bool), np.array([10.0, 4.0]))
+    assert rates == pytest.approx([8.0, 2.0, 2.0])
+    # an inactive flow takes nothing
+    rates = max_min_rates(flows, np.array([True, False, True]), np.array([10.0, 4.0]))
+    assert rates == pytest.approx([10.0, 0.0, 4.0])
+
+
+def test_a_2x2_mesh_shift_round_uses_four_distinct_links():
+    # cores 0 1 / 2 3; a ring shift 0 -> 1 -> 3 -> 2 -> 0, 400 bytes each at 8 B/cycle
+    mesh = grid(2, 2, link_bytes_per_cycle=8.0, hbm_bytes_per_cycle=16.0)
+    ring = [(0, 1), (1, 3), (3, 2), (2, 0)]
+    routes = [mesh.core_route(a, b) for a, b in ring]
+    assert routes == [[0 * 4 + EAST], [1 * 4 + SOUTH], [3 * 4 + WEST], [2 * 4 + NORTH]]
+    flows = make_flows(routes, [400.0] * 4)
+    result = simulate_flows(flows, mesh.bandwidth, mesh.latency)
+    assert result.finish == pytest.approx([50.0] * 4)  # no link shared: 400 / 8 each
+    # the diagonal 0 -> 3 goes east then south (dimension order) and shares both links
+    both = make_flows(routes + [mesh.core_route(0, 3)], [400.0] * 5)
+    assert mesh.core_route(0, 3) == [0 * 4 + EAST, 1 * 4 + SOUTH]
+    slower = simulate_flows(both, mesh.bandwidth, mesh.latency)
+    # it shares each of its links with one ring flow: those three move at half rate
+    assert slower.makespan == pytest.approx(100.0)
+    assert conserved(both, slower) and slower.peak_utilisation <= 1 + 1e-9
+
+
+def test_a_controller_feeds_a_row_of_cores():
+    # a 1 x 4 mesh; the west controller of the row sends 100 bytes to each core. All four
+    # flows cross its port (HBM share) and its link into core 0; the link (8 B/cycle) is
+    # narrower than the port: 400 bytes at 8 B/cycle = 50 cycles, each flow at 2 B/cycle.
+    # Per-hop latency 1: core k is 2 + k hops from the controller's port.
+    row = grid(1, 4, link_bytes_per_cycle=8.0, hbm_bytes_per_cycle=4 * 10 * 16.0, latency=1.0)
+    west = 0
+    assert row.controller_core[west] == 0
+    routes = [row.controller_route(west, core) for core in range(4)]
+    assert [len(r) for r in routes] == [2, 3, 4, 5]
+    flows = make_flows(routes, [100.0] * 4)
+    result = simulate_flows(flows, row.bandwidth, row.latency)
+    assert result.transfer_end == pytest.approx([50.0] * 4)
+    assert result.finish == pytest.approx([51.0, 52.0, 53.0, 54.0])  # the port has no latency
+    assert conserved(flows, result)
+    assert row.nearest_controller(3) != west  # the east controller is nearer to core 3
+
+
+def test_all_to_all_routes_and_hbm_share():
+    net = all_to_all(4, link_bytes_per_cycle=5.0, controllers=2, hbm_bytes_per_cycle=6.0)
+    assert net.core_route(1, 2) == [1, 4 + 2]
+    assert net.core_route(1, 1) == []
+    # both controllers feed core 3: their ports give 3 B/cycle each, core 3's ejection link
+    # takes 5: max-min gives each 2.5
+    flows = make_flows([net.controller_route(0, 3), net.controller_route(1, 3)], [250.0, 250.0])
+    result = simulate_flows(flows, net.bandwidth, net.latency)
+    assert result.transfer_end == pytest.approx([100.0, 100.0])
+    # one controller alone is held to its port's 3 B/cycle
+    alone = simulate_flows(make_flows([net.controller_route(0, 3)], [300.0]), net.bandwidth)
+    assert alone.finish == pytest.approx([100.0])
+
+
+def test_torus_routes_go_the_short_way_round():
+    torus = grid(1, 5, link_bytes_per_cycle=1.0, hbm_bytes_per_cycle=1.0, torus=True)
+    assert torus.core_route(0, 4) == [0 * 4 + WEST]  # wraps around: one hop
+    assert torus.core_route(0, 2) == [0 * 4 + EAST, 1 * 4 + EAST]
+    mesh = grid(1, 5, link_bytes_per_cycle=1.0, hbm_bytes_per_cycle=1.0)
+    assert len(mesh.core_route(0, 4)) == 4
+
+
+def test_network_from_chip_matches_the_chip():
+    mesh = network_from_chip(Chip(name="m", topology=Topology.MESH, cores_per_chip=64, mesh_rows=4,
+                                  mesh_cols=16, mesh_link_bytes_per_s=2.65e9, clock_hz=1.325e9,
+                                  hbm_bytes_per_s=1.325e12))
+    assert mesh.n_controllers == 2 * (4 + 16)
+    assert mesh.bandwidth[mesh.controller_link] == pytest.approx(2.0)
+    assert mesh.bandwidth[mesh.controller_port].sum() == pytest.approx(1000.0)
+    pod = network_from_chip(Chip(name="pod", n_chips=4))
+    assert pod.n_controllers == 16 and pod.cores == 5888
+    assert pod.bandwidth[pod.controller_port].sum() == pytest.approx(Chip(name="pod").hbm_bytes_per_s / 1.325e9)
+
+
+def test_bad_input_is_named():
+    net = all_to_all(2, 1.0, 1, 1.0)
+    with pytest.raises(ValueError, match="core 5 is not in 0..1"):
+        net.core_route(0, 5)
+    with pytest.raises(ValueError, match="controller 3"):
+        net.controller_route(3, 0)
+    with pytest.raises(ValueError, match="2 routes but 1 sizes"):
+        make_flows([[0], [1]], [1.0])
+    with pytest.raises(ValueError, match="the network has 6 links"):
+        simulate_flows(make_flows([[9]], [1.0]), net.bandwidth)
