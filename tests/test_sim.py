@@ -134,3 +134,27 @@ def test_bad_input_is_named():
         make_flows([[0], [1]], [1.0])
     with pytest.raises(ValueError, match="the network has 6 links"):
         simulate_flows(make_flows([[9]], [1.0]), net.bandwidth)
+
+
+def test_a_preload_on_all_to_all_is_held_by_hbm_or_by_delivery():
+    from elkopt.sim.preload import analytic_preload_cycles, simulate_preload
+    net = all_to_all(4, link_bytes_per_cycle=5.0, controllers=2, hbm_bytes_per_cycle=6.0)
+    # 800 unique bytes through two ports of 3 B/cycle: 133.3 cycles; 300 bytes to each
+    # core at 5 B/cycle: 60. HBM-bound.
+    result = simulate_preload(net, hbm_bytes=800, cores_used=4, cold_bytes=300)
+    assert result.makespan == pytest.approx(800 / 6)
+    # replicated 2.5x more (1000 bytes per core): delivery-bound, 200 cycles
+    assert simulate_preload(net, 800, 4, 1000).makespan == pytest.approx(200)
+    assert analytic_preload_cycles(net, 800, 4, 1000) == pytest.approx(200)
+    with pytest.raises(ValueError, match="cores_used must be in 1..4"):
+        simulate_preload(net, 800, 5, 10)
+
+
+def test_a_mesh_preload_is_never_faster_than_its_busiest_link():
+    from elkopt.sim.preload import analytic_preload_cycles, simulate_preload
+    mesh = grid(6, 8, link_bytes_per_cycle=4.0, hbm_bytes_per_cycle=100.0, latency=0.0)
+    for cores_used, cold in [(48, 64.0), (20, 256.0), (7, 1000.0)]:
+        result = simulate_preload(mesh, hbm_bytes=cores_used * cold, cores_used=cores_used, cold_bytes=cold)
+        bound = analytic_preload_cycles(mesh, cores_used * cold, cores_used, cold)
+        assert result.makespan >= bound * (1 - 1e-9)
+        assert result.peak_utilisation <= 1 + 1e-9

@@ -88,12 +88,13 @@ class Network:
             return [src, self.cores + dst]  # injection of src, ejection of dst
         return self._grid_route(src, dst)
 
-    def controller_route(self, c: int, dst: int) -> list[int]:
-        """Links from controller `c` to core `dst`: its port, its link, then the network."""
+    def controller_route(self, c: int, dst: int, port: bool = True) -> list[int]:
+        """Links from controller `c` to core `dst`: its port (unless `port` is False),
+        its link, then the network."""
         if not 0 <= c < self.n_controllers:
             raise ValueError(f"controller {c} is not in 0..{self.n_controllers - 1}")
         self._check_core(dst)
-        route = [int(self.controller_port[c]), int(self.controller_link[c])]
+        route = ([int(self.controller_port[c])] if port else []) + [int(self.controller_link[c])]
         if self.topology is Topology.ALL_TO_ALL:
             return route + [self.cores + dst]
         return route + self._grid_route(int(self.controller_core[c]), dst)

@@ -1,0 +1,59 @@
+"""One preload (an operator's HBM data loaded into the cores that will hold it) as flows.
+
+A load reads `hbm_bytes` of unique data from HBM and delivers `cold_bytes` to each of the
+`cores_used` cores of its preload layout (replicas included, as the cost model counts
+them). Two kinds of flows, running at the same time (HBM and delivery are pipelined):
+
+- per controller, a *port* flow of its share of the unique bytes over its port link (the
+  HBM bandwidth share);
+- per core, a *delivery* flow of its cold bytes from its nearest controller (fewest grid
+  hops, ties to the lowest id). On all-to-all
+  the switch replicates data for several cores, so a delivery crosses only the receiving
+  core's ejection link; on a mesh or torus every replica is routed hop by hop from the
+  controller's link into the grid (dimension-order routing, no multicast trees).
+
+The load lasts until the last flow ends. Cores are taken in order: the plan uses cores
+0..cores_used-1 (row-major on a grid); where an operator's tiles sit on the grid is the
+mapping step, not done here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from elkopt.chip import Topology
+from elkopt.sim.flows import FlowResult, Flows, make_flows, simulate_flows
+from elkopt.sim.network import Network
+
+
+def preload_flows(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> Flows:
+    """Port flows (one per controller) then delivery flows (one per core used)."""
+    if not 1 <= cores_used <= network.cores:
+        raise ValueError(f"cores_used must be in 1..{network.cores}, got {cores_used}")
+    k = network.n_controllers
+    routes = [[int(network.controller_port[c])] for c in range(k)]
+    sizes = [hbm_bytes / k] * k
+    for core in range(cores_used):
+        if network.topology is Topology.ALL_TO_ALL:
+            routes.append([network.cores + core])  # the ejection link of the core
+        else:
+            routes.append(network.controller_route(network.nearest_controller(core), core, port=False))
+        sizes.append(cold_bytes)
+    return make_flows(routes, sizes)
+
+
+def simulate_preload(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> FlowResult:
+    """The load's flows run to completion; its duration is the result's makespan."""
+    flows = preload_flows(network, hbm_bytes, cores_used, cold_bytes)
+    return simulate_flows(flows, network.bandwidth, network.latency)
+
+
+def analytic_preload_cycles(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> float:
+    """What the same load would take on an ideal network: the HBM ports and the busiest
+    link each at full rate (a lower bound on the simulated duration)."""
+    flows = preload_flows(network, hbm_bytes, cores_used, cold_bytes)
+    per_link = np.bincount(flows.links, weights=flows.size[flows.owner], minlength=network.n_links)
+    return float((per_link / network.bandwidth).max())
+
+
+__all__ = ["analytic_preload_cycles", "preload_flows", "simulate_preload"]
