@@ -3,18 +3,19 @@
 An operator that reads a large share of the chip's SRAM from HBM (a KV-cache BatchMatMul
 at large batch and context, a huge LM head) is hard to schedule whole: its load can
 overlap only earlier operators, and its footprint may not fit beside its neighbour's. The
-published pipeline therefore cut such operators into 2 to 4 copies before planning. Here
-the rule is explicit: an operator whose HBM bytes exceed `fraction` of the chip's total
-SRAM is cut into the fewest copies (at most `max_copies`) that bring each copy below it.
+published pipeline cut such operators into 2 to 4 copies before planning. Here the rule is
+explicit: an operator whose HBM bytes exceed `fraction` of the chip's total SRAM is cut
+into the fewest copies (at most `max_copies`) that bring each copy below it.
 
 A copy computes one slice of the output along one dim that indexes the output and every
 HBM operand (so each copy loads its own slice and the HBM bytes are unchanged); on-chip
 inputs are read whole or sliced as they index that dim. The dim matters: cutting the
-context BatchMatMul of Llama2-13B (batch 32, KV 4096) in two along the batch costs 4% more
-execution than the whole operator, along the head dim D 52%. Given a cost (the fastest
-plan's cycles, from the plan tables), the dim with the cheapest copies wins; without one,
-the longest qualifying dim. Copies of equal size share a signature and so a plan table. Consumers read the output once all copies have run
-(`Operator.part`); the copies follow each other in program order.
+context BatchMatMul of Llama2-13B (batch 32, KV 4096) in two along the KV heads or the
+batch costs 4% more execution than the whole operator, along the head dim D 52%
+(experiments/split_dims.py). Given a cost (the fastest plan's cycles, from the plan
+tables), the dim with the cheapest copies wins; without one, the longest qualifying dim.
+Copies of equal size share a signature and so a plan table. Consumers read the output
+once all copies have run (`Operator.part`); the copies follow each other in program order.
 """
 
 from __future__ import annotations
