@@ -19,6 +19,10 @@ PUBLISHED_GB_PER_S = float(2**30)
 REFERENCE_CORE_LINK_BYTES_PER_S = 5.5 * PUBLISHED_GB_PER_S
 
 
+#: Grid edges that may hold HBM controllers (mesh and torus).
+HBM_SIDES = ("west", "east", "north", "south")
+
+
 class Topology(StrEnum):
     ALL_TO_ALL = "all_to_all"
     MESH = "mesh"
@@ -48,6 +52,11 @@ class Chip:
     mesh_rows: int = 0
     mesh_cols: int = 0
     mesh_link_bytes_per_s: float = 0.0
+    # The network simulator's view (elkopt.sim); the plans and the timeline ignore these.
+    link_latency_cycles: float = 0.0
+    hbm_controllers_per_chip: int = 4
+    hbm_sides: tuple[str, ...] = HBM_SIDES
+    inter_chip_bytes_per_s: float = 640 * PUBLISHED_GB_PER_S
 
     def __post_init__(self) -> None:
         positive = {
@@ -59,6 +68,8 @@ class Chip:
             "hbm_bytes_per_s": self.hbm_bytes_per_s,
             "inter_chip_exchange_factor": self.inter_chip_exchange_factor,
             "compute_scale": self.compute_scale,
+            "hbm_controllers_per_chip": self.hbm_controllers_per_chip,
+            "inter_chip_bytes_per_s": self.inter_chip_bytes_per_s,
         }
         for field, value in positive.items():
             if not value > 0:
@@ -68,6 +79,14 @@ class Chip:
                 f"chip {self.name!r}: reserved_sram_bytes_per_core must be in "
                 f"[0, sram_bytes_per_core), got {self.reserved_sram_bytes_per_core}"
             )
+        if not self.link_latency_cycles >= 0:
+            raise ValueError(f"chip {self.name!r}: link_latency_cycles must be >= 0, "
+                             f"got {self.link_latency_cycles}")
+        object.__setattr__(self, "hbm_sides", tuple(self.hbm_sides))
+        unknown = [side for side in self.hbm_sides if side not in HBM_SIDES]
+        if unknown or not self.hbm_sides or len(set(self.hbm_sides)) != len(self.hbm_sides):
+            raise ValueError(f"chip {self.name!r}: hbm_sides must be distinct sides out of "
+                             f"{list(HBM_SIDES)}, at least one, got {list(self.hbm_sides)}")
         object.__setattr__(self, "topology", Topology(self.topology))
         if self.topology is not Topology.ALL_TO_ALL:
             if self.mesh_rows * self.mesh_cols != self.cores:
@@ -114,10 +133,14 @@ class Chip:
 
     @property
     def edge_links(self) -> int:
-        """Links from edge HBM controllers into the grid (one per boundary core side)."""
+        """Links from edge HBM controllers into the grid: one per boundary core side of
+        the sides in `hbm_sides` (west and east: one per row; north and south: one per
+        column)."""
         if self.topology is Topology.ALL_TO_ALL:
             return 0
-        return 2 * (self.mesh_rows + self.mesh_cols)
+        per_side = {"west": self.mesh_rows, "east": self.mesh_rows,
+                    "north": self.mesh_cols, "south": self.mesh_cols}
+        return sum(per_side[side] for side in self.hbm_sides)
 
     @property
     def noc_bytes_per_cycle(self) -> float:

@@ -19,12 +19,12 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from elkopt.chip import Chip, Topology
+from elkopt.chip import HBM_SIDES, PUBLISHED_GB_PER_S, Chip, Topology
 
 if TYPE_CHECKING:
     from elkopt.pipeline import PlanningOptions
@@ -83,6 +83,10 @@ class ChipConfig:
     mesh_rows: int = 0
     mesh_cols: int = 0
     mesh_link_bytes_per_s: float = 0.0
+    link_latency_cycles: float = 0.0
+    hbm_controllers_per_chip: int = 4
+    hbm_sides: List[str] = field(default_factory=lambda: list(HBM_SIDES))
+    inter_chip_bytes_per_s: float = 640 * PUBLISHED_GB_PER_S
 
 
 @dataclass

@@ -158,3 +158,36 @@ def test_a_mesh_preload_is_never_faster_than_its_busiest_link():
         bound = analytic_preload_cycles(mesh, cores_used * cold, cores_used, cold)
         assert result.makespan >= bound * (1 - 1e-9)
         assert result.peak_utilisation <= 1 + 1e-9
+
+
+def test_chips_joined_by_gateways_share_their_bandwidth():
+    # 2 chips x 2 cores; core links 10 B/cycle, gateways 4 B/cycle each way
+    net = all_to_all(4, link_bytes_per_cycle=10.0, controllers=2, hbm_bytes_per_cycle=20.0,
+                     n_chips=2, inter_chip_bytes_per_cycle=4.0)
+    assert net.core_route(0, 1) == [0, 4 + 1]  # same chip: no gateway
+    out0, in1 = net.gateway_out[0], net.gateway_in[1]
+    assert net.core_route(0, 2) == [0, out0, in1, 4 + 2]
+    # both cores of chip 0 send 100 bytes to chip 1: they share its gateway, 2 B/cycle each
+    flows = make_flows([net.core_route(0, 2), net.core_route(1, 3)], [100.0, 100.0])
+    assert simulate_flows(flows, net.bandwidth).finish == pytest.approx([50.0, 50.0])
+    # a core's data comes from a controller of its own chip
+    assert [net.nearest_controller(c) for c in range(4)] == [0, 0, 1, 1]
+    assert net.controller_route(1, 3) == [net.controller_port[1], net.controller_link[1], 4 + 3]
+    with pytest.raises(ValueError, match="do not split evenly over 3 chips"):
+        all_to_all(4, 1.0, 3, 1.0, n_chips=3, inter_chip_bytes_per_cycle=1.0)
+
+
+def test_hbm_controllers_on_chosen_sides():
+    west = grid(3, 5, link_bytes_per_cycle=1.0, hbm_bytes_per_cycle=3.0, sides=("west",))
+    assert list(west.controller_core) == [0, 5, 10]
+    assert west.bandwidth[west.controller_port] == pytest.approx([1.0, 1.0, 1.0])
+    chip = Chip(name="m", topology=Topology.MESH, cores_per_chip=15, mesh_rows=3, mesh_cols=5,
+                mesh_link_bytes_per_s=1e9, hbm_sides=("north", "south"), link_latency_cycles=7.0)
+    assert chip.edge_links == 10
+    net = network_from_chip(chip)
+    assert net.n_controllers == 10 and set(net.latency[:60]) == {7.0}
+    with pytest.raises(ValueError, match="hbm_sides must be distinct sides"):
+        Chip(name="bad", hbm_sides=("west", "up"))
+    with pytest.raises(ValueError, match="spans one chip"):
+        network_from_chip(Chip(name="two", topology=Topology.MESH, n_chips=2, cores_per_chip=8,
+                               mesh_rows=4, mesh_cols=4, mesh_link_bytes_per_s=1e9))

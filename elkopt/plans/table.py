@@ -242,11 +242,16 @@ def _pareto_3d(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 # -- the cache ---------------------------------------------------------------
 
 
+#: Chip fields no plan depends on: the name, HBM, and what only the network simulator uses.
+_NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controllers_per_chip",
+                 "hbm_sides", "inter_chip_bytes_per_s")
+
+
 def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> str:
     """Hex digest naming the table of `shape` on `chip` (name excluded)."""
     chip_fields = asdict(chip)
-    chip_fields.pop("name")
-    chip_fields.pop("hbm_bytes_per_s")  # plans do not depend on HBM
+    for name in _NOT_IN_PLANS:
+        chip_fields.pop(name)
     text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from elkopt.chip import Chip, Topology
+from elkopt.chip import HBM_SIDES, Chip, Topology
 
 # Mesh link directions, in the order of their ids per core.
 EAST, WEST, SOUTH, NORTH = range(4)
@@ -53,6 +53,9 @@ class Network:
     controller_port: np.ndarray  # per controller: its port link (HBM bandwidth share)
     controller_link: np.ndarray  # per controller: its link into the network
     controller_core: np.ndarray
+    n_chips: int = 1  # all-to-all: cores and controllers split evenly, in order, over chips
+    gateway_out: tuple[int, ...] = ()  # per chip: its link to the other chips
+    gateway_in: tuple[int, ...] = ()  # per chip: its link from the other chips
 
     def __post_init__(self) -> None:
         n = len(self.link_src)
@@ -78,15 +81,21 @@ class Network:
 
     # -- routes --------------------------------------------------------------------------
 
+    def chip_of(self, core: int) -> int:
+        return core * self.n_chips // self.cores
+
     def core_route(self, src: int, dst: int) -> list[int]:
         """Links from core `src` to core `dst` ([] when they are the same core)."""
         self._check_core(src)
         self._check_core(dst)
         if src == dst:
             return []
-        if self.topology is Topology.ALL_TO_ALL:
-            return [src, self.cores + dst]  # injection of src, ejection of dst
+        if self.topology is Topology.ALL_TO_ALL:  # injection of src, ejection of dst
+            return [src, *self._between_chips(self.chip_of(src), self.chip_of(dst)), self.cores + dst]
         return self._grid_route(src, dst)
+
+    def _between_chips(self, a: int, b: int) -> list[int]:
+        return [] if a == b else [self.gateway_out[a], self.gateway_in[b]]
 
     def controller_route(self, c: int, dst: int, port: bool = True) -> list[int]:
         """Links from controller `c` to core `dst`: its port (unless `port` is False),
@@ -96,15 +105,17 @@ class Network:
         self._check_core(dst)
         route = ([int(self.controller_port[c])] if port else []) + [int(self.controller_link[c])]
         if self.topology is Topology.ALL_TO_ALL:
-            return route + [self.cores + dst]
+            chip = c * self.n_chips // self.n_controllers
+            return route + self._between_chips(chip, self.chip_of(dst)) + [self.cores + dst]
         return route + self._grid_route(int(self.controller_core[c]), dst)
 
     def nearest_controller(self, core: int) -> int:
         """The controller with the fewest grid hops to `core` (ties: the lowest id); on
-        all-to-all, controllers take the cores in turn."""
+        all-to-all, the controllers of the core's chip take its cores in turn."""
         self._check_core(core)
         if self.topology is Topology.ALL_TO_ALL:
-            return core % self.n_controllers
+            per_chip = self.n_controllers // self.n_chips
+            return self.chip_of(core) * per_chip + core % per_chip
         r, c = divmod(core, self.cols)
         rr, cc = np.divmod(self.controller_core, self.cols)
         dr, dc = np.abs(rr - r), np.abs(cc - c)
@@ -143,54 +154,76 @@ class Network:
         return 1 if b > a else -1
 
 
-def network_from_chip(chip: Chip, hop_latency_cycles: float = 0.0) -> Network:
-    """The network of `chip`: its topology, link rates and HBM controllers (module docs).
+def network_from_chip(chip: Chip) -> Network:
+    """The network of `chip`: its topology, link rates, latency per hop and HBM controllers
+    (module docs).
 
-    Link rates: all-to-all, the per-core exchange rate; mesh and torus, mesh_link_bytes_per_s.
-    HBM: all-to-all, four controllers per chip (one per HBM stack, spec section 1), each a
-    node with a port of an equal share of the HBM bandwidth and a link of that rate into
-    the switch. Mesh and torus: one controller per boundary core side, the HBM bandwidth
-    shared equally among their ports.
+    Link rates: all-to-all, the per-core exchange rate; mesh and torus,
+    mesh_link_bytes_per_s. HBM: all-to-all, `hbm_controllers_per_chip` controllers on each
+    chip, each a node with a port of an equal share of the HBM bandwidth and a link of that
+    rate into its chip's switch; chips joined by a gateway link each way of
+    `inter_chip_bytes_per_s`. Mesh and torus (one chip): a controller per boundary core
+    side of `hbm_sides`, the HBM bandwidth shared equally among their ports.
     """
     per_cycle = 1.0 / chip.clock_hz
+    latency = chip.link_latency_cycles
     if chip.topology is Topology.ALL_TO_ALL:
         return all_to_all(chip.cores, chip.core_link_bytes_per_s * per_cycle,
-                          controllers=4 * chip.n_chips,
-                          hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle,
-                          latency=hop_latency_cycles)
+                          controllers=chip.hbm_controllers_per_chip * chip.n_chips,
+                          hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle, latency=latency,
+                          n_chips=chip.n_chips,
+                          inter_chip_bytes_per_cycle=chip.inter_chip_bytes_per_s * per_cycle)
+    if chip.n_chips > 1:
+        raise ValueError(f"chip {chip.name!r}: the simulator joins several chips only on "
+                         f"all-to-all; a {chip.topology} spans one chip (set n_chips: 1)")
     return grid(chip.mesh_rows, chip.mesh_cols, chip.mesh_link_bytes_per_s * per_cycle,
                 hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle,
-                torus=chip.topology is Topology.TORUS, latency=hop_latency_cycles)
+                torus=chip.topology is Topology.TORUS, latency=latency, sides=chip.hbm_sides)
 
 
 def all_to_all(
     cores: int, link_bytes_per_cycle: float, controllers: int, hbm_bytes_per_cycle: float,
-    latency: float = 0.0,
+    latency: float = 0.0, n_chips: int = 1, inter_chip_bytes_per_cycle: float = 0.0,
 ) -> Network:
     """Links 0..cores-1: injection; cores..2*cores-1: ejection; then per controller its
-    port and its link into the switch."""
-    if cores < 1 or controllers < 1:
-        raise ValueError(f"all-to-all needs cores >= 1 and controllers >= 1, got {cores}, {controllers}")
+    port and its link into its chip's switch; then, with several chips, per chip its
+    gateway out and its gateway in (`inter_chip_bytes_per_cycle` each). Cores and
+    controllers are split evenly, in order, over the chips."""
+    if cores < 1 or controllers < 1 or n_chips < 1:
+        raise ValueError(f"all-to-all needs cores, controllers and chips >= 1, got "
+                         f"{cores}, {controllers}, {n_chips}")
+    if cores % n_chips or controllers % n_chips:
+        raise ValueError(f"all-to-all: {cores} cores and {controllers} controllers do not split "
+                         f"evenly over {n_chips} chips")
+    if n_chips > 1 and not inter_chip_bytes_per_cycle > 0:
+        raise ValueError("all-to-all over several chips needs inter_chip_bytes_per_cycle > 0")
     share = hbm_bytes_per_cycle / controllers
     ids = np.arange(cores)
     ctrl = cores + np.arange(controllers)
-    src = np.concatenate([ids, np.full(cores, -1), np.full(controllers, -1), ctrl])
-    dst = np.concatenate([np.full(cores, -1), ids, ctrl, np.full(controllers, -1)])
-    bandwidth = np.concatenate([np.full(2 * cores, link_bytes_per_cycle), np.full(2 * controllers, share)])
+    gates = n_chips if n_chips > 1 else 0
+    src = np.concatenate([ids, np.full(cores, -1), np.full(controllers, -1), ctrl, np.full(2 * gates, -1)])
+    dst = np.concatenate([np.full(cores, -1), ids, ctrl, np.full(controllers, -1), np.full(2 * gates, -1)])
+    bandwidth = np.concatenate([np.full(2 * cores, link_bytes_per_cycle), np.full(2 * controllers, share),
+                                np.full(2 * gates, inter_chip_bytes_per_cycle)])
+    latencies = np.concatenate([np.full(2 * cores, latency), np.zeros(controllers),
+                                np.full(controllers, latency), np.full(2 * gates, latency)])
     ports = 2 * cores + np.arange(controllers)
-    return Network(Topology.ALL_TO_ALL, cores, 0, 0, src, dst, bandwidth,
-                   np.concatenate([np.full(2 * cores, latency), np.zeros(controllers), np.full(controllers, latency)]),
+    first_gate = 2 * cores + 2 * controllers
+    return Network(Topology.ALL_TO_ALL, cores, 0, 0, src, dst, bandwidth, latencies,
                    controller_port=ports, controller_link=ports + controllers,
-                   controller_core=np.full(controllers, -1))
+                   controller_core=np.full(controllers, -1), n_chips=n_chips,
+                   gateway_out=tuple(range(first_gate, first_gate + gates)),
+                   gateway_in=tuple(range(first_gate + gates, first_gate + 2 * gates)))
 
 
 def grid(
     rows: int, cols: int, link_bytes_per_cycle: float, hbm_bytes_per_cycle: float,
-    torus: bool = False, latency: float = 0.0,
+    torus: bool = False, latency: float = 0.0, sides: tuple[str, ...] = HBM_SIDES,
 ) -> Network:
     """Link (core * 4 + direction) leaves a core towards its east, west, south or north
     neighbour (on a mesh, the links off the grid exist but no route uses them); then per
-    controller its port, its link into its core and its link back out."""
+    controller its port, its link into its core and its link back out. Controllers sit on
+    `sides`: west and east of every row, north and south of every column."""
     if rows < 1 or cols < 1:
         raise ValueError(f"a grid needs rows >= 1 and cols >= 1, got {rows} x {cols}")
     cores = rows * cols
@@ -206,9 +239,12 @@ def grid(
     if not torus:  # links off the edge of a mesh lead nowhere
         off = np.stack([c == cols - 1, c == 0, r == rows - 1, r == 0], axis=1).reshape(-1)
         dst = np.where(off, -1, dst)
-    # controllers: west and east of every row, north and south of every column
-    attached = np.concatenate([np.arange(rows) * cols, np.arange(rows) * cols + cols - 1,
-                               np.arange(cols), (rows - 1) * cols + np.arange(cols)])
+    on_side = {"west": np.arange(rows) * cols, "east": np.arange(rows) * cols + cols - 1,
+               "north": np.arange(cols), "south": (rows - 1) * cols + np.arange(cols)}
+    unknown = [side for side in sides if side not in on_side]
+    if unknown or not sides:
+        raise ValueError(f"HBM controller sides must be among {list(HBM_SIDES)}, got {list(sides)}")
+    attached = np.concatenate([on_side[side] for side in HBM_SIDES if side in sides])
     k = len(attached)
     nodes = cores + np.arange(k)
     first_port = 4 * cores
