@@ -191,3 +191,54 @@ def test_hbm_controllers_on_chosen_sides():
     with pytest.raises(ValueError, match="spans one chip"):
         network_from_chip(Chip(name="two", topology=Topology.MESH, n_chips=2, cores_per_chip=8,
                                mesh_rows=4, mesh_cols=4, mesh_link_bytes_per_s=1e9))
+
+
+def two_core_schedule(compute: float, exchange: float, window: int):
+    """Op 0 (compute, then exchange on both cores) and op 1 (10 cycles) whose 80 HBM bytes
+    (30 per core after replication) are loaded during op 0 (window 0) or after it (1)."""
+    from elkopt.plans.option import Plan, PlanOption
+    from elkopt.schedule.schedule import OpSchedule, Schedule
+    plan = Plan((2,), ((1,),))
+    first = PlanOption(plan, cold_bytes=0, hot_bytes=0, exec_cycles=compute + exchange,
+                       exchange_cycles=exchange, distribution_cycles=0.0)
+    second = PlanOption(plan, cold_bytes=30, hot_bytes=0, exec_cycles=10.0, exchange_cycles=0.0,
+                        distribution_cycles=0.0, cold_split=(1,))
+    ops = (OpSchedule(0, first, 0, 0), OpSchedule(1, second, window, 80))
+    return Schedule(ops, (1,), "hand")
+
+
+# 2 cores at 1 B/cycle each way; 4 HBM controllers of 0.5 B/cycle (2 B/cycle in all)
+TWO = Chip(name="two", cores_per_chip=2, clock_hz=1.0, core_link_bytes_per_s=1.0, hbm_bytes_per_s=2.0)
+
+
+def test_a_step_without_contention_runs_as_the_analytic_timeline():
+    from elkopt.schedule.timeline import compute_timeline
+    from elkopt.sim.step import simulate_schedule
+    # the load (40 cycles at the HBM ports) ends during op 0's 60 compute cycles; op 0
+    # exchanges 40 bytes per core alone: 100; op 1: 110
+    schedule = two_core_schedule(compute=60, exchange=40, window=0)
+    run = simulate_schedule(schedule, TWO)
+    assert run.load_end[1] == pytest.approx(40)
+    assert run.exec_end == pytest.approx([100, 110])
+    assert run.latency_cycles == pytest.approx(compute_timeline(schedule, TWO).latency_cycles)
+
+
+def test_a_load_and_an_exchange_share_the_links():
+    from elkopt.schedule.timeline import compute_timeline
+    from elkopt.sim.step import simulate_schedule
+    # op 0 computes 10 cycles, then exchanges 40 bytes per core. The load's deliveries
+    # (30 bytes per core) have 20 left at t = 10 and share each core's ejection link with
+    # the exchange at 0.5 B/cycle: they end at 50, the exchange has 20 bytes left and ends
+    # at 70. The analytic stall agrees here: 40 exchange + 0.75 x 40 load cycles - 50 = 20.
+    schedule = two_core_schedule(compute=10, exchange=40, window=0)
+    run = simulate_schedule(schedule, TWO)
+    assert run.load_end[1] == pytest.approx(50)
+    assert run.exec_end == pytest.approx([70, 80])
+    assert compute_timeline(schedule, TWO).latency_cycles == pytest.approx(80)
+    net = network_from_chip(TWO)
+    ejection0 = net.cores + 0
+    assert run.link_bytes[ejection0] == pytest.approx(40 + 30)  # exchange in, delivery in
+    assert run.link_bytes[net.controller_port].sum() == pytest.approx(80)
+    # issued only when op 0 ends (window 1), the load overlaps nothing: 50 + 40 + 10
+    late = simulate_schedule(two_core_schedule(compute=10, exchange=40, window=1), TWO)
+    assert late.load_start[1] == pytest.approx(50) and late.latency_cycles == pytest.approx(100)

@@ -1,0 +1,61 @@
+"""Whole decode steps over the network against the analytic timeline (issue 4, first version).
+
+    python experiments/sim_step.py                                  # 4 LLMs, b32 KV 2048, IPU-POD4
+    python experiments/sim_step.py --models llama2_13b --scheduler static
+
+Each model is planned as `python -m elkopt.run` does (plan tables cached), then its
+schedule is run by `elkopt.sim.step.simulate_schedule`: operators' exchange phases and the
+preloads as max-min fair flows over the all-to-all network. Printed per model: the
+analytic and the simulated latency, their ratio, the analytic interconnect stalls, the
+simulation's rate recomputations and wall time; then this process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from elkopt.app import PUBLISHED_MS, peak_rss_mb
+from elkopt.chip import Chip
+from elkopt.graph.zoo import build_graph
+from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.sim.step import simulate_schedule
+from elkopt.solve import SolverOptions
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "chip"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(PUBLISHED_MS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--kv-len", type=int, default=2048)
+    parser.add_argument("--chip", default="ipu_pod4")
+    parser.add_argument("--scheduler", default="elkopt")
+    args = parser.parse_args()
+    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
+    to_ms = 1e3 / chip.clock_hz
+    print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler} schedules")
+    print(f"{'model':12s} {'ops':>5s} {'analytic ms':>12s} {'simulated ms':>13s} {'ratio':>6s} "
+          f"{'stalls ms':>10s} {'events':>7s} {'sim s':>6s}")
+    for name in args.models:
+        graph = build_graph(name, "decode", args.batch, args.kv_len)
+        result = compile_model(graph, chip, args.scheduler, PlanningOptions(cache_dir=str(cache)),
+                               solver=SolverOptions(max_nodes=200))
+        start = time.perf_counter()
+        run = simulate_schedule(result.schedule, chip)
+        seconds = time.perf_counter() - start
+        analytic = result.timeline.latency_cycles
+        print(f"{name:12s} {result.graph.n_ops:5d} {analytic * to_ms:12.3f} {run.latency_cycles * to_ms:13.3f} "
+              f"{run.latency_cycles / analytic:6.3f} {result.timeline.stall.sum() * to_ms:10.3f} "
+              f"{run.events:7d} {seconds:6.1f}", flush=True)
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
