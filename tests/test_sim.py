@@ -231,7 +231,7 @@ def test_a_load_and_an_exchange_share_the_links():
     # the exchange at 0.5 B/cycle: they end at 50, the exchange has 20 bytes left and ends
     # at 70. The analytic stall agrees here: 40 exchange + 0.75 x 40 load cycles - 50 = 20.
     schedule = two_core_schedule(compute=10, exchange=40, window=0)
-    run = simulate_schedule(schedule, TWO)
+    run = simulate_schedule(schedule, TWO, exchange_first=False)
     assert run.load_end[1] == pytest.approx(50)
     assert run.exec_end == pytest.approx([70, 80])
     assert compute_timeline(schedule, TWO).latency_cycles == pytest.approx(80)
@@ -240,5 +240,26 @@ def test_a_load_and_an_exchange_share_the_links():
     assert run.link_bytes[ejection0] == pytest.approx(40 + 30)  # exchange in, delivery in
     assert run.link_bytes[net.controller_port].sum() == pytest.approx(80)
     # issued only when op 0 ends (window 1), the load overlaps nothing: 50 + 40 + 10
-    late = simulate_schedule(two_core_schedule(compute=10, exchange=40, window=1), TWO)
+    late = simulate_schedule(two_core_schedule(compute=10, exchange=40, window=1), TWO, exchange_first=False)
     assert late.load_start[1] == pytest.approx(50) and late.latency_cycles == pytest.approx(100)
+
+
+def test_priority_classes_share_what_earlier_classes_leave():
+    # link 0 (10 B/cycle): flows a (class 0) and b (class 1); link 1 (4): b and c (class 0)
+    flows = make_flows([[0], [0, 1], [1]], [1.0, 1.0, 1.0])
+    everyone = np.ones(3, dtype=bool)
+    rates = max_min_rates(flows, everyone, np.array([10.0, 4.0]), priority=np.array([0, 1, 0]))
+    assert rates == pytest.approx([10.0, 0.0, 4.0])  # class 0 fills both links
+    rates = max_min_rates(flows, everyone, np.array([12.0, 4.0]), priority=np.array([0, 1, 1]))
+    assert rates == pytest.approx([12.0, 0.0, 4.0])  # b has nothing left on link 0, c takes link 1
+
+
+def test_with_exchange_first_the_load_pauses_instead():
+    from elkopt.sim.step import simulate_schedule
+    # the case above, exchanges first: op 0's exchange runs at full rate from 10 to 50
+    # while the deliveries (20 bytes left each) pause, then finish at 70; op 1 waits for
+    # them: the same 80 cycles, the other way round
+    schedule = two_core_schedule(compute=10, exchange=40, window=0)
+    run = simulate_schedule(schedule, TWO, exchange_first=True)
+    assert run.exec_end[0] == pytest.approx(50) and run.load_end[1] == pytest.approx(70)
+    assert run.latency_cycles == pytest.approx(80)

@@ -67,11 +67,24 @@ def make_flows(routes: Sequence[Sequence[int]], sizes: Sequence[float],
     return Flows(ptr, links, size, start)
 
 
-def max_min_rates(flows: Flows, active: np.ndarray, bandwidth: np.ndarray) -> np.ndarray:
+def max_min_rates(
+    flows: Flows, active: np.ndarray, bandwidth: np.ndarray, priority: np.ndarray | None = None
+) -> np.ndarray:
     """Max-min fair rates (bytes per cycle) of the `active` flows; 0 for the others.
 
-    Active flows without links get an infinite rate (they move nothing through the
-    network)."""
+    priority: per flow, a class (lower first): each class shares max-min fairly what the
+    classes before it left of every link. Active flows without links get an infinite rate
+    (they move nothing through the network)."""
+    if priority is not None:
+        rate = np.zeros(flows.n)
+        spare = bandwidth.astype(np.float64).copy()
+        for level in np.unique(priority[active]):
+            mine = active & (priority == level)
+            rate[mine] = max_min_rates(flows, mine, spare)[mine]
+            used = np.bincount(flows.links, weights=np.where(mine, rate, 0.0)[flows.owner],
+                               minlength=len(spare))
+            spare = np.maximum(spare - used, 0.0)
+        return rate
     rate = np.zeros(flows.n)
     owner = flows.owner
     has_links = np.diff(flows.ptr) > 0

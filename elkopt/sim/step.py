@@ -14,9 +14,10 @@ kept; the times are the simulator's own, event to event (first version, issue 4)
 - Loads are issued one after another in `preload_order`, each once the previous one has
   arrived and its window operator has started (`Schedule`), and move as the flows of
   `elkopt.sim.preload` (HBM ports plus per-core deliveries).
-- All flows in flight share the links max-min fairly (`elkopt.sim.flows`), so a load and
-  an exchange slow each other down where they meet, instead of the analytic model's
-  stall formula.
+- Flows in flight share the links max-min fairly (`elkopt.sim.flows`), with operators'
+  exchanges first by default (loads take what they leave): an exchange then runs at full
+  speed and a load it meets pauses, instead of the analytic model's stall formula.
+  `exchange_first=False` shares every link fairly among all flows.
 
 Routes are built once per distinct number of cores and reused (CSR arrays).
 """
@@ -100,9 +101,14 @@ class _Group:
 
 def simulate_schedule(
     schedule: Schedule, chip: Chip, network: Network | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, exchange_first: bool = True,
 ) -> SimulatedRun:
-    """Run `schedule` on `chip`'s network (module docs)."""
+    """Run `schedule` on `chip`'s network (module docs).
+
+    exchange_first: operators' exchanges take the links first and loads share what they
+    leave (max-min within each class), as a compiler would order an operator's
+    synchronised exchange before background loads; False: all flows share max-min fairly.
+    """
     net = network or network_from_chip(chip)
     ops = schedule.ops
     n = len(ops)
@@ -196,7 +202,11 @@ def simulate_schedule(
                 np.zeros(sum(len(g.left) for g in groups)),
             )
             active = flows.size > 0
-            rate = max_min_rates(flows, active, net.bandwidth)
+            priority = None
+            if exchange_first:
+                priority = np.concatenate([np.full(len(g.left), 0 if g.kind == "exchange" else 1)
+                                           for g in groups])
+            rate = max_min_rates(flows, active, net.bandwidth, priority)
             events += 1
             with np.errstate(divide="ignore", invalid="ignore"):
                 to_finish = np.where(active, flows.size / rate, np.inf)
