@@ -265,10 +265,10 @@ def test_with_exchange_first_the_load_pauses_instead():
     assert run.latency_cycles == pytest.approx(80)
 
 
-def test_keeping_rates_between_refreshes_is_never_faster():
+def test_keeping_rates_between_refreshes_moves_the_same_bytes_with_fewer_recomputations():
     from elkopt.sim.step import simulate_schedule
     # flows of different sizes end at different times; keeping rates until a quarter of
-    # them have ended leaves capacity unused for a while, never overloads a link
+    # them have ended leaves capacity unused for a while (here: later, not earlier)
     chip = Chip(name="row", topology=Topology.MESH, cores_per_chip=12, mesh_rows=3, mesh_cols=4,
                 mesh_link_bytes_per_s=1.0, clock_hz=1.0, core_link_bytes_per_s=1.0, hbm_bytes_per_s=6.0,
                 hbm_sides=("west",))

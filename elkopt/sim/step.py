@@ -115,9 +115,9 @@ def simulate_schedule(
     synchronised exchange before background loads; False: all flows share max-min fairly.
     refresh: when flows end, the others keep their rates until more than this fraction of
     the flows in flight have ended (or work starts or ends); 0 recomputes rates at every
-    ending (exact max-min). Keeping rates never overloads a link, so a refresh > 0 can only
-    make the simulation slower than exact, and it bounds the number of recomputations
-    when thousands of flows end at thousands of different times (a mesh's deliveries).
+    ending (exact max-min). Keeping rates never overloads a link; the capacity of ended
+    flows waits for the next recomputation. It bounds the number of recomputations when
+    thousands of flows end at thousands of different times (a mesh's deliveries).
     """
     if not 0 <= refresh < 1:
         raise ValueError(f"refresh must be in [0, 1), got {refresh}")
@@ -125,7 +125,7 @@ def simulate_schedule(
     ops = schedule.ops
     n = len(ops)
     routes = _Routes(net)
-    link_rate = float(np.median(net.bandwidth[: net.cores]))  # a core's own link
+    link_rate = float(net.bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
     load_start = np.full(n, np.nan)
