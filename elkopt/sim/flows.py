@@ -54,14 +54,20 @@ class Flows:
         return np.repeat(np.arange(self.n), np.diff(self.ptr))
 
 
+def csr(routes: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, links) of a list of routes: route f is links[ptr[f]:ptr[f + 1]]."""
+    lengths = np.array([len(r) for r in routes], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    links = np.fromiter((link for r in routes for link in r), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, links
+
+
 def make_flows(routes: Sequence[Sequence[int]], sizes: Sequence[float],
                release: Sequence[float] | None = None) -> Flows:
     """Flows from a list of routes (link ids), their sizes and release times (default 0)."""
     if len(routes) != len(sizes):
         raise ValueError(f"flows: {len(routes)} routes but {len(sizes)} sizes")
-    lengths = np.array([len(r) for r in routes], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    links = np.fromiter((link for r in routes for link in r), dtype=np.int64, count=int(ptr[-1]))
+    ptr, links = csr(routes)
     size = np.asarray(sizes, dtype=np.float64)
     start = np.zeros(len(routes)) if release is None else np.asarray(release, dtype=np.float64)
     return Flows(ptr, links, size, start)
@@ -164,4 +170,4 @@ def simulate_flows(flows: Flows, bandwidth: np.ndarray, latency: np.ndarray | No
     return FlowResult(end, finish, link_bytes, peak, events)
 
 
-__all__ = ["FlowResult", "Flows", "make_flows", "max_min_rates", "simulate_flows"]
+__all__ = ["FlowResult", "Flows", "csr", "make_flows", "max_min_rates", "simulate_flows"]

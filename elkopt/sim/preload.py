@@ -22,24 +22,43 @@ from __future__ import annotations
 import numpy as np
 
 from elkopt.chip import Topology
-from elkopt.sim.flows import FlowResult, Flows, make_flows, simulate_flows
+from elkopt.sim.flows import FlowResult, Flows, csr, simulate_flows
 from elkopt.sim.network import Network
+
+
+class LoadRoutes:
+    """Builds loads' flows on one network; the delivery routes are computed once (those
+    to cores 0..n-1 are a prefix of those to every core)."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._deliveries: tuple[np.ndarray, np.ndarray] | None = None
+
+    def flows(self, hbm_bytes: float, cores_used: int, cold_bytes: float) -> Flows:
+        """Port flows (one per controller) then delivery flows (one per core used)."""
+        net = self.network
+        if not 1 <= cores_used <= net.cores:
+            raise ValueError(f"cores_used must be in 1..{net.cores}, got {cores_used}")
+        if self._deliveries is None:
+            if net.topology is Topology.ALL_TO_ALL:  # the ejection link of the core
+                routes = [[net.cores + c] for c in range(net.cores)]
+            else:
+                routes = [net.controller_route(net.nearest_controller(c), c, port=False)
+                          for c in range(net.cores)]
+            self._deliveries = csr(routes)
+        ptr, links = self._deliveries
+        k = net.n_controllers
+        return Flows(
+            np.concatenate([np.arange(k), k + ptr[: cores_used + 1]]).astype(np.int64),
+            np.concatenate([np.asarray(net.controller_port, dtype=np.int64), links[: ptr[cores_used]]]),
+            np.concatenate([np.full(k, hbm_bytes / k), np.full(cores_used, float(cold_bytes))]),
+            np.zeros(k + cores_used),
+        )
 
 
 def preload_flows(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> Flows:
     """Port flows (one per controller) then delivery flows (one per core used)."""
-    if not 1 <= cores_used <= network.cores:
-        raise ValueError(f"cores_used must be in 1..{network.cores}, got {cores_used}")
-    k = network.n_controllers
-    routes = [[int(network.controller_port[c])] for c in range(k)]
-    sizes = [hbm_bytes / k] * k
-    for core in range(cores_used):
-        if network.topology is Topology.ALL_TO_ALL:
-            routes.append([network.cores + core])  # the ejection link of the core
-        else:
-            routes.append(network.controller_route(network.nearest_controller(core), core, port=False))
-        sizes.append(cold_bytes)
-    return make_flows(routes, sizes)
+    return LoadRoutes(network).flows(hbm_bytes, cores_used, cold_bytes)
 
 
 def simulate_preload(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> FlowResult:
@@ -56,4 +75,4 @@ def analytic_preload_cycles(network: Network, hbm_bytes: float, cores_used: int,
     return float((per_link / network.bandwidth).max())
 
 
-__all__ = ["analytic_preload_cycles", "preload_flows", "simulate_preload"]
+__all__ = ["LoadRoutes", "analytic_preload_cycles", "preload_flows", "simulate_preload"]

@@ -19,7 +19,8 @@ kept; the times are the simulator's own, event to event (first version, issue 4)
   speed and a load it meets pauses, instead of the analytic model's stall formula.
   `exchange_first=False` shares every link fairly among all flows.
 
-Routes are built once per distinct number of cores and reused (CSR arrays).
+Routes are built once per network (deliveries) or per number of cores (rings) and reused
+(CSR arrays).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from elkopt.chip import Chip, Topology
+from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
-from elkopt.sim.flows import Flows, max_min_rates
+from elkopt.sim.flows import Flows, csr, max_min_rates
 from elkopt.sim.network import Network, network_from_chip
+from elkopt.sim.preload import LoadRoutes
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,39 +54,17 @@ class SimulatedRun:
         return float(self.exec_end[-1]) if len(self.exec_end) else 0.0
 
 
-class _Routes:
-    """CSR routes of the exchange ring and of the deliveries, per number of cores."""
+class _Rings:
+    """CSR routes of the exchange ring, per number of cores."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
         self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._deliveries: tuple[np.ndarray, np.ndarray] | None = None
 
     def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray]:
         if cores not in self._rings:
-            routes = [self.network.core_route(c, (c + 1) % cores) for c in range(cores)]
-            self._rings[cores] = _csr(routes)
+            self._rings[cores] = csr([self.network.core_route(c, (c + 1) % cores) for c in range(cores)])
         return self._rings[cores]
-
-    def deliveries(self, cores: int) -> tuple[np.ndarray, np.ndarray]:
-        """Routes to cores 0..cores-1 from their controllers (a prefix of all of them)."""
-        net = self.network
-        if self._deliveries is None:
-            if net.topology is Topology.ALL_TO_ALL:
-                routes = [[net.cores + c] for c in range(net.cores)]
-            else:
-                routes = [net.controller_route(net.nearest_controller(c), c, port=False)
-                          for c in range(net.cores)]
-            self._deliveries = _csr(routes)
-        ptr, links = self._deliveries
-        return ptr[: cores + 1], links[: ptr[cores]]
-
-
-def _csr(routes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(r) for r in routes], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    links = np.fromiter((x for r in routes for x in r), dtype=np.int64, count=int(ptr[-1]))
-    return ptr, links
 
 
 class _Group:
@@ -124,7 +104,7 @@ def simulate_schedule(
     net = network or network_from_chip(chip)
     ops = schedule.ops
     n = len(ops)
-    routes = _Routes(net)
+    rings, loads = _Rings(net), LoadRoutes(net)
     link_rate = float(net.bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
@@ -154,15 +134,8 @@ def simulate_schedule(
         while not load_in_flight and next_load < len(order) and window_open(order[next_load]):
             j = order[next_load]
             option = ops[j].option
-            ptr, links = routes.deliveries(option.cores_used)
-            k = net.n_controllers
-            ports = np.asarray(net.controller_port, dtype=np.int64)
-            group = _Group(
-                "load", j,
-                np.concatenate([np.arange(k + 1), k + ptr[1:]]).astype(np.int64),
-                np.concatenate([ports, links]),
-                np.concatenate([np.full(k, ops[j].hbm_bytes / k), np.full(option.cores_used, float(option.cold_bytes))]),
-            )
+            flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes)
+            group = _Group("load", j, flows.ptr, flows.links, flows.size)
             load_start[j] = t
             next_load += 1
             if group.done:
@@ -196,7 +169,7 @@ def simulate_schedule(
             exchange = option.exchange_cycles + option.distribution_cycles
             compute_end = np.inf
             if exchange > 0 and option.cores_used > 1:
-                ptr, links = routes.ring(option.cores_used)
+                ptr, links = rings.ring(option.cores_used)
                 groups.append(_Group("exchange", running, ptr, links,
                                      np.full(option.cores_used, exchange * link_rate)))
             else:
