@@ -16,10 +16,8 @@ the layer gets shorter.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +25,7 @@ from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
 from elkopt.plans.table import PlanTable
+from elkopt.plans.table import default_cache_dir
 from elkopt.schedule.loadtiming import best_offsets
 from elkopt.schedule.periodic import find_layers, layer_loads, seam_candidates
 from elkopt.schedule.schedule import Schedule
@@ -49,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=4096)
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
     result = compile_model(build_graph(args.model, "decode", args.batch, args.kv_len), chip, "elkopt",
                            PlanningOptions(cache_dir=str(cache)), solver=SolverOptions(max_nodes=200))

@@ -10,9 +10,7 @@ cached under $ELKOPT_CACHE (default ~/.cache/elkopt/plan_tables).
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -20,6 +18,7 @@ from elkopt.app import PUBLISHED_MS
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.table import default_cache_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,7 +26,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=2048)
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
     rows = []
     for name in args.models:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from elkopt.app import PUBLISHED_MS, peak_rss_mb
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import SPLIT_POLICIES, PlanningError, PlanningOptions, compile_model
+from elkopt.plans.table import default_cache_dir
 from elkopt.solve import SolverOptions
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--split-policy", choices=SPLIT_POLICIES, default=PlanningOptions.split_policy,
                         help="planning.split_policy (default %(default)s)")
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
     rows = []
     begin = time.perf_counter()

@@ -14,7 +14,6 @@ delivery time), the simulated duration, and their ratio; then the wall time.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import yaml
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.table import default_cache_dir
 from elkopt.schedule.periodic import find_layers
 from elkopt.schedule.timeline import load_duration_and_rate
 from elkopt.sim.network import network_from_chip
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--kv-len", type=int, default=2048)
     parser.add_argument("--chips", nargs="*", default=["ipu_pod4", "mesh_pod4"])
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     for preset in args.chips:
         chip = Chip(**yaml.safe_load((CONF / f"{preset}.yaml").read_text()))
         graph = build_graph(args.model, "decode", args.batch, args.kv_len)

@@ -16,7 +16,6 @@ simulation's rate recomputations and wall time; then this process's peak memory.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from elkopt.app import PUBLISHED_MS, peak_rss_mb
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.table import default_cache_dir
 from elkopt.sim.step import simulate_schedule
 from elkopt.solve import SolverOptions
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--fair", action="store_true",
                         help="all flows share links max-min fairly (default: exchanges first)")
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
     to_ms = 1e3 / chip.clock_hz
     policy = "all flows fair" if args.fair else "exchanges first"

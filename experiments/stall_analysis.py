@@ -13,8 +13,6 @@ exchange against execution cycles over every plan the enumeration costs for that
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +20,7 @@ from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
 from elkopt.plans.space import OpShape, enumerate_plans
+from elkopt.plans.table import default_cache_dir
 from elkopt.schedule.periodic import find_layers
 from elkopt.solve import SolverOptions
 
@@ -46,7 +45,7 @@ def main() -> None:
     parser.add_argument("--kv-len", type=int, default=4096)
     parser.add_argument("--min-stall", type=float, default=50.0, help="cycles; smaller stalls are not listed")
     args = parser.parse_args()
-    cache = Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+    cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
     options = PlanningOptions(cache_dir=str(cache))
     result = compile_model(build_graph(args.model, "decode", args.batch, args.kv_len), chip, "elkopt",

@@ -242,6 +242,12 @@ def _pareto_3d(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 # -- the cache ---------------------------------------------------------------
 
 
+def default_cache_dir() -> Path:
+    """The plan-table cache of `conf/config.yaml`: $ELKOPT_CACHE/plan_tables, else
+    ~/.cache/elkopt/plan_tables (for scripts that call the pipeline directly)."""
+    return Path(os.environ.get("ELKOPT_CACHE", Path.home() / ".cache" / "elkopt")) / "plan_tables"
+
+
 #: Chip fields no plan depends on: the name, HBM, and what only the network simulator uses.
 _NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controllers_per_chip",
                  "hbm_sides", "inter_chip_bytes_per_s")
@@ -377,5 +383,6 @@ __all__ = [
     "build_table",
     "build_tables",
     "cached_table",
+    "default_cache_dir",
     "table_key",
 ]
