@@ -19,6 +19,8 @@ mapping step, not done here.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from elkopt.chip import Topology
@@ -56,9 +58,15 @@ class LoadRoutes:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def load_routes(network: Network) -> LoadRoutes:
+    """The LoadRoutes of `network`, kept for the next loads on the same network."""
+    return LoadRoutes(network)
+
+
 def preload_flows(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> Flows:
     """Port flows (one per controller) then delivery flows (one per core used)."""
-    return LoadRoutes(network).flows(hbm_bytes, cores_used, cold_bytes)
+    return load_routes(network).flows(hbm_bytes, cores_used, cold_bytes)
 
 
 def simulate_preload(network: Network, hbm_bytes: float, cores_used: int, cold_bytes: float) -> FlowResult:
@@ -75,4 +83,4 @@ def analytic_preload_cycles(network: Network, hbm_bytes: float, cores_used: int,
     return float((per_link / network.bandwidth).max())
 
 
-__all__ = ["LoadRoutes", "analytic_preload_cycles", "preload_flows", "simulate_preload"]
+__all__ = ["LoadRoutes", "analytic_preload_cycles", "load_routes", "preload_flows", "simulate_preload"]

@@ -35,7 +35,7 @@ from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
 from elkopt.sim.flows import Flows, csr, max_min_rates
 from elkopt.sim.network import Network, network_from_chip
-from elkopt.sim.preload import LoadRoutes
+from elkopt.sim.preload import load_routes
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +104,7 @@ def simulate_schedule(
     net = network or network_from_chip(chip)
     ops = schedule.ops
     n = len(ops)
-    rings, loads = _Rings(net), LoadRoutes(net)
+    rings, loads = _Rings(net), load_routes(net)
     link_rate = float(net.bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
