@@ -7,6 +7,11 @@
 - trace.json: a Chrome trace of the timeline (open in https://ui.perfetto.dev);
 - metrics.json: latencies, utilisations, compile statistics and the resolved config.
 
+With `simulate: true` the schedule is also run over the chip's network
+(`elkopt.sim`): metrics.json gains `simulated_ms` and a `simulation` section (link
+utilisation, hottest links, SRAM peaks per core class), trace.json a simulated
+process, and network.png shows the links (heat maps on a mesh or torus).
+
 Every file is written atomically and metrics.json last, so a folder with a
 metrics.json holds a finished run. Bad input ends in one line on stderr (and
 error.json) with exit status 2.
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
-    RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
+    RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
     to_solver_options, to_workload,
 )
 from elkopt.graph import zoo
@@ -72,7 +77,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Results of an earlier run in this folder would mark this one finished (or failed).
-    for stale in ("metrics.json", "error.json"):
+    for stale in ("metrics.json", "error.json", "network.png"):
         (out / stale).unlink(missing_ok=True)
     try:
         inputs = build_inputs(run_config)
@@ -83,20 +88,60 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
                                to_planning_options(run_config.planning), progress=log.info,
                                solver=solver_options(run_config))
     except ValueError as error:  # includes PlanningError and the domain objects' checks
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        message = _one_line(error)
-        print(f"elkopt: error: {message}", file=sys.stderr)
-        write_json_atomic(out / "error.json", {
-            "error": message, "type": type(error).__name__,
-            "planning_error": isinstance(error, PlanningError),
-            "config": to_plain_dict(run_config),
-        })
-        return EXIT_BAD_INPUT
+        return _fail(out, run_config, error)
     metrics = build_metrics(run_config, inputs, result)
-    write_outputs(out, result, metrics)
+    extra_events: list[dict] = []
+    if run_config.simulate:
+        try:
+            extra_events = simulate_run(run_config, result, metrics, out)
+        except ValueError as error:  # a chip the simulator cannot build (e.g. a multi-chip mesh)
+            return _fail(out, run_config, error)
+    write_outputs(out, result, metrics, extra_events)
     print(format_summary(metrics))
     return 0
+
+
+def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, Any], out: Path) -> list[dict]:
+    """Simulate the schedule on the chip's network: fill metrics["simulated_ms"] and
+    metrics["simulation"], draw network.png; return the trace events of the simulated run."""
+    import time
+
+    from elkopt.sim.network import network_from_chip
+    from elkopt.sim.report import draw_network, simulation_metrics, trace_events
+    from elkopt.sim.step import simulate_schedule
+
+    chip, cfg = result.chip, run_config.sim
+    network = network_from_chip(chip)
+    log.info("simulating the schedule over the %s network (%d links)", network.topology, network.n_links)
+    start = time.perf_counter()
+    run = simulate_schedule(result.schedule, chip, network, progress=log.info,
+                            exchange_first=cfg.exchange_first, bins=cfg.bins)
+    section = simulation_metrics(run, result.schedule, network, chip, result.timeline.latency_cycles,
+                                 top=cfg.top_links)
+    section["simulate_s"] = time.perf_counter() - start
+    section["exchange_first"] = cfg.exchange_first
+    metrics["simulated_ms"] = section["simulated_ms"]
+    metrics["simulation"] = section
+    op_names = [op.name for op in result.graph.ops]
+    if cfg.picture:
+        draw_network(run, network, chip, out / "network.png",
+                     title=f"{metrics['model']} {metrics['workload']} on {chip.name}, {metrics['scheduler']}: "
+                           f"simulated {section['simulated_ms']:.3f} ms")
+    return trace_events(run, result.schedule, network, chip, op_names)
+
+
+def _fail(out: Path, run_config: RunConfig, error: ValueError) -> int:
+    """Report input the program cannot run: one line on stderr, error.json; EXIT_BAD_INPUT."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    message = _one_line(error)
+    print(f"elkopt: error: {message}", file=sys.stderr)
+    write_json_atomic(out / "error.json", {
+        "error": message, "type": type(error).__name__,
+        "planning_error": isinstance(error, PlanningError),
+        "config": to_plain_dict(run_config),
+    })
+    return EXIT_BAD_INPUT
 
 
 def build_inputs(run_config: RunConfig) -> RunInputs:
@@ -109,7 +154,19 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     chip = to_chip(run_config.chip)
     graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
                             elem_bytes=workload.elem_bytes)
+    if run_config.simulate:  # fail before compiling, not after
+        check_sim_config(run_config.sim)
+        from elkopt.sim.network import network_from_chip
+        network_from_chip(chip)
     return RunInputs(model=model, workload=workload, chip=chip, graph=graph)
+
+
+def check_sim_config(cfg: SimConfig) -> None:
+    """ValueError naming the sim.* field that cannot work."""
+    if cfg.bins < 2 or cfg.bins % 2:
+        raise ValueError(f"sim.bins must be an even number >= 2, got {cfg.bins}")
+    if cfg.top_links < 0:
+        raise ValueError(f"sim.top_links must be >= 0, got {cfg.top_links}")
 
 
 def solver_options(run_config: RunConfig) -> SolverOptions | None:
@@ -159,6 +216,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "pct_of_ideal": percent_of(refs.get("ideal"), latency_ms),
         "pct_of_lower_bound": percent_of(refs.get("lower_bound"), latency_ms),
         "published_ms": published_ms(inputs.model, inputs.workload, inputs.chip),
+        "simulated_ms": None,  # with simulate: true, filled by simulate_run
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,
         "tflops": timeline.tflops,
@@ -175,11 +233,12 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
     }
 
 
-def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any]) -> None:
+def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any], extra_events: list[dict] = ()) -> None:
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
     op_names = [op.name for op in result.graph.ops]
     write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
-    write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip)
+    write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip,
+                       extra_events)
     write_json_atomic(out / "metrics.json", metrics)
     log.info("wrote plan.json, trace.json and metrics.json to %s", out)
 
@@ -207,6 +266,8 @@ def format_summary(metrics: dict[str, Any]) -> str:
     published = metrics["published_ms"] or {}
     names = {"basic": "Basic", "static": "Static", "elk_dyn": "Elk-Dyn", "elk_full": "Elk-Full", "ideal": "Ideal"}
     rows += [(f"published {label}", published[key]) for key, label in names.items() if key in published]
+    if metrics.get("simulated_ms") is not None:
+        rows.insert(1, ("simulated (network)", metrics["simulated_ms"]))
     lines = [
         f"{metrics['model']} {metrics['workload']} on {metrics['chip']}: "
         f"{latency:.3f} ms, HBM {metrics['hbm_util']:.0%}, interconnect {metrics['noc_util']:.0%}, "

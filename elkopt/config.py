@@ -124,6 +124,16 @@ class PlanningConfig:
 
 
 @dataclass
+class SimConfig:
+    """The network simulation of a run's plan (`simulate: true`), elkopt.sim."""
+
+    exchange_first: bool = True
+    bins: int = 256
+    top_links: int = 10
+    picture: bool = True
+
+
+@dataclass
 class RunConfig:
     """The primary config: one compile of one model on one chip."""
 
@@ -133,6 +143,8 @@ class RunConfig:
     scheduler: SchedulerConfig = MISSING
     solver: SolverConfig = field(default_factory=SolverConfig)
     planning: PlanningConfig = field(default_factory=PlanningConfig)
+    simulate: bool = False
+    sim: SimConfig = field(default_factory=SimConfig)
 
 
 def register_configs() -> None:

@@ -3,7 +3,7 @@
     python experiments/sim_step.py                                  # 4 LLMs, b32 KV 2048, IPU-POD4
     python experiments/sim_step.py --models llama2_13b --scheduler static
     python experiments/sim_step.py --models opt_30b --fair --breakdown 5
-    python experiments/sim_step.py --models llama2_13b --chip mesh_pod4 --scheduler static --refresh 0.05
+    python experiments/sim_step.py --models llama2_13b --chip mesh_pod4 --scheduler static
 
 Each model is planned as `python -m elkopt.run` does (plan tables cached), then its
 schedule is run by `elkopt.sim.step.simulate_schedule`: operators' exchange phases and the
@@ -62,16 +62,13 @@ def main() -> None:
     parser.add_argument("--scheduler", default="elkopt")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="also list the N operators (summed over layers) that gain most time")
-    parser.add_argument("--refresh", type=float, default=0.0,
-                        help="keep rates until this fraction of the flows in flight have ended "
-                             "(0: exact; a mesh wants about 0.05)")
     parser.add_argument("--fair", action="store_true",
-                        help="all flows share links max-min fairly (default: exchanges first)")
+                        help="phases in flight slow alike on shared links (default: exchanges first)")
     args = parser.parse_args()
     cache = default_cache_dir()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
     to_ms = 1e3 / chip.clock_hz
-    policy = "all flows fair" if args.fair else "exchanges first"
+    policy = "all phases fair" if args.fair else "exchanges first"
     print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler} schedules, {policy}")
     print(f"{'model':12s} {'ops':>5s} {'analytic ms':>12s} {'simulated ms':>13s} {'ratio':>6s} "
           f"{'stalls ms':>10s} {'events':>7s} {'sim s':>6s}")
@@ -80,7 +77,7 @@ def main() -> None:
         result = compile_model(graph, chip, args.scheduler, PlanningOptions(cache_dir=str(cache)),
                                solver=SolverOptions(max_nodes=200))
         start = time.perf_counter()
-        run = simulate_schedule(result.schedule, chip, exchange_first=not args.fair, refresh=args.refresh)
+        run = simulate_schedule(result.schedule, chip, exchange_first=not args.fair)
         seconds = time.perf_counter() - start
         analytic = result.timeline.latency_cycles
         print(f"{name:12s} {result.graph.n_ops:5d} {analytic * to_ms:12.3f} {run.latency_cycles * to_ms:13.3f} "

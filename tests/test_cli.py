@@ -83,3 +83,30 @@ def test_runs_from_the_repository_root():
     )
     assert result.returncode == 0, result.stderr
     assert "llama2_13b" in result.stdout and "ipu_pod4" in result.stdout
+
+
+def test_simulate_adds_the_network_run(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "chip=mesh_pod4", "scheduler=static", "simulate=true",
+                     "sim.top_links=3")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sim = metrics["simulation"]
+    assert metrics["simulated_ms"] == sim["simulated_ms"] > 0
+    assert sim["simulated_over_analytic"] == pytest.approx(metrics["simulated_ms"] / metrics["latency_ms"])
+    assert sim["topology"] == "mesh" and len(sim["hottest_links"]) == 3
+    utilisation = [row["utilisation"] for row in sim["hottest_links"]]
+    assert utilisation == sorted(utilisation, reverse=True) and 0 < utilisation[0] <= 1 + 1e-9
+    assert sim["sram_peak_by_core_class"][0]["cores"].startswith("0-")
+    assert (run_dir / "network.png").stat().st_size > 0
+    trace = json.loads((run_dir / "trace.json").read_text())
+    simulated = [e for e in trace["traceEvents"] if e.get("pid") == 2 and e["ph"] == "X"]
+    assert {e["tid"] for e in simulated} >= {1, 3}  # executes and loads in simulated time
+    assert "simulated (network)" in result.stdout
+
+
+def test_bad_sim_field_fails_before_compiling(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "simulate=true", "sim.bins=7")
+    assert result.returncode == 2
+    assert "sim.bins must be an even number" in result.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was planned

@@ -6,6 +6,7 @@ import pytest
 from elkopt.chip import Chip, Topology
 from elkopt.sim.flows import make_flows, max_min_rates, simulate_flows
 from elkopt.sim.network import EAST, NORTH, SOUTH, WEST, all_to_all, grid, network_from_chip
+from elkopt.sim.preload import analytic_preload_cycles
 
 
 def conserved(flows, result):
@@ -265,25 +266,61 @@ def test_with_exchange_first_the_load_pauses_instead():
     assert run.latency_cycles == pytest.approx(80)
 
 
-def test_keeping_rates_between_refreshes_moves_the_same_bytes_with_fewer_recomputations():
-    from elkopt.sim.step import simulate_schedule
-    # flows of different sizes end at different times; keeping rates until a quarter of
-    # them have ended leaves capacity unused for a while (here: later, not earlier)
-    chip = Chip(name="row", topology=Topology.MESH, cores_per_chip=12, mesh_rows=3, mesh_cols=4,
-                mesh_link_bytes_per_s=1.0, clock_hz=1.0, core_link_bytes_per_s=1.0, hbm_bytes_per_s=6.0,
-                hbm_sides=("west",))
+# 3 x 4 mesh, controllers on the west side only (one per row, 2 B/cycle ports), links 1 B/cycle
+ROWS = Chip(name="rows", topology=Topology.MESH, cores_per_chip=12, mesh_rows=3, mesh_cols=4,
+            mesh_link_bytes_per_s=1.0, clock_hz=1.0, core_link_bytes_per_s=1.0, hbm_bytes_per_s=6.0,
+            hbm_sides=("west",))
+
+
+def rows_schedule(hot: tuple[int, int] = (0, 0)):
+    """Op 0: 2 cores, 30 compute cycles, no exchange; op 1: 12 cores, 5 cycles, loads 120 HBM
+    bytes and 10 bytes into each core during op 0."""
     from elkopt.plans.option import Plan, PlanOption
     from elkopt.schedule.schedule import OpSchedule, Schedule
-    ops = []
-    for i, cores in enumerate([12, 7, 12, 5]):
-        option = PlanOption(Plan((cores,), ((1,),)), cold_bytes=10 * (i + 1), hot_bytes=0,
-                            exec_cycles=30.0, exchange_cycles=12.0, distribution_cycles=0.0, cold_split=(1,))
-        ops.append(OpSchedule(i, option, max(i - 1, -1), 40 * (i + 1)))
-    schedule = Schedule(tuple(ops), (0, 1, 2, 3), "hand")
-    exact = simulate_schedule(schedule, chip, refresh=0.0)
-    coarse = simulate_schedule(schedule, chip, refresh=0.25)
-    assert coarse.events < exact.events
-    assert coarse.latency_cycles >= exact.latency_cycles - 1e-6
-    assert np.allclose(coarse.link_bytes, exact.link_bytes)  # the same bytes, moved later
-    with pytest.raises(ValueError, match="refresh must be in"):
-        simulate_schedule(schedule, chip, refresh=1.0)
+    first = PlanOption(Plan((2,), ((1,),)), cold_bytes=0, hot_bytes=hot[0], exec_cycles=30.0,
+                       exchange_cycles=0.0, distribution_cycles=0.0)
+    second = PlanOption(Plan((12,), ((1,),)), cold_bytes=10, hot_bytes=hot[1], exec_cycles=5.0,
+                        exchange_cycles=0.0, distribution_cycles=0.0, cold_split=(1,))
+    return Schedule((OpSchedule(0, first, 0, 0), OpSchedule(1, second, 0, 120)), (1,), "hand")
+
+
+def test_a_load_phase_alone_lasts_its_busiest_link_and_the_bins_keep_every_byte():
+    from elkopt.sim.step import simulate_schedule
+    # ROWS. Op 1 loads 120 HBM bytes (40 per port: 20 cycles) and 10 bytes into each
+    # of 12 cores: each controller's link into its row carries 4 x 10 = 40 bytes, the
+    # busiest link, so the load ends at 40 although the last core of a row needs 10 only
+    # on the links after it. Op 0 (2 cores, 30 compute cycles, no exchange) runs meanwhile.
+    chip, schedule = ROWS, rows_schedule()
+    net = network_from_chip(chip)
+    run = simulate_schedule(schedule, chip, bins=4)
+    assert run.load_end[1] == pytest.approx(40) == analytic_preload_cycles(net, 120, 12, 10)
+    assert run.exec_end == pytest.approx([30, 45])
+    assert run.link_bytes[net.controller_port].sum() == pytest.approx(120)
+    assert run.link_bytes[net.controller_link] == pytest.approx([40, 40, 40])
+    # 4 bins were planned for 35 cycles of work; the run lasts 45, so they merged once
+    assert run.bin_cycles == pytest.approx(35 / 4 * 2)
+    assert run.link_bins.sum(axis=0) == pytest.approx(run.link_bytes, rel=1e-6)
+    assert run.link_bins[:, net.controller_link[0]] == pytest.approx([17.5, 17.5, 5.0, 0.0], rel=1e-6)
+    with pytest.raises(ValueError, match="bins must be an even number"):
+        simulate_schedule(schedule, chip, bins=3)
+
+
+def test_reports_name_the_hottest_links_and_each_core_class():
+    from elkopt.sim.report import core_classes, hottest_links, sram_by_core_class
+    from elkopt.sim.step import simulate_schedule
+    schedule = rows_schedule(hot=(100, 50))
+    net = network_from_chip(ROWS)
+    run = simulate_schedule(schedule, ROWS, bins=4)
+    # the three controller links carried 40 bytes each in a 45-cycle run: one row of three
+    top = hottest_links(run, net, clock_hz=1.0, top=2)
+    assert top[0]["name"] == "HBM controller 0 -> core 0" and top[0]["alike"] == 3
+    assert top[0]["utilisation"] == pytest.approx(40 / 45)
+    assert top[0]["hot_from_ms"] == pytest.approx(0.0) and top[0]["peak_utilisation"] == pytest.approx(1.0)
+    assert top[1]["utilisation"] < top[0]["utilisation"]
+    # cores 0-1 hold op 0's hot data and op 1's cold data; cores 2-11 only op 1's; op 1
+    # waits for its load until 40
+    assert core_classes(schedule) == [(0, 1), (2, 11)]
+    classes, profiles = sram_by_core_class(run, schedule)
+    (times, first), (_, rest) = profiles
+    assert list(times) == pytest.approx([0, 30, 40, 45])
+    assert list(first) == [110, 10, 50, 0] and list(rest) == [10, 10, 50, 0]

@@ -155,25 +155,33 @@ class Timeline:
         load has started and whose execution has not (an op's cold bytes end
         when it starts; its hot bytes then apply, until it ends).
         """
-        loaded = self.has_load
-        times = np.unique(np.concatenate([
-            [0.0], self.exec_start, self.exec_end, self.load_start[loaded],
-        ]))
-        executing, idx = _inside(self.exec_start, self.exec_end, times)
-        hot = np.where(executing, self.hot_bytes[idx] if self.n_ops else 0, 0)
-        # Cold bytes as a step function: + at load start, - at exec start.
-        event_times = np.concatenate([self.load_start[loaded], self.exec_start[loaded]])
-        deltas = np.concatenate([self.cold_bytes[loaded], -self.cold_bytes[loaded]])
-        order = np.argsort(event_times, kind="stable")
-        steps = np.cumsum(deltas[order])
-        applied = np.searchsorted(event_times[order], times, side="right")
-        cold = np.where(applied > 0, steps[np.maximum(applied - 1, 0)] if len(steps) else 0, 0)
-        return times, (hot + cold).astype(np.int64)
+        return sram_in_use(self.exec_start, self.exec_end, self.load_start, self.hot_bytes, self.cold_bytes)
 
     @property
     def peak_sram_bytes(self) -> int:
         """Highest per-core SRAM in use over the run, bytes."""
         return int(self.sram_profile()[1].max())
+
+
+def sram_in_use(
+    exec_start: np.ndarray, exec_end: np.ndarray, load_start: np.ndarray,
+    hot_bytes: np.ndarray, cold_bytes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SRAM bytes in use on one core as a step function (times, bytes) of per-op intervals
+    (`Timeline.sram_profile`); ops without a load have a nan load_start; an op that does
+    not use the core has 0 hot and cold bytes there."""
+    loaded = ~np.isnan(load_start)
+    times = np.unique(np.concatenate([[0.0], exec_start, exec_end, load_start[loaded]]))
+    executing, idx = _inside(exec_start, exec_end, times)
+    hot = np.where(executing, hot_bytes[idx] if len(exec_start) else 0, 0)
+    # Cold bytes as a step function: + at load start, - at exec start.
+    event_times = np.concatenate([load_start[loaded], exec_start[loaded]])
+    deltas = np.concatenate([cold_bytes[loaded], -cold_bytes[loaded]])
+    order = np.argsort(event_times, kind="stable")
+    steps = np.cumsum(deltas[order])
+    applied = np.searchsorted(event_times[order], times, side="right")
+    cold = np.where(applied > 0, steps[np.maximum(applied - 1, 0)] if len(steps) else 0, 0)
+    return times, (hot + cold).astype(np.int64)
 
 
 def _inside(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

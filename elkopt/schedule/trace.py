@@ -2,7 +2,9 @@
 
 Lanes: "execute" (each op over its whole interval, stall included),
 "HBM load" (each load), "interconnect stall" (the stall, at the end of its op),
-plus a per-core SRAM counter. Times are converted from cycles to microseconds.
+plus a per-core SRAM counter, all in the process named after the chip (the analytic
+timeline). A simulated run adds a second process with its own lanes
+(`elkopt.sim.report.trace_events`). Times are converted from cycles to microseconds.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ _LANES = {"execute": 1, "HBM load": 2, "interconnect stall": 3}
 
 
 def build_chrome_trace(
-    timeline: Timeline, schedule: Schedule, op_names: Sequence[str], chip: Chip
+    timeline: Timeline, schedule: Schedule, op_names: Sequence[str], chip: Chip,
+    extra_events: Sequence[dict] = (),
 ) -> dict:
-    """The trace as a dict: {"traceEvents": [...], "displayTimeUnit": "ns"}."""
+    """The trace as a dict: {"traceEvents": [...], "displayTimeUnit": "ns"}; `extra_events`
+    (other processes' lanes, e.g. the simulator's, `elkopt.sim.report.trace_events`) are
+    appended."""
     n = len(schedule.ops)
     if len(op_names) != n or timeline.n_ops != n:
         raise ValueError(
@@ -71,12 +76,13 @@ def build_chrome_trace(
     for t, used in zip(times, in_use):
         events.append({"ph": "C", "pid": _PID, "name": "SRAM per core (B)",
                        "ts": float(t) * us_per_cycle, "args": {"bytes": int(used)}})
+    events.extend(extra_events)
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
 def write_chrome_trace(
     path: str | os.PathLike, timeline: Timeline, schedule: Schedule,
-    op_names: Sequence[str], chip: Chip,
+    op_names: Sequence[str], chip: Chip, extra_events: Sequence[dict] = (),
 ) -> None:
     """Write the Chrome trace JSON of `timeline` to `path` atomically (ts/dur in microseconds)."""
-    write_json_atomic(path, build_chrome_trace(timeline, schedule, op_names, chip), indent=None)
+    write_json_atomic(path, build_chrome_trace(timeline, schedule, op_names, chip, extra_events), indent=None)

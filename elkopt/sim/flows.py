@@ -16,6 +16,7 @@ arithmetic is vectorised over flows and links.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ class Flows:
     def n(self) -> int:
         return len(self.size)
 
-    @property
+    @functools.cached_property
     def owner(self) -> np.ndarray:
         """The flow of each entry of `links`."""
         return np.repeat(np.arange(self.n), np.diff(self.ptr))
@@ -74,39 +75,56 @@ def make_flows(routes: Sequence[Sequence[int]], sizes: Sequence[float],
 
 
 def max_min_rates(
-    flows: Flows, active: np.ndarray, bandwidth: np.ndarray, priority: np.ndarray | None = None
+    flows: Flows, active: np.ndarray, bandwidth: np.ndarray, priority: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Max-min fair rates (bytes per cycle) of the `active` flows; 0 for the others.
 
     priority: per flow, a class (lower first): each class shares max-min fairly what the
     classes before it left of every link. Active flows without links get an infinite rate
-    (they move nothing through the network)."""
+    (they move nothing through the network).
+    weight: per entry of `flows.links`, the load a unit of the flow's rate puts on that
+    link (default 1: a flow of rate r loads each link of its route by r)."""
     if priority is not None:
         rate = np.zeros(flows.n)
         spare = bandwidth.astype(np.float64).copy()
         for level in np.unique(priority[active]):
             mine = active & (priority == level)
-            rate[mine] = max_min_rates(flows, mine, spare)[mine]
-            used = np.bincount(flows.links, weights=np.where(mine, rate, 0.0)[flows.owner],
+            rate[mine] = max_min_rates(flows, mine, spare, weight=weight)[mine]
+            load = np.where(mine, rate, 0.0)[flows.owner]
+            used = np.bincount(flows.links, weights=load if weight is None else load * weight,
                                minlength=len(spare))
             spare = np.maximum(spare - used, 0.0)
         return rate
     rate = np.zeros(flows.n)
     owner = flows.owner
-    has_links = np.diff(flows.ptr) > 0
+    loads = np.ones(len(flows.links), dtype=bool) if weight is None else np.asarray(weight) > 0
+    has_links = np.bincount(owner[loads], minlength=flows.n) > 0
     rate[active & ~has_links] = np.inf
     growing = active & has_links
     spare = bandwidth.astype(np.float64).copy()
-    while growing.any():
-        live = growing[owner]
-        count = np.bincount(flows.links[live], minlength=len(spare))
-        used = count > 0
+    # The entries (flow, link) of the flows still growing; they all have rate `level`.
+    keep = growing[owner] & loads
+    links, own = flows.links[keep], owner[keep]
+    unit = None if weight is None else np.asarray(weight, dtype=np.float64)[keep]
+    level = 0.0
+    while len(links):
+        count = np.bincount(links, weights=unit, minlength=len(spare))
+        used = np.flatnonzero(count)
         delta = float((spare[used] / count[used]).min())
-        rate[growing] += delta
-        spare -= delta * count
-        full = used & (spare <= _FULL * bandwidth)
+        level += delta
+        spare[used] -= delta * count[used]
+        full = used[spare[used] <= _FULL * bandwidth[used]]
         spare[full] = 0.0
-        growing[owner[live & full[flows.links]]] = False
+        is_full = np.zeros(len(spare), dtype=bool)
+        is_full[full] = True
+        frozen = np.unique(own[is_full[links]])
+        rate[frozen] = level
+        growing[frozen] = False
+        keep = growing[own]
+        links, own = links[keep], own[keep]
+        if unit is not None:
+            unit = unit[keep]
     return rate
 
 

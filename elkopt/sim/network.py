@@ -79,6 +79,30 @@ class Network:
         """Node id of controller `c`."""
         return self.cores + c
 
+    def link_name(self, link: int) -> str:
+        """What link `link` is, for people: "core 3 (0, 3) east", "HBM controller 2 port"."""
+        if not 0 <= link < self.n_links:
+            raise ValueError(f"link {link} is not in 0..{self.n_links - 1}")
+        ports = {int(p): k for k, p in enumerate(self.controller_port)}
+        inward = {int(p): k for k, p in enumerate(self.controller_link)}
+        if link in ports:
+            return f"HBM controller {ports[link]} port"
+        if link in inward:
+            where = "switch" if self.topology is Topology.ALL_TO_ALL else f"core {self.controller_core[inward[link]]}"
+            return f"HBM controller {inward[link]} -> {where}"
+        if link in self.gateway_out:
+            return f"chip {self.gateway_out.index(link)} gateway out"
+        if link in self.gateway_in:
+            return f"chip {self.gateway_in.index(link)} gateway in"
+        if self.topology is Topology.ALL_TO_ALL:
+            return f"core {link % self.cores} {'injection' if link < self.cores else 'ejection'}"
+        if link < 4 * self.cores:
+            core, direction = divmod(link, 4)
+            r, c = divmod(core, self.cols)
+            return f"core {core} ({r}, {c}) {('east', 'west', 'south', 'north')[direction]}"
+        k = link - 4 * self.cores - 2 * self.n_controllers  # a controller's link back out
+        return f"core {self.controller_core[k]} -> HBM controller {k}"
+
     # -- routes --------------------------------------------------------------------------
 
     def chip_of(self, core: int) -> int:

@@ -1,7 +1,7 @@
-"""A whole schedule over the network: operators, their shift traffic and the preloads, as flows.
+"""A whole schedule over the network, phase by phase: operators' exchanges and the preloads.
 
 The schedule's decisions (plans, preload layouts, load windows and preload order) are
-kept; the times are the simulator's own, event to event (first version, issue 4):
+kept; the times are the simulator's own, event to event:
 
 - Operators run one after another in program order; op i starts once op i-1 has ended
   and its own load has arrived.
@@ -12,15 +12,23 @@ kept; the times are the simulator's own, event to event (first version, issue 4)
   lasts exactly those cycles, so an operator with nothing in flight takes its
   `total_cycles`, as in the analytic timeline.
 - Loads are issued one after another in `preload_order`, each once the previous one has
-  arrived and its window operator has started (`Schedule`), and move as the flows of
-  `elkopt.sim.preload` (HBM ports plus per-core deliveries).
-- Flows in flight share the links max-min fairly (`elkopt.sim.flows`), with operators'
-  exchanges first by default (loads take what they leave): an exchange then runs at full
-  speed and a load it meets pauses, instead of the analytic model's stall formula.
-  `exchange_first=False` shares every link fairly among all flows.
+  arrived and its window operator has started (`Schedule`). A load is two phases that
+  run at the same time and end when both have: its HBM reads (the controller ports'
+  flows of `elkopt.sim.preload`) and its deliveries (one route per core it fills).
 
-Routes are built once per network (deliveries) or per number of cores (rings) and reused
-(CSR arrays).
+A *phase* is data that moves as one: all its flows progress at the same fraction of
+their bytes, so it ends when its busiest link has carried its share, and alone it takes
+exactly `max over its links of bytes / bandwidth` (a phase ends with its slowest flow;
+pacing the others to match never makes it later). Phases in flight share the links:
+with `exchange_first` (the default) the running operator's exchange takes what it needs
+and the load's phases share what it leaves (a load it meets slows or pauses, instead of
+the analytic model's stall formula); otherwise every phase is slowed by the same factor
+on a shared bottleneck (max-min fair on each phase's speed alone, `elkopt.sim.flows`).
+Rates change only when a phase starts or ends, so the work per event is a sparse
+max-min over the few phases in flight and the links they use, whatever the core count.
+
+Link traffic is recorded per link and per time bin (`SimulatedRun.link_bins`) for
+utilisation pictures; ring and delivery routes are built once per network and reused.
 """
 
 from __future__ import annotations
@@ -44,18 +52,47 @@ class SimulatedRun:
 
     exec_start: np.ndarray
     exec_end: np.ndarray
+    exchange_start: np.ndarray  # when the op's exchange began (nan: it had none on the network)
     load_start: np.ndarray  # nan for ops without a load
     load_end: np.ndarray
     link_bytes: np.ndarray  # bytes each link carried
     events: int
+    link_bins: np.ndarray  # (bins, links) bytes each link carried in each time bin
+    bin_cycles: float  # width of a time bin; bin k covers [k, k + 1) * bin_cycles
 
     @property
     def latency_cycles(self) -> float:
         return float(self.exec_end[-1]) if len(self.exec_end) else 0.0
 
 
+class _LinkBins:
+    """Bytes per link per time bin, for a fixed number of bins: when the run outgrows
+    them, neighbouring bins merge (the width doubles)."""
+
+    def __init__(self, n_links: int, bins: int, horizon: float) -> None:
+        self.data = np.zeros((bins, n_links), dtype=np.float32)
+        self.width = max(horizon, 1.0) / bins
+
+    def add(self, t0: float, t1: float, per_link: np.ndarray) -> None:
+        """`per_link` bytes moved at a constant rate over [t0, t1)."""
+        bins = len(self.data)
+        while t1 > bins * self.width:
+            self.data = self.data.reshape(bins // 2, 2, -1).sum(axis=1)
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+            self.width *= 2
+        first, last = int(t0 // self.width), min(int(t1 // self.width), bins - 1)
+        if first == last or t1 <= t0:
+            self.data[first] += per_link
+            return
+        for k in range(first, last + 1):
+            overlap = min(t1, (k + 1) * self.width) - max(t0, k * self.width)
+            if overlap > 0:
+                self.data[k] += per_link * (overlap / (t1 - t0))
+
+
 class _Rings:
-    """CSR routes of the exchange ring, per number of cores."""
+    """Per number of cores: the links of the exchange ring and how many ring routes cross
+    each (unique link ids, counts)."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
@@ -63,63 +100,71 @@ class _Rings:
 
     def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray]:
         if cores not in self._rings:
-            self._rings[cores] = csr([self.network.core_route(c, (c + 1) % cores) for c in range(cores)])
+            _, links = csr([self.network.core_route(c, (c + 1) % cores) for c in range(cores)])
+            self._rings[cores] = np.unique(links, return_counts=True)
         return self._rings[cores]
 
 
-class _Group:
-    """Flows that finish together as one piece of work (a load, an op's exchange)."""
+class _Phase:
+    """Data that moves as one (an op's exchange; a load's HBM reads; a load's deliveries):
+    the bytes it puts on each of its links, and the fraction of them still to move."""
 
     _serials = itertools.count()
 
-    def __init__(self, kind: str, op: int, ptr: np.ndarray, links: np.ndarray, size: np.ndarray) -> None:
+    def __init__(self, kind: str, op: int, links: np.ndarray, size: np.ndarray, bandwidth: np.ndarray) -> None:
+        keep = size > 0
         self.serial = next(self._serials)  # unlike id(), never reused
         self.kind, self.op = kind, op
-        self.ptr, self.links = ptr, links
-        self.left = size.astype(np.float64).copy()
+        self.links, self.size = links[keep], size[keep].astype(np.float64)
+        # its rate alone on the network, in fractions of itself per cycle
+        self.alone = float((bandwidth[self.links] / self.size).min()) if len(self.links) else np.inf
+        self.left = 1.0 if len(self.links) else 0.0
 
-    @property
-    def done(self) -> bool:
-        return bool((self.left <= 0).all())
+
+def _bytes_per_link(flows: Flows) -> tuple[np.ndarray, np.ndarray]:
+    """(links, bytes): what all of `flows` put on each link they cross."""
+    per_link = np.bincount(flows.links, weights=flows.size[flows.owner])
+    links = np.flatnonzero(per_link)
+    return links, per_link[links]
 
 
 def simulate_schedule(
     schedule: Schedule, chip: Chip, network: Network | None = None,
-    progress: Callable[[str], None] | None = None, exchange_first: bool = True,
-    refresh: float = 0.0,
+    progress: Callable[[str], None] | None = None, exchange_first: bool = True, bins: int = 256,
 ) -> SimulatedRun:
     """Run `schedule` on `chip`'s network (module docs).
 
     exchange_first: operators' exchanges take the links first and loads share what they
-    leave (max-min within each class), as a compiler would order an operator's
-    synchronised exchange before background loads; False: all flows share max-min fairly.
-    refresh: when flows end, the others keep their rates until more than this fraction of
-    the flows in flight have ended (or work starts or ends); 0 recomputes rates at every
-    ending (exact max-min). Keeping rates never overloads a link; the capacity of ended
-    flows waits for the next recomputation. It bounds the number of recomputations when
-    thousands of flows end at thousands of different times (a mesh's deliveries).
+    leave, as a compiler would order an operator's synchronised exchange before
+    background loads; False: every phase in flight is slowed by the same factor on a
+    shared bottleneck (max-min fair on each phase's fraction of its own speed alone).
+    bins: time bins of the per-link traffic record (`SimulatedRun.link_bins`), an even
+    number; their width adapts to the run's length.
     """
-    if not 0 <= refresh < 1:
-        raise ValueError(f"refresh must be in [0, 1), got {refresh}")
+    if bins < 2 or bins % 2:
+        raise ValueError(f"bins must be an even number >= 2, got {bins}")
     net = network or network_from_chip(chip)
+    bandwidth = net.bandwidth
     ops = schedule.ops
     n = len(ops)
     rings, loads = _Rings(net), load_routes(net)
-    link_rate = float(net.bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
+    link_rate = float(bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
+    k = net.n_controllers
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
+    exchange_start = np.full(n, np.nan)
     load_start = np.full(n, np.nan)
     load_end = np.full(n, np.nan)
     link_bytes = np.zeros(net.n_links)
+    record = _LinkBins(net.n_links, bins, sum(op.option.total_cycles for op in ops))
     order = list(schedule.preload_order)
-    groups: list[_Group] = []
+    phases: list[_Phase] = []
     t, events, next_op, next_load = 0.0, 0, 0, 0
     running: int | None = None  # the op computing or exchanging
     compute_end = np.inf
-    load_in_flight = False
-    rated: tuple = ()  # the groups the current rates were computed for
+    load_in_flight: int | None = None
+    rated: tuple = ()  # the phases the current rates were computed for
     rate = np.zeros(0)
-    ended_at_rating = 0
 
     def window_open(j: int) -> bool:
         w = ops[j].preload_window
@@ -131,18 +176,23 @@ def simulate_schedule(
 
     def issue_loads() -> None:
         nonlocal next_load, load_in_flight
-        while not load_in_flight and next_load < len(order) and window_open(order[next_load]):
+        while load_in_flight is None and next_load < len(order) and window_open(order[next_load]):
             j = order[next_load]
             option = ops[j].option
             flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes)
-            group = _Group("load", j, flows.ptr, flows.links, flows.size)
             load_start[j] = t
             next_load += 1
-            if group.done:
+            ports = Flows(flows.ptr[:k + 1], flows.links[:k], flows.size[:k], flows.release[:k])
+            deliveries = Flows(flows.ptr[k:] - flows.ptr[k], flows.links[flows.ptr[k]:], flows.size[k:],
+                               flows.release[k:])
+            started = [_Phase(kind, j, *_bytes_per_link(part), bandwidth)
+                       for kind, part in (("hbm", ports), ("delivery", deliveries))]
+            started = [phase for phase in started if phase.left > 0]
+            if not started:
                 load_end[j] = t
                 continue
-            groups.append(group)
-            load_in_flight = True
+            phases.extend(started)
+            load_in_flight = j
 
     def start_ops() -> None:
         nonlocal running, next_op, compute_end
@@ -155,11 +205,6 @@ def simulate_schedule(
             compute_end = t + option.total_cycles - option.exchange_cycles - option.distribution_cycles
             running, next_op = i, i + 1
 
-    def finish_op(i: int) -> None:
-        nonlocal running
-        exec_end[i] = t
-        running = None
-
     while next_op < n or running is not None:
         issue_loads()
         start_ops()
@@ -169,64 +214,64 @@ def simulate_schedule(
             exchange = option.exchange_cycles + option.distribution_cycles
             compute_end = np.inf
             if exchange > 0 and option.cores_used > 1:
-                ptr, links = rings.ring(option.cores_used)
-                groups.append(_Group("exchange", running, ptr, links,
-                                     np.full(option.cores_used, exchange * link_rate)))
+                links, count = rings.ring(option.cores_used)
+                exchange_start[running] = t
+                phases.append(_Phase("exchange", running, links, count * (exchange * link_rate), bandwidth))
             else:
                 t += exchange
-                finish_op(running)
+                exec_end[running] = t
+                running = None
             continue
-        if not groups and compute_end == np.inf:
+        if not phases and compute_end == np.inf:
             if running is None and next_op < n:  # nothing moves and the next op cannot start
                 raise ValueError(f"deadlock: op {next_op} waits for its load, which is queued "
                                  f"behind a load whose window never opens")
             continue
         step = compute_end - t
-        if groups:
-            flows = Flows(
-                np.concatenate([[0], np.cumsum(np.concatenate([np.diff(g.ptr) for g in groups]))]).astype(np.int64),
-                np.concatenate([g.links for g in groups]),
-                np.concatenate([g.left for g in groups]),
-                np.zeros(sum(len(g.left) for g in groups)),
-            )
-            active = flows.size > 0
-            ended = int((~active).sum())
-            key = tuple(g.serial for g in groups)
-            if key != rated or ended - ended_at_rating > refresh * flows.n:
-                priority = None
-                if exchange_first:
-                    priority = np.concatenate([np.full(len(g.left), 0 if g.kind == "exchange" else 1)
-                                               for g in groups])
-                rate = max_min_rates(flows, active, net.bandwidth, priority)
-                rated, ended_at_rating = key, ended
+        if phases:
+            key = tuple(p.serial for p in phases)
+            if key != rated:  # phases came or went: share the links anew
+                rate = _phase_rates(phases, bandwidth, exchange_first)
+                rated = key
                 events += 1
-            else:  # the same flows, fewer of them: keep the rates
-                rate = np.where(active, rate, 0.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                to_finish = np.where(active, flows.size / rate, np.inf)
-            step = min(step, float(to_finish.min()))
-            moved = np.where(active, rate * step, 0.0)
-            link_bytes += np.bincount(flows.links, weights=moved[flows.owner], minlength=net.n_links)
-            offset = 0
-            for g in groups:
-                m = len(g.left)
-                left = g.left - moved[offset:offset + m]
-                g.left = np.where((to_finish[offset:offset + m] <= step) | (left < 1e-6), 0.0, left)
-                offset += m
+            left = np.array([p.left for p in phases])
+            with np.errstate(divide="ignore"):  # a paused phase (rate 0) does not end
+                step = min(step, float((left / rate).min()))
+            per_link = np.zeros(net.n_links)
+            for p, r in zip(phases, rate):
+                moved = min(r * step, p.left)
+                per_link[p.links] += moved * p.size
+                p.left = 0.0 if r * step >= p.left * (1 - 1e-12) else p.left - moved
+            link_bytes += per_link
+            record.add(t, t + step, per_link)
         t += step
         still = []
-        for g in groups:
-            if not g.done:
-                still.append(g)
-            elif g.kind == "load":
-                load_end[g.op] = t
-                load_in_flight = False
-            else:
-                finish_op(g.op)
-        groups = still
+        for p in phases:
+            if p.left > 0:
+                still.append(p)
+            elif p.kind == "exchange":
+                exec_end[p.op] = t
+                running = None
+        phases = still
+        if load_in_flight is not None and not any(p.op == load_in_flight and p.kind != "exchange"
+                                                  for p in phases):
+            load_end[load_in_flight] = t
+            load_in_flight = None
         if progress and running is None and next_op % 500 == 0 and next_op:
             progress(f"simulated {next_op}/{n} operators")
-    return SimulatedRun(exec_start, exec_end, load_start, load_end, link_bytes, events)
+    return SimulatedRun(exec_start, exec_end, exchange_start, load_start, load_end, link_bytes, events,
+                        record.data, record.width)
+
+
+def _phase_rates(phases: list[_Phase], bandwidth: np.ndarray, exchange_first: bool) -> np.ndarray:
+    """Each phase's rate (fraction of itself per cycle): max-min fair on the fraction of
+    its speed alone, by priority class (exchanges first) when `exchange_first`."""
+    ptr = np.concatenate([[0], np.cumsum([len(p.links) for p in phases])]).astype(np.int64)
+    flows = Flows(ptr, np.concatenate([p.links for p in phases]), np.ones(len(phases)), np.zeros(len(phases)))
+    weight = np.concatenate([p.size * p.alone for p in phases])  # load per unit of slowdown
+    priority = np.array([0 if p.kind == "exchange" else 1 for p in phases]) if exchange_first else None
+    share = max_min_rates(flows, np.ones(len(phases), dtype=bool), bandwidth, priority, weight)
+    return share * np.array([p.alone for p in phases])
 
 
 __all__ = ["SimulatedRun", "simulate_schedule"]
