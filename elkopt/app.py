@@ -10,7 +10,10 @@
 With `simulate: true` the schedule is also run over the chip's network
 (`elkopt.sim`): metrics.json gains `simulated_ms` and a `simulation` section (link
 utilisation, hottest links, SRAM peaks per core class), trace.json a simulated
-process, and network.png shows the links (heat maps on a mesh or torus).
+process, and network.png shows the links (heat maps on a mesh or torus). With
+`sim.calibrate_rounds: N` the plan is also re-planned up to N times with load costs
+calibrated by the simulation (`elkopt.sim.calibrate`) and the fastest simulated plan is
+written; metrics.json records every round.
 
 Every file is written atomically and metrics.json last, so a folder with a
 metrics.json holds a finished run. Bad input ends in one line on stderr (and
@@ -41,6 +44,7 @@ from elkopt.report import (
 from elkopt.schedule.trace import write_chrome_trace
 
 if TYPE_CHECKING:
+    from elkopt.sim.calibrate import Calibrated
     from elkopt.solve import SolverOptions
 
 log = logging.getLogger(__name__)
@@ -79,31 +83,41 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     # Results of an earlier run in this folder would mark this one finished (or failed).
     for stale in ("metrics.json", "error.json", "network.png"):
         (out / stale).unlink(missing_ok=True)
+    calibrated = None
     try:
         inputs = build_inputs(run_config)
         log.info("compiling %s (%d ops, %s) on %s with the %s scheduler",
                  inputs.model, inputs.graph.n_ops, inputs.workload.describe(),
                  inputs.chip.name, run_config.scheduler.name)
-        result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
-                               to_planning_options(run_config.planning), progress=log.info,
-                               solver=solver_options(run_config))
+        if run_config.simulate and run_config.sim.calibrate_rounds > 0:
+            from elkopt.sim.calibrate import calibrate
+
+            calibrated = calibrate(inputs.graph, inputs.chip, run_config.scheduler.name,
+                                   to_planning_options(run_config.planning), solver_options(run_config),
+                                   rounds=run_config.sim.calibrate_rounds,
+                                   exchange_first=run_config.sim.exchange_first, bins=run_config.sim.bins,
+                                   progress=log.info)
+            result = calibrated.result
+        else:
+            result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
+                                   to_planning_options(run_config.planning), progress=log.info,
+                                   solver=solver_options(run_config))
     except ValueError as error:  # includes PlanningError and the domain objects' checks
         return _fail(out, run_config, error)
     metrics = build_metrics(run_config, inputs, result)
     extra_events: list[dict] = []
     if run_config.simulate:
-        try:
-            extra_events = simulate_run(run_config, result, metrics, out)
-        except ValueError as error:  # a chip the simulator cannot build (e.g. a multi-chip mesh)
-            return _fail(out, run_config, error)
+        extra_events = simulate_run(run_config, result, metrics, out, calibrated)
     write_outputs(out, result, metrics, extra_events)
     print(format_summary(metrics))
     return 0
 
 
-def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, Any], out: Path) -> list[dict]:
-    """Simulate the schedule on the chip's network: fill metrics["simulated_ms"] and
-    metrics["simulation"], draw network.png; return the trace events of the simulated run."""
+def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, Any], out: Path,
+                 calibrated: Calibrated | None = None) -> list[dict]:
+    """Simulate the schedule on the chip's network (or take the calibration loop's
+    simulation of it): fill metrics["simulated_ms"] and metrics["simulation"], draw
+    network.png; return the trace events of the simulated run."""
     import time
 
     from elkopt.sim.network import network_from_chip
@@ -112,14 +126,26 @@ def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, An
 
     chip, cfg = result.chip, run_config.sim
     network = network_from_chip(chip)
-    log.info("simulating the schedule over the %s network (%d links)", network.topology, network.n_links)
     start = time.perf_counter()
-    run = simulate_schedule(result.schedule, chip, network, progress=log.info,
-                            exchange_first=cfg.exchange_first, bins=cfg.bins)
+    if calibrated is None:
+        log.info("simulating the schedule over the %s network (%d links)", network.topology, network.n_links)
+        run = simulate_schedule(result.schedule, chip, network, progress=log.info,
+                                exchange_first=cfg.exchange_first, bins=cfg.bins)
+    else:
+        run = calibrated.run
     section = simulation_metrics(run, result.schedule, network, chip, result.timeline.latency_cycles,
                                  top=cfg.top_links)
     section["simulate_s"] = time.perf_counter() - start
     section["exchange_first"] = cfg.exchange_first
+    if calibrated is not None:
+        ms = 1e3 / chip.clock_hz
+        section["calibration"] = {
+            "best_round": calibrated.best_round,
+            "gain": calibrated.gain,
+            "rounds": [{"round": r.round, "analytic_ms": r.analytic_cycles * ms,
+                        "simulated_ms": r.simulated_cycles * ms, "mean_load_factor": r.mean_scale,
+                        "max_load_factor": r.max_scale} for r in calibrated.rounds],
+        }
     metrics["simulated_ms"] = section["simulated_ms"]
     metrics["simulation"] = section
     op_names = [op.name for op in result.graph.ops]
@@ -167,6 +193,8 @@ def check_sim_config(cfg: SimConfig) -> None:
         raise ValueError(f"sim.bins must be an even number >= 2, got {cfg.bins}")
     if cfg.top_links < 0:
         raise ValueError(f"sim.top_links must be >= 0, got {cfg.top_links}")
+    if cfg.calibrate_rounds < 0:
+        raise ValueError(f"sim.calibrate_rounds must be >= 0 (0: no re-planning), got {cfg.calibrate_rounds}")
 
 
 def solver_options(run_config: RunConfig) -> SolverOptions | None:

@@ -57,6 +57,10 @@ class Chip:
     hbm_controllers_per_chip: int = 4
     hbm_sides: tuple[str, ...] = HBM_SIDES
     inter_chip_bytes_per_s: float = 640 * PUBLISHED_GB_PER_S
+    # Not hardware: the planner's calibration from simulation (elkopt.sim.calibrate). Per
+    # operator of the graph being planned (by index), a factor on its load's analytic
+    # duration; empty: 1 for every operator. Never set in configs.
+    load_time_scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {
@@ -83,6 +87,9 @@ class Chip:
             raise ValueError(f"chip {self.name!r}: link_latency_cycles must be >= 0, "
                              f"got {self.link_latency_cycles}")
         object.__setattr__(self, "hbm_sides", tuple(self.hbm_sides))
+        object.__setattr__(self, "load_time_scale", tuple(float(x) for x in self.load_time_scale))
+        if not all(x > 0 for x in self.load_time_scale):
+            raise ValueError(f"chip {self.name!r}: load_time_scale factors must be > 0")
         unknown = [side for side in self.hbm_sides if side not in HBM_SIDES]
         if unknown or not self.hbm_sides or len(set(self.hbm_sides)) != len(self.hbm_sides):
             raise ValueError(f"chip {self.name!r}: hbm_sides must be distinct sides out of "
@@ -101,6 +108,10 @@ class Chip:
                 )
 
     # -- derived quantities -------------------------------------------------
+    def load_scale_of(self, op: int) -> float:
+        """The calibration factor on op `op`'s load duration (1 without calibration)."""
+        return self.load_time_scale[op] if self.load_time_scale else 1.0
+
     @property
     def cores(self) -> int:
         return self.n_chips * self.cores_per_chip

@@ -131,6 +131,7 @@ class SimConfig:
     bins: int = 256
     top_links: int = 10
     picture: bool = True
+    calibrate_rounds: int = 0
 
 
 @dataclass

@@ -110,3 +110,16 @@ def test_bad_sim_field_fails_before_compiling(tmp_path):
     assert result.returncode == 2
     assert "sim.bins must be an even number" in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was planned
+
+
+def test_calibration_rounds_are_recorded(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "chip=mesh_pod4", "scheduler=static", "simulate=true",
+                     "sim.calibrate_rounds=1", "sim.picture=false")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    calibration = metrics["simulation"]["calibration"]
+    rounds = calibration["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["mean_load_factor"] == 1.0
+    assert metrics["simulated_ms"] == pytest.approx(min(r["simulated_ms"] for r in rounds))
+    assert metrics["simulated_ms"] == pytest.approx(rounds[calibration["best_round"]]["simulated_ms"])
+    assert not (tmp_path / "run" / "network.png").exists()

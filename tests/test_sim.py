@@ -1,5 +1,7 @@
 """The network simulator on cases small enough to check by hand."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -272,16 +274,16 @@ ROWS = Chip(name="rows", topology=Topology.MESH, cores_per_chip=12, mesh_rows=3,
             hbm_sides=("west",))
 
 
-def rows_schedule(hot: tuple[int, int] = (0, 0)):
-    """Op 0: 2 cores, 30 compute cycles, no exchange; op 1: 12 cores, 5 cycles, loads 120 HBM
-    bytes and 10 bytes into each core during op 0."""
+def rows_schedule(hot: tuple[int, int] = (0, 0), hbm: int = 120):
+    """Op 0: 2 cores, 30 compute cycles, no exchange; op 1: 12 cores, 5 cycles, loads `hbm`
+    HBM bytes and 10 bytes into each core during op 0."""
     from elkopt.plans.option import Plan, PlanOption
     from elkopt.schedule.schedule import OpSchedule, Schedule
     first = PlanOption(Plan((2,), ((1,),)), cold_bytes=0, hot_bytes=hot[0], exec_cycles=30.0,
                        exchange_cycles=0.0, distribution_cycles=0.0)
     second = PlanOption(Plan((12,), ((1,),)), cold_bytes=10, hot_bytes=hot[1], exec_cycles=5.0,
                         exchange_cycles=0.0, distribution_cycles=0.0, cold_split=(1,))
-    return Schedule((OpSchedule(0, first, 0, 0), OpSchedule(1, second, 0, 120)), (1,), "hand")
+    return Schedule((OpSchedule(0, first, 0, 0), OpSchedule(1, second, 0, hbm)), (1,), "hand")
 
 
 def test_a_load_phase_alone_lasts_its_busiest_link_and_the_bins_keep_every_byte():
@@ -324,3 +326,54 @@ def test_reports_name_the_hottest_links_and_each_core_class():
     (times, first), (_, rest) = profiles
     assert list(times) == pytest.approx([0, 30, 40, 45])
     assert list(first) == [110, 10, 50, 0] and list(rest) == [10, 10, 50, 0]
+
+
+def test_a_mesh_ring_is_folded_over_serpentine_rows_into_short_distinct_hops():
+    net = grid(4, 4, 1.0, hbm_bytes_per_cycle=1.0)
+    assert net.placement.tolist() == [0, 1, 2, 3, 7, 6, 5, 4, 8, 9, 10, 11, 15, 14, 13, 12]
+    for n in (2, 5, 6, 16):
+        pairs = net.ring(n)
+        cores = set(net.placement[:n].tolist())
+        assert sorted(a for a, _ in pairs) == sorted(b for _, b in pairs) == sorted(cores)
+        routes = [net.core_route(a, b) for a, b in pairs]
+        assert max(len(r) for r in routes) <= 2
+        assert np.bincount(np.concatenate(routes)).max() == 1  # no link carries two transfers
+    assert net.ring(1) == []
+    assert all_to_all(4, 1.0, 1, 1.0).placement.tolist() == [0, 1, 2, 3]
+
+
+def test_load_slowdown_is_simulated_over_analytic_duration():
+    from elkopt.schedule.timeline import compute_timeline
+    from elkopt.sim.calibrate import load_slowdown
+    from elkopt.sim.step import simulate_schedule
+    # 60 unique HBM bytes, 120 delivered (replicas). Analytic: HBM at the 3 edge links'
+    # 3 B/cycle, 20 cycles (delivery, 120 B over the mesh's aggregate, is shorter);
+    # simulated: 40, each controller link carries its row's 4 x 10 bytes
+    schedule = rows_schedule(hbm=60)
+    run = simulate_schedule(schedule, ROWS)
+    assert list(load_slowdown(run, schedule, ROWS)) == pytest.approx([1.0, 2.0])
+    # the factor, put on the chip, makes the analytic load last what the simulation saw
+    calibrated = dataclasses.replace(ROWS, load_time_scale=(1.0, 2.0))
+    timeline = compute_timeline(schedule, calibrated)
+    assert timeline.load_end[1] - timeline.load_start[1] == pytest.approx(40)
+    assert compute_timeline(schedule, ROWS).load_end[1] == pytest.approx(20)
+    with pytest.raises(ValueError, match="load_time_scale factors must be > 0"):
+        dataclasses.replace(ROWS, load_time_scale=(1.0, 0.0))
+
+
+def test_calibration_keeps_the_fastest_simulated_plan(tmp_path):
+    from elkopt.graph.zoo import build_graph
+    from elkopt.pipeline import PlanningOptions
+    from elkopt.sim.calibrate import calibrate
+    chip = Chip(name="small_mesh", topology=Topology.MESH, cores_per_chip=64, mesh_rows=8, mesh_cols=8,
+                mesh_link_bytes_per_s=4e9, hbm_bytes_per_s=2e11, hbm_sides=("west",))
+    graph = build_graph("tiny", "decode", 4, 64)
+    out = calibrate(graph, chip, "static", PlanningOptions(cache_dir=str(tmp_path)), rounds=2)
+    first = out.rounds[0]
+    assert 1 <= len(out.rounds) <= 3 and [r.round for r in out.rounds] == list(range(len(out.rounds)))
+    assert out.run.latency_cycles == min(r.simulated_cycles for r in out.rounds)
+    assert out.rounds[out.best_round].simulated_cycles == out.run.latency_cycles
+    assert out.gain == pytest.approx(first.simulated_cycles / out.run.latency_cycles - 1) and out.gain >= 0
+    # the result is reported on the chip as given, its timeline the uncalibrated analytic one
+    assert out.result.chip == chip and out.result.chip.load_time_scale == ()
+    assert all(r.max_scale >= r.mean_scale > 0 for r in out.rounds)

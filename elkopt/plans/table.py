@@ -250,7 +250,7 @@ def default_cache_dir() -> Path:
 
 #: Chip fields no plan depends on: the name, HBM, and what only the network simulator uses.
 _NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controllers_per_chip",
-                 "hbm_sides", "inter_chip_bytes_per_s")
+                 "hbm_sides", "inter_chip_bytes_per_s", "load_time_scale")
 
 
 def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> str:

@@ -156,7 +156,7 @@ def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: 
         duration = max(
             ops[j].hbm_bytes / chip.hbm_bytes_per_cycle,
             ops[j].option.load_noc_bytes / chip.noc_bytes_per_cycle,
-        )
+        ) * chip.load_scale_of(j)
         if le - ls < duration - tolerance:
             problems.append(f"op {j}: load lasts {le - ls} cycles < {duration} cycles needed")
         if le > float(start[j]) + tolerance:

@@ -150,7 +150,8 @@ def schedule_inductive(
     hbm_bytes = np.array([op.hbm_bytes(elem) for op in graph.ops], dtype=np.float64)
     has_load = hbm_bytes > 0
     loads = np.flatnonzero(has_load)
-    hbm_cycles = hbm_bytes / chip.hbm_bytes_per_cycle
+    scale = np.array([chip.load_scale_of(i) for i in range(n)])  # calibration (1 without)
+    hbm_cycles = hbm_bytes / chip.hbm_bytes_per_cycle * scale
 
     table_ids: dict[int, int] = {}
     plans_by_table: dict[int, HotPlans] = {}
@@ -164,7 +165,7 @@ def schedule_inductive(
     def noc_cycles(j: int, rows: np.ndarray) -> np.ndarray:
         t = tables[j]
         cores = t.spatial[rows].prod(axis=1)
-        return t.cold_bytes[rows] * cores / chip.noc_bytes_per_cycle
+        return t.cold_bytes[rows] * cores / chip.noc_bytes_per_cycle * scale[j]
 
     def layout_cost(j: int, rows: np.ndarray) -> np.ndarray:
         """Distribution plus the load time a layout adds beyond the HBM time."""

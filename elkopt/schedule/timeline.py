@@ -5,7 +5,8 @@ order:
 
 - The load of op j lasts ``max(hbm_cycles, noc_cycles)`` with
   ``hbm_cycles = hbm_bytes / chip.hbm_bytes_per_cycle`` and
-  ``noc_cycles = option.load_noc_bytes / chip.noc_bytes_per_cycle``.
+  ``noc_cycles = option.load_noc_bytes / chip.noc_bytes_per_cycle``, both times the
+  chip's calibration factor of the op (`Chip.load_time_scale`, 1 unless simulation set it).
 - Loads are issued one after another in ``preload_order``: load k starts at
   ``max(end of load k-1, exec start of its preload_window op)`` (0 for PROLOGUE;
   the end of the previous op when the window is the op itself: a load that
@@ -195,13 +196,15 @@ def _inside(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> tuple[np.nda
 
 
 def load_cycles(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
-    """Per op (hbm_cycles, noc_cycles) of its load; 0 for ops without HBM data."""
+    """Per op (hbm_cycles, noc_cycles) of its load; 0 for ops without HBM data. Both are
+    multiplied by the chip's calibration factor of the op (`Chip.load_scale_of`)."""
     hbm = np.zeros(len(schedule.ops))
     noc = np.zeros(len(schedule.ops))
     for i, op in enumerate(schedule.ops):
         if op.has_load:
-            hbm[i] = op.hbm_bytes / chip.hbm_bytes_per_cycle
-            noc[i] = op.option.load_noc_bytes / chip.noc_bytes_per_cycle
+            scale = chip.load_scale_of(i)
+            hbm[i] = op.hbm_bytes / chip.hbm_bytes_per_cycle * scale
+            noc[i] = op.option.load_noc_bytes / chip.noc_bytes_per_cycle * scale
     return hbm, noc
 
 

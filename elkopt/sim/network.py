@@ -23,6 +23,7 @@ controllers together never deliver more than the HBM can.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,18 @@ class Network:
     def n_controllers(self) -> int:
         return len(self.controller_port)
 
+    @functools.cached_property
+    def placement(self) -> np.ndarray:
+        """The physical core of each logical core: a plan on n cores uses logical cores
+        0..n-1. All-to-all: the identity. Mesh and torus: the serpentine order (row 0 west
+        to east, row 1 east to west, ...), so that consecutive logical cores are grid
+        neighbours and every prefix is a compact band of rows."""
+        if self.topology is Topology.ALL_TO_ALL:
+            return np.arange(self.cores)
+        order = np.arange(self.cores).reshape(self.rows, self.cols)
+        order[1::2] = order[1::2, ::-1]
+        return order.reshape(-1)
+
     def controller_node(self, c: int) -> int:
         """Node id of controller `c`."""
         return self.cores + c
@@ -104,6 +117,17 @@ class Network:
         return f"core {self.controller_core[k]} -> HBM controller {k}"
 
     # -- routes --------------------------------------------------------------------------
+
+    def ring(self, n: int) -> list[tuple[int, int]]:
+        """(source, destination) physical cores of a ring over logical cores 0..n-1, folded
+        so that no transfer is long: 0 -> 2 -> 4 -> ... -> the odd ones downwards -> 1 -> 0.
+        On a grid, with the serpentine placement, every transfer is at most 2 hops and the
+        two directions of the fold use opposite links."""
+        if not 1 <= n <= self.cores:
+            raise ValueError(f"a ring needs 1..{self.cores} cores, got {n}")
+        order = [*range(0, n, 2), *range(n - 1 - (n % 2 == 1), 0, -2)]
+        place = self.placement
+        return [(int(place[a]), int(place[b])) for a, b in zip(order, order[1:] + order[:1])] if n > 1 else []
 
     def chip_of(self, core: int) -> int:
         return core * self.n_chips // self.cores

@@ -12,9 +12,8 @@ them). Two kinds of flows, running at the same time (HBM and delivery are pipeli
   core's ejection link; on a mesh or torus every replica is routed hop by hop from the
   controller's link into the grid (dimension-order routing, no multicast trees).
 
-The load lasts until the last flow ends. Cores are taken in order: the plan uses cores
-0..cores_used-1 (row-major on a grid); where an operator's tiles sit on the grid is the
-mapping step, not done here.
+The load lasts until the last flow ends. A plan on n cores uses logical cores 0..n-1,
+placed on the grid by `Network.placement` (serpentine rows).
 """
 
 from __future__ import annotations
@@ -44,9 +43,9 @@ class LoadRoutes:
         if self._deliveries is None:
             if net.topology is Topology.ALL_TO_ALL:  # the ejection link of the core
                 routes = [[net.cores + c] for c in range(net.cores)]
-            else:
+            else:  # logical core c sits on physical core placement[c]
                 routes = [net.controller_route(net.nearest_controller(c), c, port=False)
-                          for c in range(net.cores)]
+                          for c in net.placement.tolist()]
             self._deliveries = csr(routes)
         ptr, links = self._deliveries
         k = net.n_controllers

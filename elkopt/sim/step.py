@@ -7,8 +7,8 @@ kept; the times are the simulator's own, event to event:
   and its own load has arrived.
 - Op i computes for `total_cycles - exchange_cycles - distribution_cycles` without the
   network, then exchanges: every core of its plan sends its neighbour in a ring of the
-  plan's cores (core c to core c + 1, the last to the first) as many bytes as its link
-  carries in the op's exchange and distribution cycles. Alone on the network that phase
+  plan's cores (`Network.ring`: folded, so that on a mesh every transfer is one or two
+  hops) as many bytes as a link carries in the op's exchange and distribution cycles. Alone on the network that phase
   lasts exactly those cycles, so an operator with nothing in flight takes its
   `total_cycles`, as in the analytic timeline.
 - Loads are issued one after another in `preload_order`, each once the previous one has
@@ -100,7 +100,7 @@ class _Rings:
 
     def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray]:
         if cores not in self._rings:
-            _, links = csr([self.network.core_route(c, (c + 1) % cores) for c in range(cores)])
+            _, links = csr([self.network.core_route(a, b) for a, b in self.network.ring(cores)])
             self._rings[cores] = np.unique(links, return_counts=True)
         return self._rings[cores]
 

@@ -1,0 +1,1 @@
+"""Analysis of result tables: the logic behind the notebooks (which stay thin)."""
