@@ -23,6 +23,10 @@ REFERENCE_CORE_LINK_BYTES_PER_S = 5.5 * PUBLISHED_GB_PER_S
 HBM_SIDES = ("west", "east", "north", "south")
 
 
+#: Chip fields that are not hardware and never come from configs (set by elkopt.sim.calibrate).
+CALIBRATION_FIELDS = ("load_time_scale",)
+
+
 class Topology(StrEnum):
     ALL_TO_ALL = "all_to_all"
     MESH = "mesh"

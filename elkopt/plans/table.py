@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elkopt.chip import Chip
+from elkopt.chip import CALIBRATION_FIELDS, Chip
 from elkopt.graph.ir import Graph, Operator, Storage
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
@@ -250,7 +250,7 @@ def default_cache_dir() -> Path:
 
 #: Chip fields no plan depends on: the name, HBM, and what only the network simulator uses.
 _NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controllers_per_chip",
-                 "hbm_sides", "inter_chip_bytes_per_s", "load_time_scale")
+                 "hbm_sides", "inter_chip_bytes_per_s", *CALIBRATION_FIELDS)
 
 
 def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> str:
