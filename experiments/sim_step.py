@@ -16,6 +16,7 @@ simulation's rate recomputations and wall time; then this process's peak memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import yaml
 
 from elkopt.app import PUBLISHED_MS, peak_rss_mb
-from elkopt.chip import Chip
+from elkopt.chip import PUBLISHED_TB_PER_S, Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
 from elkopt.plans.table import default_cache_dir
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=2048)
     parser.add_argument("--chip", default="ipu_pod4")
+    parser.add_argument("--tb", type=float, help="HBM bandwidth in published TB/s (default: the chip's)")
     parser.add_argument("--scheduler", default="elkopt")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="also list the N operators (summed over layers) that gain most time")
@@ -67,6 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     cache = default_cache_dir()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
+    if args.tb:
+        chip = dataclasses.replace(chip, hbm_bytes_per_s=args.tb * PUBLISHED_TB_PER_S)
     to_ms = 1e3 / chip.clock_hz
     policy = "all phases fair" if args.fair else "exchanges first"
     print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler} schedules, {policy}")
