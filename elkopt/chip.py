@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+
 #: One published "TB/s" of HBM bandwidth in bytes per second (2**20 B per us).
 PUBLISHED_TB_PER_S = 1000 * 2**20 * 1000.0
 #: One published "GB/s" of per-core exchange bandwidth in bytes per second.
@@ -24,7 +26,7 @@ HBM_SIDES = ("west", "east", "north", "south")
 
 
 #: Chip fields that are not hardware and never come from configs (set by elkopt.sim.calibrate).
-CALIBRATION_FIELDS = ("load_time_scale",)
+CALIBRATION_FIELDS = ("load_time_scale", "delivery_link_loads")
 
 
 class Topology(StrEnum):
@@ -65,6 +67,10 @@ class Chip:
     # operator of the graph being planned (by index), a factor on its load's analytic
     # duration; empty: 1 for every operator. Never set in configs.
     load_time_scale: tuple[float, ...] = ()
+    # Not hardware either: routed delivery costs from the network (elkopt.sim.network.
+    # delivery_link_loads). Entry n-1: of the deliveries of a load to n cores, the most
+    # that cross one link; empty: the analytic aggregate (`noc_bytes_per_cycle`).
+    delivery_link_loads: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {
@@ -92,6 +98,10 @@ class Chip:
                              f"got {self.link_latency_cycles}")
         object.__setattr__(self, "hbm_sides", tuple(self.hbm_sides))
         object.__setattr__(self, "load_time_scale", tuple(float(x) for x in self.load_time_scale))
+        object.__setattr__(self, "delivery_link_loads", tuple(int(x) for x in self.delivery_link_loads))
+        if self.delivery_link_loads and len(self.delivery_link_loads) != self.cores:
+            raise ValueError(f"chip {self.name!r}: delivery_link_loads needs one entry per core count "
+                             f"(1..{self.cores}), got {len(self.delivery_link_loads)}")
         if not all(x > 0 for x in self.load_time_scale):
             raise ValueError(f"chip {self.name!r}: load_time_scale factors must be > 0")
         unknown = [side for side in self.hbm_sides if side not in HBM_SIDES]
@@ -112,6 +122,17 @@ class Chip:
                 )
 
     # -- derived quantities -------------------------------------------------
+    def delivery_cycles(self, cold_bytes, cores_used):
+        """Cycles the interconnect needs to deliver `cold_bytes` to each of `cores_used`
+        cores (scalars or arrays): the analytic aggregate, `cold x cores /
+        noc_bytes_per_cycle`, or with `delivery_link_loads` the busiest link's share,
+        `cold x loads[cores - 1] / link rate`."""
+        if not self.delivery_link_loads:
+            return cold_bytes * cores_used / self.noc_bytes_per_cycle
+        loads = np.asarray(self.delivery_link_loads)[np.asarray(cores_used, dtype=np.int64) - 1]
+        rate = self.core_link_bytes_per_s if self.topology is Topology.ALL_TO_ALL else self.mesh_link_bytes_per_s
+        return cold_bytes * loads / (rate / self.clock_hz)
+
     def load_scale_of(self, op: int) -> float:
         """The calibration factor on op `op`'s load duration (1 without calibration)."""
         return self.load_time_scale[op] if self.load_time_scale else 1.0

@@ -155,7 +155,7 @@ def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: 
             continue
         duration = max(
             ops[j].hbm_bytes / chip.hbm_bytes_per_cycle,
-            ops[j].option.load_noc_bytes / chip.noc_bytes_per_cycle,
+            float(chip.delivery_cycles(ops[j].option.cold_bytes, ops[j].option.cores_used)),
         ) * chip.load_scale_of(j)
         if le - ls < duration - tolerance:
             problems.append(f"op {j}: load lasts {le - ls} cycles < {duration} cycles needed")

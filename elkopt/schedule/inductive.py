@@ -165,7 +165,7 @@ def schedule_inductive(
     def noc_cycles(j: int, rows: np.ndarray) -> np.ndarray:
         t = tables[j]
         cores = t.spatial[rows].prod(axis=1)
-        return t.cold_bytes[rows] * cores / chip.noc_bytes_per_cycle * scale[j]
+        return chip.delivery_cycles(t.cold_bytes[rows], cores) * scale[j]
 
     def layout_cost(j: int, rows: np.ndarray) -> np.ndarray:
         """Distribution plus the load time a layout adds beyond the HBM time."""

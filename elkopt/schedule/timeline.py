@@ -5,8 +5,9 @@ order:
 
 - The load of op j lasts ``max(hbm_cycles, noc_cycles)`` with
   ``hbm_cycles = hbm_bytes / chip.hbm_bytes_per_cycle`` and
-  ``noc_cycles = option.load_noc_bytes / chip.noc_bytes_per_cycle``, both times the
-  chip's calibration factor of the op (`Chip.load_time_scale`, 1 unless simulation set it).
+  ``noc_cycles = option.load_noc_bytes / chip.noc_bytes_per_cycle`` (or, with routed
+  delivery costs, `Chip.delivery_cycles`), both times the chip's calibration factor of
+  the op (`Chip.load_time_scale`, 1 unless simulation set it).
 - Loads are issued one after another in ``preload_order``: load k starts at
   ``max(end of load k-1, exec start of its preload_window op)`` (0 for PROLOGUE;
   the end of the previous op when the window is the op itself: a load that
@@ -204,7 +205,7 @@ def load_cycles(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]
         if op.has_load:
             scale = chip.load_scale_of(i)
             hbm[i] = op.hbm_bytes / chip.hbm_bytes_per_cycle * scale
-            noc[i] = op.option.load_noc_bytes / chip.noc_bytes_per_cycle * scale
+            noc[i] = chip.delivery_cycles(op.option.cold_bytes, op.option.cores_used) * scale
     return hbm, noc
 
 

@@ -9,12 +9,17 @@ neither is in the analytic cost. The loop:
 2. simulate; for every load measure `simulated duration / analytic duration` of the
    layout the plan chose;
 3. re-plan with those factors on the loads' analytic durations
-   (`Chip.load_time_scale`), so that the planners see slow loads as slow;
+   (`Chip.load_time_scale`), so that the planners see slow loads as slow; with
+   `routed_delivery` (the default) every preload layout's delivery is also costed by its
+   routed busiest link (`Chip.delivery_link_loads`: on a mesh, a load to fewer cores draws
+   on fewer edge controllers) and the factors are measured against that cost, so that
+   they are left to account for contention only;
 4. simulate the new plan; stop when the simulated latency no longer improves by
    `min_gain` (or after `rounds` re-plans) and keep the fastest simulated plan.
 
 A factor belongs to an operator, measured on the layout it had; a re-plan may choose
-another layout for which the factor is only an estimate, which the next round measures.
+another layout, for which the routed delivery cost changes exactly and the factor is an
+estimate that the next round measures.
 """
 
 from __future__ import annotations
@@ -31,14 +36,14 @@ from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningOptions, RunResult, compile_model
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import compute_timeline, load_duration_and_rate
-from elkopt.sim.network import Network, network_from_chip
+from elkopt.sim.network import Network, delivery_link_loads, network_from_chip
 from elkopt.sim.step import SimulatedRun, simulate_schedule
 from elkopt.solve import SolverOptions
 
 
 def load_slowdown(run: SimulatedRun, schedule: Schedule, chip: Chip) -> np.ndarray:
-    """Per op: its simulated load duration over its analytic one on `chip` without
-    calibration (1 for ops without a load)."""
+    """Per op: its simulated load duration over its analytic one on `chip` without the
+    per-op factors (with its `delivery_link_loads`, if any; 1 for ops without a load)."""
     plain = dataclasses.replace(chip, load_time_scale=())
     analytic, _ = load_duration_and_rate(schedule, plain)
     simulated = run.load_end - run.load_start
@@ -79,9 +84,13 @@ def calibrate(
     graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions | None = None,
     solver: SolverOptions | None = None, rounds: int = 3, min_gain: float = 1e-3,
     network: Network | None = None, exchange_first: bool = True, bins: int = 256,
-    progress: Callable[[str], None] | None = None,
+    routed_delivery: bool = True, progress: Callable[[str], None] | None = None,
 ) -> Calibrated:
-    """Plan `graph`, then re-plan with simulator-calibrated load costs (module docs)."""
+    """Plan `graph`, then re-plan with simulator-calibrated load costs (module docs).
+
+    routed_delivery: the re-plans also cost every preload layout's delivery by its routed
+    busiest link (`Chip.delivery_link_loads`), and the measured factors are relative to
+    that; False: relative to the analytic aggregate."""
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
     say = progress or (lambda _message: None)
@@ -102,11 +111,14 @@ def calibrate(
     say(f"calibration round 0: analytic {result.timeline.latency_ms:.3f} ms, "
         f"simulated {run.latency_cycles * 1e3 / chip.clock_hz:.3f} ms")
     scale = np.ones(planned.n_ops)
+    base = chip
+    if routed_delivery and rounds:
+        base = dataclasses.replace(chip, delivery_link_loads=tuple(delivery_link_loads(network)))
     for k in range(1, rounds + 1):
-        measured = load_slowdown(run, result.schedule, chip)
+        measured = load_slowdown(run, result.schedule, base)
         has_load = np.array([op.has_load for op in result.schedule.ops])
         scale = np.where(has_load, measured, scale)
-        calibrated_chip = dataclasses.replace(chip, load_time_scale=tuple(scale))
+        calibrated_chip = dataclasses.replace(base, load_time_scale=tuple(scale))
         replanned = compile_model(planned, calibrated_chip, scheduler, fixed, solver=solver)
         run = simulate(replanned.schedule)
         timeline = compute_timeline(replanned.schedule, chip, [op.flops for op in planned.ops])
