@@ -191,9 +191,28 @@ def test_hbm_controllers_on_chosen_sides():
     assert net.n_controllers == 10 and set(net.latency[:60]) == {7.0}
     with pytest.raises(ValueError, match="hbm_sides must be distinct sides"):
         Chip(name="bad", hbm_sides=("west", "up"))
-    with pytest.raises(ValueError, match="spans one chip"):
-        network_from_chip(Chip(name="two", topology=Topology.MESH, n_chips=2, cores_per_chip=8,
-                               mesh_rows=4, mesh_cols=4, mesh_link_bytes_per_s=1e9))
+    with pytest.raises(ValueError, match="mesh_cols divisible by n_chips"):
+        network_from_chip(Chip(name="three", topology=Topology.MESH, n_chips=3, cores_per_chip=4,
+                               mesh_rows=3, mesh_cols=4, mesh_link_bytes_per_s=1e9))
+
+
+def test_mesh_chips_side_by_side_share_the_boundary_links():
+    # 2 x 4 mesh as 2 chips of 2 columns; 1 B/cycle links, 0.5 B/cycle across the boundary
+    # each way in all (0.25 per row)
+    net = grid(2, 4, 1.0, hbm_bytes_per_cycle=1.0, n_chips=2, inter_chip_bytes_per_cycle=0.5)
+    assert [net.chip_of(core) for core in range(8)] == [0, 0, 1, 1, 0, 0, 1, 1]
+    east = net.bandwidth[: 4 * 8].reshape(8, 4)[:, EAST]
+    west = net.bandwidth[: 4 * 8].reshape(8, 4)[:, WEST]
+    assert east.tolist() == [1.0, 0.25, 1.0, 1.0] * 2 and west.tolist() == [1.0, 1.0, 0.25, 1.0] * 2
+    # 10 bytes from core 0 to core 3 cross the boundary: 40 cycles; both rows at once, still
+    # 40 (each row has its own boundary link)
+    one = simulate_flows(make_flows([net.core_route(0, 3)], [10.0]), net.bandwidth)
+    both = simulate_flows(make_flows([net.core_route(0, 3), net.core_route(4, 7)], [10.0, 10.0]), net.bandwidth)
+    assert one.makespan == pytest.approx(40) and both.makespan == pytest.approx(40)
+    torus = grid(2, 4, 1.0, hbm_bytes_per_cycle=1.0, torus=True, n_chips=2, inter_chip_bytes_per_cycle=0.5)
+    assert torus.bandwidth[3 * 4 + EAST] == 0.25  # the wrap from column 3 to 0 crosses chips
+    with pytest.raises(ValueError, match="cannot be 3 chips"):
+        grid(2, 4, 1.0, hbm_bytes_per_cycle=1.0, n_chips=3, inter_chip_bytes_per_cycle=0.5)
 
 
 def two_core_schedule(compute: float, exchange: float, window: int):

@@ -15,6 +15,9 @@ ids a flow crosses, from its source node to its destination.
   one per boundary core side (west and east of every row, north and south of every
   column), each joined to its core by a link each way; a controller's route enters the
   grid at its core and continues by dimension-order routing.
+- **several chips**: all-to-all chips are joined by a gateway link each way per chip
+  (`inter_chip_bytes_per_s`); mesh and torus chips sit side by side as bands of columns,
+  and the links across each boundary share `inter_chip_bytes_per_s` each way.
 
 Every controller also owns a *port* link (a link with no grid position) that carries its
 share of the HBM bandwidth: every flow leaving the controller crosses it first, so the
@@ -130,7 +133,10 @@ class Network:
         return [(int(place[a]), int(place[b])) for a, b in zip(order, order[1:] + order[:1])] if n > 1 else []
 
     def chip_of(self, core: int) -> int:
-        return core * self.n_chips // self.cores
+        """The chip of a core: all-to-all, cores split evenly in order; grids, column bands."""
+        if self.topology is Topology.ALL_TO_ALL:
+            return core * self.n_chips // self.cores
+        return (core % self.cols) * self.n_chips // self.cols
 
     def core_route(self, src: int, dst: int) -> list[int]:
         """Links from core `src` to core `dst` ([] when they are the same core)."""
@@ -239,12 +245,13 @@ def network_from_chip(chip: Chip) -> Network:
                           hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle, latency=latency,
                           n_chips=chip.n_chips,
                           inter_chip_bytes_per_cycle=chip.inter_chip_bytes_per_s * per_cycle)
-    if chip.n_chips > 1:
-        raise ValueError(f"chip {chip.name!r}: the simulator joins several chips only on "
-                         f"all-to-all; a {chip.topology} spans one chip (set n_chips: 1)")
+    if chip.mesh_cols % chip.n_chips:
+        raise ValueError(f"chip {chip.name!r}: {chip.n_chips} chips side by side need mesh_cols "
+                         f"divisible by n_chips, got {chip.mesh_cols}")
     return grid(chip.mesh_rows, chip.mesh_cols, chip.mesh_link_bytes_per_s * per_cycle,
                 hbm_bytes_per_cycle=chip.hbm_bytes_per_s * per_cycle,
-                torus=chip.topology is Topology.TORUS, latency=latency, sides=chip.hbm_sides)
+                torus=chip.topology is Topology.TORUS, latency=latency, sides=chip.hbm_sides,
+                n_chips=chip.n_chips, inter_chip_bytes_per_cycle=chip.inter_chip_bytes_per_s * per_cycle)
 
 
 def all_to_all(
@@ -285,13 +292,23 @@ def all_to_all(
 def grid(
     rows: int, cols: int, link_bytes_per_cycle: float, hbm_bytes_per_cycle: float,
     torus: bool = False, latency: float = 0.0, sides: tuple[str, ...] = HBM_SIDES,
+    n_chips: int = 1, inter_chip_bytes_per_cycle: float = 0.0,
 ) -> Network:
     """Link (core * 4 + direction) leaves a core towards its east, west, south or north
     neighbour (on a mesh, the links off the grid exist but no route uses them); then per
     controller its port, its link into its core and its link back out. Controllers sit on
-    `sides`: west and east of every row, north and south of every column."""
+    `sides`: west and east of every row, north and south of every column.
+
+    n_chips > 1: the grid is that many chips side by side, each a band of cols / n_chips
+    columns; the east and west links across a boundary between two chips (on a torus, also
+    the wrap-around) share `inter_chip_bytes_per_cycle` each way, rows of them, so each
+    carries a rows-th of it (or the on-chip rate, if lower)."""
     if rows < 1 or cols < 1:
         raise ValueError(f"a grid needs rows >= 1 and cols >= 1, got {rows} x {cols}")
+    if n_chips < 1 or cols % n_chips:
+        raise ValueError(f"a grid of {cols} columns cannot be {n_chips} chips side by side")
+    if n_chips > 1 and not inter_chip_bytes_per_cycle > 0:
+        raise ValueError("a grid over several chips needs inter_chip_bytes_per_cycle > 0")
     cores = rows * cols
     r, c = np.divmod(np.arange(cores), cols)
     neighbour = {
@@ -316,12 +333,19 @@ def grid(
     first_port = 4 * cores
     src = np.concatenate([src, np.full(k, -1), nodes, attached])
     dst = np.concatenate([dst, nodes, attached, nodes])
-    bandwidth = np.concatenate([np.full(4 * cores, link_bytes_per_cycle), np.full(k, hbm_bytes_per_cycle / k),
+    core_links = np.full((cores, 4), link_bytes_per_cycle)
+    if n_chips > 1:  # links between column bands
+        band = cols // n_chips
+        crossing = np.stack([(c + 1) % band == 0, c % band == 0], axis=1)  # east, west
+        if not torus:
+            crossing &= np.stack([c < cols - 1, c > 0], axis=1)
+        core_links[:, :2][crossing] = min(link_bytes_per_cycle, inter_chip_bytes_per_cycle / rows)
+    bandwidth = np.concatenate([core_links.reshape(-1), np.full(k, hbm_bytes_per_cycle / k),
                                 np.full(2 * k, link_bytes_per_cycle)])
     lat = np.concatenate([np.full(4 * cores, latency), np.zeros(k), np.full(2 * k, latency)])
     return Network(Topology.TORUS if torus else Topology.MESH, cores, rows, cols, src, dst, bandwidth, lat,
                    controller_port=first_port + np.arange(k), controller_link=first_port + k + np.arange(k),
-                   controller_core=attached)
+                   controller_core=attached, n_chips=n_chips)
 
 
 __all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "delivery_link_loads", "grid",
