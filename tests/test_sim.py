@@ -416,3 +416,30 @@ def test_routed_delivery_costs_match_the_simulated_load():
     assert delivery_link_loads(all_to_all(4, 1.0, 1, 1.0)).tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="delivery_link_loads needs one entry per core count"):
         dataclasses.replace(ROWS, delivery_link_loads=(1, 2))
+
+
+def test_link_latency_delays_a_phase_by_its_longest_route():
+    from elkopt.sim.step import simulate_schedule
+    # all-to-all, 2 cycles per link: op 0's exchange (one injection + one ejection per
+    # transfer) arrives 4 cycles after its 40 cycles of sending; the load's deliveries
+    # (one ejection link) 2 cycles after its 40 HBM cycles
+    slow = dataclasses.replace(TWO, link_latency_cycles=2.0)
+    run = simulate_schedule(two_core_schedule(compute=60, exchange=40, window=0), slow)
+    assert run.load_end[1] == pytest.approx(42)
+    assert run.exec_end == pytest.approx([104, 114])
+    # ROWS, 3 cycles per link: the longest delivery route is a controller link and 3 hops
+    rows = simulate_schedule(rows_schedule(), dataclasses.replace(ROWS, link_latency_cycles=3.0))
+    assert rows.load_end[1] == pytest.approx(40 + 4 * 3) and rows.exec_end[1] == pytest.approx(57)
+
+
+def test_several_mesh_chips_fill_one_chip_first_and_feed_it_from_its_own_controllers():
+    net = grid(2, 4, 1.0, hbm_bytes_per_cycle=1.0, n_chips=2, inter_chip_bytes_per_cycle=0.5)
+    assert net.placement.tolist() == [0, 4, 5, 1, 2, 6, 7, 3]  # down and up the columns
+    assert [net.chip_of(int(c)) for c in net.placement[:4]] == [0, 0, 0, 0]
+    # core (0, 2) is as far from row 0's west controller (chip 0) as from column 2's south
+    # one (chip 1, its own)
+    net = grid(3, 4, 1.0, hbm_bytes_per_cycle=1.0, sides=("west", "south"), n_chips=2,
+               inter_chip_bytes_per_cycle=1.0)
+    assert net.controller_core[net.nearest_controller(2)] == 10
+    single = grid(3, 4, 1.0, hbm_bytes_per_cycle=1.0, sides=("west", "south"))
+    assert single.controller_core[single.nearest_controller(2)] == 0  # the tie goes to the lower id

@@ -84,10 +84,14 @@ class Network:
         """The physical core of each logical core: a plan on n cores uses logical cores
         0..n-1. All-to-all: the identity. Mesh and torus: the serpentine order (row 0 west
         to east, row 1 east to west, ...), so that consecutive logical cores are grid
-        neighbours and every prefix is a compact band of rows."""
+        neighbours and every prefix is a compact band of rows; over several chips (bands of
+        columns) the serpentine runs down and up the columns instead, so that a plan fills
+        one chip before it spills onto the next."""
         if self.topology is Topology.ALL_TO_ALL:
             return np.arange(self.cores)
         order = np.arange(self.cores).reshape(self.rows, self.cols)
+        if self.n_chips > 1:
+            order = order.T.copy()  # column by column
         order[1::2] = order[1::2, ::-1]
         return order.reshape(-1)
 
@@ -164,8 +168,9 @@ class Network:
         return route + self._grid_route(int(self.controller_core[c]), dst)
 
     def nearest_controller(self, core: int) -> int:
-        """The controller with the fewest grid hops to `core` (ties: the lowest id); on
-        all-to-all, the controllers of the core's chip take its cores in turn."""
+        """The controller with the fewest grid hops to `core` (ties: the lowest id) among
+        those of the core's chip (all of them if its chip has none); on all-to-all, the
+        controllers of the core's chip take its cores in turn."""
         self._check_core(core)
         if self.topology is Topology.ALL_TO_ALL:
             per_chip = self.n_controllers // self.n_chips
@@ -175,7 +180,12 @@ class Network:
         dr, dc = np.abs(rr - r), np.abs(cc - c)
         if self.topology is Topology.TORUS:
             dr, dc = np.minimum(dr, self.rows - dr), np.minimum(dc, self.cols - dc)
-        return int(np.argmin(dr + dc))
+        hops = (dr + dc).astype(np.float64)
+        if self.n_chips > 1:
+            own = cc * self.n_chips // self.cols == self.chip_of(core)
+            if own.any():
+                hops[~own] = np.inf
+        return int(np.argmin(hops))
 
     def _check_core(self, core: int) -> None:
         if not 0 <= core < self.cores:

@@ -8,18 +8,21 @@ kept; the times are the simulator's own, event to event:
 - Op i computes for `total_cycles - exchange_cycles - distribution_cycles` without the
   network, then exchanges: every core of its plan sends its neighbour in a ring of the
   plan's cores (`Network.ring`: folded, so that on a mesh every transfer is one or two
-  hops) as many bytes as a link carries in the op's exchange and distribution cycles. Alone on the network that phase
-  lasts exactly those cycles, so an operator with nothing in flight takes its
-  `total_cycles`, as in the analytic timeline.
+  hops) as many bytes as a link carries in the op's exchange and distribution cycles.
+  Alone on the network (and with links of no latency) that phase lasts exactly those
+  cycles, so an operator with nothing in flight takes its `total_cycles`, as in the
+  analytic timeline.
 - Loads are issued one after another in `preload_order`, each once the previous one has
   arrived and its window operator has started (`Schedule`). A load is two phases that
   run at the same time and end when both have: its HBM reads (the controller ports'
-  flows of `elkopt.sim.preload`) and its deliveries (one route per core it fills).
+  flows of `elkopt.sim.preload`) and its deliveries (one route per core it fills); the
+  last bytes read still cross the longest delivery route.
 
 A *phase* is data that moves as one: all its flows progress at the same fraction of
 their bytes, so it ends when its busiest link has carried its share, and alone it takes
 exactly `max over its links of bytes / bandwidth` (a phase ends with its slowest flow;
-pacing the others to match never makes it later). Phases in flight share the links:
+pacing the others to match never makes it later), plus the latency of its longest route
+(links' `latency`, a pipeline of fixed depth as in `elkopt.sim.flows`). Phases in flight share the links:
 with `exchange_first` (the default) the running operator's exchange takes what it needs
 and the load's phases share what it leaves (a load it meets slows or pauses, instead of
 the analytic model's stall formula); otherwise every phase is slowed by the same factor
@@ -80,7 +83,7 @@ class _LinkBins:
             self.data = self.data.reshape(bins // 2, 2, -1).sum(axis=1)
             self.data = np.concatenate([self.data, np.zeros_like(self.data)])
             self.width *= 2
-        first, last = int(t0 // self.width), min(int(t1 // self.width), bins - 1)
+        first, last = min(int(t0 // self.width), bins - 1), min(int(t1 // self.width), bins - 1)
         if first == last or t1 <= t0:
             self.data[first] += per_link
             return
@@ -91,18 +94,27 @@ class _LinkBins:
 
 
 class _Rings:
-    """Per number of cores: the links of the exchange ring and how many ring routes cross
-    each (unique link ids, counts)."""
+    """Per number of cores: the links of the exchange ring, how many ring routes cross
+    each (unique link ids, counts), and the latency of the longest route."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rings: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
 
-    def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray]:
+    def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray, float]:
         if cores not in self._rings:
-            _, links = csr([self.network.core_route(a, b) for a, b in self.network.ring(cores)])
-            self._rings[cores] = np.unique(links, return_counts=True)
+            ptr, links = csr([self.network.core_route(a, b) for a, b in self.network.ring(cores)])
+            unique, count = np.unique(links, return_counts=True)
+            self._rings[cores] = unique, count, _longest(ptr, links, self.network.latency)
         return self._rings[cores]
+
+
+def _longest(ptr: np.ndarray, links: np.ndarray, latency: np.ndarray) -> float:
+    """The largest sum of link latencies over the routes of a CSR list."""
+    if not len(links):
+        return 0.0
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return float(np.bincount(owner, weights=latency[links], minlength=len(ptr) - 1).max())
 
 
 class _Phase:
@@ -111,7 +123,8 @@ class _Phase:
 
     _serials = itertools.count()
 
-    def __init__(self, kind: str, op: int, links: np.ndarray, size: np.ndarray, bandwidth: np.ndarray) -> None:
+    def __init__(self, kind: str, op: int, links: np.ndarray, size: np.ndarray, bandwidth: np.ndarray,
+                 latency: float = 0.0) -> None:
         keep = size > 0
         self.serial = next(self._serials)  # unlike id(), never reused
         self.kind, self.op = kind, op
@@ -119,13 +132,24 @@ class _Phase:
         # its rate alone on the network, in fractions of itself per cycle
         self.alone = float((bandwidth[self.links] / self.size).min()) if len(self.links) else np.inf
         self.left = 1.0 if len(self.links) else 0.0
+        self.tail = latency if len(self.links) else 0.0  # cycles from the last byte sent to its arrival
+
+    @property
+    def done(self) -> bool:
+        return self.left <= 0 and self.tail <= 0
 
 
-def _bytes_per_link(flows: Flows) -> tuple[np.ndarray, np.ndarray]:
+def _per_link(flows: Flows) -> tuple[np.ndarray, np.ndarray]:
     """(links, bytes): what all of `flows` put on each link they cross."""
     per_link = np.bincount(flows.links, weights=flows.size[flows.owner])
     links = np.flatnonzero(per_link)
     return links, per_link[links]
+
+
+def _phase_of(kind: str, op: int, flows: Flows, network: Network) -> _Phase:
+    """The phase of `flows`: what they put on each link, and their longest route's latency."""
+    latency = _longest(flows.ptr, flows.links, network.latency) if network.latency.any() else 0.0
+    return _Phase(kind, op, *_per_link(flows), network.bandwidth, latency)
 
 
 def simulate_schedule(
@@ -185,8 +209,9 @@ def simulate_schedule(
             ports = Flows(flows.ptr[:k + 1], flows.links[:k], flows.size[:k], flows.release[:k])
             deliveries = Flows(flows.ptr[k:] - flows.ptr[k], flows.links[flows.ptr[k]:], flows.size[k:],
                                flows.release[k:])
-            started = [_Phase(kind, j, *_bytes_per_link(part), bandwidth)
-                       for kind, part in (("hbm", ports), ("delivery", deliveries))]
+            delivery = _phase_of("delivery", j, deliveries, net)
+            # the last bytes read still have to be delivered: the reads carry that latency too
+            started = [_Phase("hbm", j, *_per_link(ports), bandwidth, delivery.tail), delivery]
             started = [phase for phase in started if phase.left > 0]
             if not started:
                 load_end[j] = t
@@ -214,9 +239,9 @@ def simulate_schedule(
             exchange = option.exchange_cycles + option.distribution_cycles
             compute_end = np.inf
             if exchange > 0 and option.cores_used > 1:
-                links, count = rings.ring(option.cores_used)
+                links, count, latency = rings.ring(option.cores_used)
                 exchange_start[running] = t
-                phases.append(_Phase("exchange", running, links, count * (exchange * link_rate), bandwidth))
+                phases.append(_Phase("exchange", running, links, count * (exchange * link_rate), bandwidth, latency))
             else:
                 t += exchange
                 exec_end[running] = t
@@ -228,26 +253,32 @@ def simulate_schedule(
                                  f"behind a load whose window never opens")
             continue
         step = compute_end - t
-        if phases:
-            key = tuple(p.serial for p in phases)
+        moving = [p for p in phases if p.left > 0]
+        arriving = [p for p in phases if p.left <= 0]  # sent; their last bytes are on the way
+        if arriving:
+            step = min(step, min(p.tail for p in arriving))
+        if moving:
+            key = tuple(p.serial for p in moving)
             if key != rated:  # phases came or went: share the links anew
-                rate = _phase_rates(phases, bandwidth, exchange_first)
+                rate = _phase_rates(moving, bandwidth, exchange_first)
                 rated = key
                 events += 1
-            left = np.array([p.left for p in phases])
+            left = np.array([p.left for p in moving])
             with np.errstate(divide="ignore"):  # a paused phase (rate 0) does not end
                 step = min(step, float((left / rate).min()))
             per_link = np.zeros(net.n_links)
-            for p, r in zip(phases, rate):
+            for p, r in zip(moving, rate):
                 moved = min(r * step, p.left)
                 per_link[p.links] += moved * p.size
                 p.left = 0.0 if r * step >= p.left * (1 - 1e-12) else p.left - moved
             link_bytes += per_link
             record.add(t, t + step, per_link)
+        for p in arriving:
+            p.tail = 0.0 if p.tail <= step * (1 + 1e-12) else p.tail - step
         t += step
         still = []
         for p in phases:
-            if p.left > 0:
+            if not p.done:
                 still.append(p)
             elif p.kind == "exchange":
                 exec_end[p.op] = t
