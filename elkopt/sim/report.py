@@ -71,8 +71,9 @@ def hottest_links(run: SimulatedRun, network: Network, clock_hz: float, top: int
 
 def core_classes(schedule: Schedule) -> list[tuple[int, int]]:
     """Ranges [first, last] of cores that hold the same operators' data: a plan uses cores
-    0..cores_used-1, so the distinct cores_used values cut the cores into classes whose
-    SRAM occupancy is the same over time."""
+    0..cores_used-1 (logical cores; `Network.placement` puts them on a grid), so the
+    distinct cores_used values cut the cores into classes whose SRAM occupancy is the same
+    over time."""
     bounds = sorted({op.option.cores_used for op in schedule.ops})
     return [(lo, hi - 1) for lo, hi in zip([0, *bounds[:-1]], bounds)]
 
