@@ -41,7 +41,9 @@ from elkopt.pipeline import PlanningError, RunResult, compile_model
 from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
+from elkopt.plans.space import OpShape
 from elkopt.schedule.trace import write_chrome_trace
+from elkopt.sim.mapping import MAPPINGS
 
 if TYPE_CHECKING:
     from elkopt.sim.calibrate import Calibrated
@@ -96,7 +98,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
                                    to_planning_options(run_config.planning), solver_options(run_config),
                                    rounds=run_config.sim.calibrate_rounds,
                                    exchange_first=run_config.sim.exchange_first, bins=run_config.sim.bins,
-                                   progress=log.info)
+                                   mapping=run_config.sim.mapping, progress=log.info)
             result = calibrated.result
         else:
             result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
@@ -130,7 +132,8 @@ def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, An
     if calibrated is None:
         log.info("simulating the schedule over the %s network (%d links)", network.topology, network.n_links)
         run = simulate_schedule(result.schedule, chip, network, progress=log.info,
-                                exchange_first=cfg.exchange_first, bins=cfg.bins)
+                                exchange_first=cfg.exchange_first, bins=cfg.bins,
+                                shapes=[OpShape.of(op) for op in result.graph.ops], mapping=cfg.mapping)
     else:
         run = calibrated.run
     section = simulation_metrics(run, result.schedule, network, chip, result.timeline.latency_cycles,
@@ -138,6 +141,7 @@ def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, An
     # the calibration loop's simulations are inside its compile_s
     section["simulate_s"] = time.perf_counter() - start if calibrated is None else None
     section["exchange_first"] = cfg.exchange_first
+    section["mapping"] = cfg.mapping
     if calibrated is not None:
         ms = 1e3 / chip.clock_hz
         section["calibration"] = {
@@ -194,6 +198,8 @@ def check_sim_config(cfg: SimConfig) -> None:
         raise ValueError(f"sim.bins must be an even number >= 2, got {cfg.bins}")
     if cfg.top_links < 0:
         raise ValueError(f"sim.top_links must be >= 0, got {cfg.top_links}")
+    if cfg.mapping not in MAPPINGS:
+        raise ValueError(f"sim.mapping must be one of {', '.join(MAPPINGS)}, got {cfg.mapping!r}")
     if cfg.calibrate_rounds < 0:
         raise ValueError(f"sim.calibrate_rounds must be >= 0 (0: no re-planning), got {cfg.calibrate_rounds}")
 

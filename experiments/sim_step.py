@@ -28,6 +28,7 @@ from elkopt.app import PUBLISHED_MS, peak_rss_mb
 from elkopt.chip import PUBLISHED_TB_PER_S, Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.space import OpShape
 from elkopt.plans.table import default_cache_dir
 from elkopt.sim.step import simulate_schedule
 from elkopt.solve import SolverOptions
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--scheduler", default="elkopt")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="also list the N operators (summed over layers) that gain most time")
+    parser.add_argument("--mapping", default="serpentine", choices=("serpentine", "dims"),
+                        help="where operators' cores sit on a grid (elkopt.sim.mapping)")
     parser.add_argument("--fair", action="store_true",
                         help="phases in flight slow alike on shared links (default: exchanges first)")
     args = parser.parse_args()
@@ -73,7 +76,8 @@ def main() -> None:
         chip = dataclasses.replace(chip, hbm_bytes_per_s=args.tb * PUBLISHED_TB_PER_S)
     to_ms = 1e3 / chip.clock_hz
     policy = "all phases fair" if args.fair else "exchanges first"
-    print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler} schedules, {policy}")
+    print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler} schedules, {policy}, "
+          f"{args.mapping} mapping")
     print(f"{'model':12s} {'ops':>5s} {'analytic ms':>12s} {'simulated ms':>13s} {'ratio':>6s} "
           f"{'stalls ms':>10s} {'events':>7s} {'sim s':>6s}")
     for name in args.models:
@@ -81,7 +85,8 @@ def main() -> None:
         result = compile_model(graph, chip, args.scheduler, PlanningOptions(cache_dir=str(cache)),
                                solver=SolverOptions(max_nodes=200))
         start = time.perf_counter()
-        run = simulate_schedule(result.schedule, chip, exchange_first=not args.fair)
+        run = simulate_schedule(result.schedule, chip, exchange_first=not args.fair,
+                                shapes=[OpShape.of(op) for op in result.graph.ops], mapping=args.mapping)
         seconds = time.perf_counter() - start
         analytic = result.timeline.latency_cycles
         print(f"{name:12s} {result.graph.n_ops:5d} {analytic * to_ms:12.3f} {run.latency_cycles * to_ms:13.3f} "

@@ -87,14 +87,14 @@ def test_runs_from_the_repository_root():
 
 def test_simulate_adds_the_network_run(tmp_path):
     result = run_cli(tmp_path, "model=tiny", "chip=mesh_pod4", "scheduler=static", "simulate=true",
-                     "sim.top_links=3")
+                     "sim.top_links=3", "sim.mapping=dims")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "run"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     sim = metrics["simulation"]
     assert metrics["simulated_ms"] == sim["simulated_ms"] > 0
     assert sim["simulated_over_analytic"] == pytest.approx(metrics["simulated_ms"] / metrics["latency_ms"])
-    assert sim["topology"] == "mesh" and len(sim["hottest_links"]) == 3
+    assert sim["topology"] == "mesh" and sim["mapping"] == "dims" and len(sim["hottest_links"]) == 3
     utilisation = [row["utilisation"] for row in sim["hottest_links"]]
     assert utilisation == sorted(utilisation, reverse=True) and 0 < utilisation[0] <= 1 + 1e-9
     assert sim["sram_peak_by_core_class"][0]["cores"].startswith("0-")
@@ -105,10 +105,14 @@ def test_simulate_adds_the_network_run(tmp_path):
     assert "simulated (network)" in result.stdout
 
 
-def test_bad_sim_field_fails_before_compiling(tmp_path):
-    result = run_cli(tmp_path, "model=tiny", "simulate=true", "sim.bins=7")
+@pytest.mark.parametrize("override, message", [
+    ("sim.bins=7", "sim.bins must be an even number"),
+    ("sim.mapping=diagonal", "sim.mapping must be one of serpentine, dims"),
+])
+def test_bad_sim_field_fails_before_compiling(tmp_path, override, message):
+    result = run_cli(tmp_path, "model=tiny", "simulate=true", override)
     assert result.returncode == 2
-    assert "sim.bins must be an even number" in result.stderr
+    assert message in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was planned
 
 

@@ -443,3 +443,73 @@ def test_several_mesh_chips_fill_one_chip_first_and_feed_it_from_its_own_control
     assert net.controller_core[net.nearest_controller(2)] == 10
     single = grid(3, 4, 1.0, hbm_bytes_per_cycle=1.0, sides=("west", "south"))
     assert single.controller_core[single.nearest_controller(2)] == 0  # the tie goes to the lower id
+
+
+def matmul_shape(lengths=(8, 8, 8)):
+    """C[m, n] = A[m, k] B[k, n]: dims (m, k, n); operands C, A, B (B from HBM)."""
+    from elkopt.graph.ir import OpKind
+    from elkopt.plans.space import OpShape
+    return OpShape(OpKind.MATMUL, lengths, ((True, False, True), (True, True, False), (False, True, True)),
+                   (False, False, True))
+
+
+def test_exchange_shares_follow_the_replica_dims():
+    from elkopt.plans.option import Plan
+    from elkopt.sim.mapping import axis_shares
+    shape = matmul_shape()
+    # split m and n, nothing rotates, no partial sums: only the output's re-layout, spread
+    assert axis_shares(shape, Plan((2, 1, 2), ((1, 1, 1),) * 3)).tolist() == [0.5, 0.0, 0.5]
+    # split m and k: partial sums over k (a 4 x 4 output piece) plus the re-layout spread
+    assert axis_shares(shape, Plan((2, 2, 1), ((1, 1, 1),) * 3)).tolist() == pytest.approx([0.25, 0.75, 0.0])
+    # split m and n; B's 8 x 4 tile (k x n) cut in 2 along k: one 4 x 4 piece passes each
+    # core, among B's replicas along m; the 4 x 4 output re-layout spread: m 16 + 8, n 8
+    assert axis_shares(shape, Plan((2, 1, 2), ((1, 1, 1), (1, 1, 2), (1, 1, 1)))).tolist() == \
+        pytest.approx([24 / 32, 0.0, 8 / 32])
+    assert axis_shares(shape, Plan((1, 1, 1), ((1, 1, 1),) * 3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_dims_mapping_lays_two_split_dims_on_the_grid():
+    from elkopt.plans.option import Plan
+    from elkopt.sim.mapping import Mapper
+    net = grid(4, 4, 1.0, hbm_bytes_per_cycle=1.0)
+    shape = matmul_shape()
+    placed = Mapper(net, "dims").place(Plan((2, 1, 4), ((1, 1, 1),) * 3), shape)
+    assert placed.cores.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]  # 2 rows of 4 in the corner
+    directions = set((placed.links % 4).tolist())
+    assert directions == {EAST, WEST, SOUTH, NORTH} and placed.weight.max() == 1.0
+    # rows (n, 4 cores, folded: every link once) and columns (m, 2 cores) get half each
+    assert set(np.round(placed.weight, 6).tolist()) == {1.0}
+    # a split wider than the grid takes bands of serpentine rows, the same inner index in
+    # the same column of every band; one that fits neither way is None
+    from elkopt.sim.mapping import band_layout
+    assert band_layout(2, 6, rows=4, cols=4).tolist() == [[0, 1, 2, 3, 7, 6], [8, 9, 10, 11, 15, 14]]
+    assert band_layout(3, 6, rows=4, cols=4) is None
+    # one split dim: the serpentine
+    serpentine = Mapper(net, "dims").place(Plan((8, 1, 1), ((1, 1, 1),) * 3), shape)
+    assert serpentine.cores.tolist() == net.placement[:8].tolist()
+    with pytest.raises(ValueError, match="mapping must be one of"):
+        Mapper(net, "diagonal")
+
+
+def test_a_mapped_op_alone_takes_its_exchange_cycles_and_loads_reach_its_cores():
+    from elkopt.plans.option import Plan, PlanOption
+    from elkopt.schedule.schedule import OpSchedule, Schedule
+    from elkopt.sim.preload import load_routes
+    from elkopt.sim.step import simulate_schedule
+    chip = Chip(name="grid", topology=Topology.MESH, cores_per_chip=16, mesh_rows=4, mesh_cols=4,
+                mesh_link_bytes_per_s=1.0, clock_hz=1.0, core_link_bytes_per_s=1.0, hbm_bytes_per_s=16.0)
+    plan = Plan((2, 1, 4), ((1, 1, 1), (1, 1, 2), (1, 1, 1)))
+    option = PlanOption(plan, cold_bytes=5, hot_bytes=0, exec_cycles=50.0, exchange_cycles=30.0,
+                        distribution_cycles=0.0, cold_split=(1,))
+    schedule = Schedule((OpSchedule(0, option, -1, 40),), (0,), "hand")
+    shapes = [matmul_shape()]
+    run = simulate_schedule(schedule, chip, shapes=shapes, mapping="dims")
+    assert run.exec_end[0] - run.exec_start[0] == pytest.approx(50)
+    net = network_from_chip(chip)
+    flows = load_routes(net).flows(40, 8, 5, cores=np.arange(8))
+    deliveries = flows.links[flows.ptr[net.n_controllers]:]
+    last = flows.ptr[net.n_controllers + 1:] - 1
+    assert sorted(net.link_dst[flows.links[last]].tolist()) == list(range(8))
+    assert len(deliveries) == flows.ptr[-1] - flows.ptr[net.n_controllers]
+    with pytest.raises(ValueError, match="needs one operator shape per scheduled op"):
+        simulate_schedule(schedule, chip, mapping="dims")

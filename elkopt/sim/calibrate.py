@@ -34,6 +34,7 @@ import numpy as np
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningOptions, RunResult, compile_model
+from elkopt.plans.space import OpShape
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import compute_timeline, load_duration_and_rate
 from elkopt.sim.network import Network, delivery_link_loads, network_from_chip
@@ -84,7 +85,8 @@ def calibrate(
     graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions | None = None,
     solver: SolverOptions | None = None, rounds: int = 3, min_gain: float = 1e-3,
     network: Network | None = None, exchange_first: bool = True, bins: int = 256,
-    routed_delivery: bool = True, progress: Callable[[str], None] | None = None,
+    routed_delivery: bool = True, mapping: str = "serpentine",
+    progress: Callable[[str], None] | None = None,
 ) -> Calibrated:
     """Plan `graph`, then re-plan with simulator-calibrated load costs (module docs).
 
@@ -102,8 +104,11 @@ def calibrate(
     fixed = dataclasses.replace(options, split_fraction=None)  # keep the cut graph's indices
     planned = result.graph
 
+    shapes = [OpShape.of(op) for op in planned.ops]
+
     def simulate(schedule: Schedule) -> SimulatedRun:
-        return simulate_schedule(schedule, chip, network, exchange_first=exchange_first, bins=bins)
+        return simulate_schedule(schedule, chip, network, exchange_first=exchange_first, bins=bins,
+                                 shapes=shapes, mapping=mapping)
 
     run = simulate(result.schedule)
     history = [CalibrationRound(0, result.timeline.latency_cycles, run.latency_cycles, 1.0, 1.0)]

@@ -63,6 +63,14 @@ def csr(routes: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return ptr, links
 
 
+def longest_route(ptr: np.ndarray, links: np.ndarray, latency: np.ndarray) -> float:
+    """The largest sum of link latencies over the routes of a CSR list (0 without routes)."""
+    if not len(links):
+        return 0.0
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return float(np.bincount(owner, weights=latency[links], minlength=len(ptr) - 1).max())
+
+
 def make_flows(routes: Sequence[Sequence[int]], sizes: Sequence[float],
                release: Sequence[float] | None = None) -> Flows:
     """Flows from a list of routes (link ids), their sizes and release times (default 0)."""
@@ -188,4 +196,4 @@ def simulate_flows(flows: Flows, bandwidth: np.ndarray, latency: np.ndarray | No
     return FlowResult(end, finish, link_bytes, peak, events)
 
 
-__all__ = ["FlowResult", "Flows", "csr", "make_flows", "max_min_rates", "simulate_flows"]
+__all__ = ["FlowResult", "Flows", "csr", "longest_route", "make_flows", "max_min_rates", "simulate_flows"]

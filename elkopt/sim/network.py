@@ -132,9 +132,8 @@ class Network:
         two directions of the fold use opposite links."""
         if not 1 <= n <= self.cores:
             raise ValueError(f"a ring needs 1..{self.cores} cores, got {n}")
-        order = [*range(0, n, 2), *range(n - 1 - (n % 2 == 1), 0, -2)]
         place = self.placement
-        return [(int(place[a]), int(place[b])) for a, b in zip(order, order[1:] + order[:1])] if n > 1 else []
+        return [(int(place[a]), int(place[b])) for a, b in folded_ring(n)]
 
     def chip_of(self, core: int) -> int:
         """The chip of a core: all-to-all, cores split evenly in order; grids, column bands."""
@@ -216,6 +215,15 @@ class Network:
             forward = (b - a) % size
             return 1 if forward <= size - forward else -1
         return 1 if b > a else -1
+
+
+def folded_ring(n: int) -> list[tuple[int, int]]:
+    """(from, to) positions of a ring over 0..n-1 folded so that no step is longer than
+    two positions: 0 -> 2 -> 4 -> ... -> the odd ones downwards -> 1 -> 0 ([] for n < 2)."""
+    if n < 2:
+        return []
+    order = [*range(0, n, 2), *range(n - 1 - (n % 2 == 1), 0, -2)]
+    return list(zip(order, order[1:] + order[:1]))
 
 
 def delivery_link_loads(network: Network) -> np.ndarray:
@@ -358,5 +366,5 @@ def grid(
                    controller_core=attached, n_chips=n_chips)
 
 
-__all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "delivery_link_loads", "grid",
-           "network_from_chip"]
+__all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "delivery_link_loads", "folded_ring",
+           "grid", "network_from_chip"]

@@ -28,30 +28,39 @@ from elkopt.sim.network import Network
 
 
 class LoadRoutes:
-    """Builds loads' flows on one network; the delivery routes are computed once (those
-    to cores 0..n-1 are a prefix of those to every core)."""
+    """Builds loads' flows on one network; every core's delivery route is computed once."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self._deliveries: tuple[np.ndarray, np.ndarray] | None = None
+        self._deliveries: tuple[np.ndarray, np.ndarray] | None = None  # CSR by physical core
 
-    def flows(self, hbm_bytes: float, cores_used: int, cold_bytes: float) -> Flows:
-        """Port flows (one per controller) then delivery flows (one per core used)."""
+    def flows(self, hbm_bytes: float, cores_used: int, cold_bytes: float,
+              cores: np.ndarray | None = None) -> Flows:
+        """Port flows (one per controller) then delivery flows (one per core used): to the
+        physical `cores`, by default the first `cores_used` of `Network.placement`."""
         net = self.network
         if not 1 <= cores_used <= net.cores:
             raise ValueError(f"cores_used must be in 1..{net.cores}, got {cores_used}")
+        if cores is None:
+            cores = net.placement[:cores_used]
+        if len(cores) != cores_used:
+            raise ValueError(f"{len(cores)} cores given for a load to {cores_used}")
         if self._deliveries is None:
             if net.topology is Topology.ALL_TO_ALL:  # the ejection link of the core
                 routes = [[net.cores + c] for c in range(net.cores)]
-            else:  # logical core c sits on physical core placement[c]
+            else:
                 routes = [net.controller_route(net.nearest_controller(c), c, port=False)
-                          for c in net.placement.tolist()]
+                          for c in range(net.cores)]
             self._deliveries = csr(routes)
         ptr, links = self._deliveries
+        start, length = ptr[cores], ptr[np.asarray(cores) + 1] - ptr[cores]
+        offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
+        # entries start[i] .. start[i] + length[i] of every chosen core, in order
+        gathered = links[np.repeat(start - offsets[:-1], length) + np.arange(offsets[-1])]
         k = net.n_controllers
         return Flows(
-            np.concatenate([np.arange(k), k + ptr[: cores_used + 1]]).astype(np.int64),
-            np.concatenate([np.asarray(net.controller_port, dtype=np.int64), links[: ptr[cores_used]]]),
+            np.concatenate([np.arange(k), k + offsets]).astype(np.int64),
+            np.concatenate([np.asarray(net.controller_port, dtype=np.int64), gathered]),
             np.concatenate([np.full(k, hbm_bytes / k), np.full(cores_used, float(cold_bytes))]),
             np.zeros(k + cores_used),
         )

@@ -8,7 +8,9 @@ kept; the times are the simulator's own, event to event:
 - Op i computes for `total_cycles - exchange_cycles - distribution_cycles` without the
   network, then exchanges: every core of its plan sends its neighbour in a ring of the
   plan's cores (`Network.ring`: folded, so that on a mesh every transfer is one or two
-  hops) as many bytes as a link carries in the op's exchange and distribution cycles.
+  hops; with `mapping="dims"`, rings along the grid rows and columns its split dims are
+  laid on, `elkopt.sim.mapping`) as many bytes as a link carries in the op's exchange
+  and distribution cycles.
   Alone on the network (and with links of no latency) that phase lasts exactly those
   cycles, so an operator with nothing in flight takes its `total_cycles`, as in the
   analytic timeline.
@@ -37,14 +39,16 @@ utilisation pictures; ring and delivery routes are built once per network and re
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
-from elkopt.sim.flows import Flows, csr, max_min_rates
+from elkopt.plans.space import OpShape
+from elkopt.sim.flows import Flows, longest_route, max_min_rates
+from elkopt.sim.mapping import Mapper, OpPlacement
 from elkopt.sim.network import Network, network_from_chip
 from elkopt.sim.preload import load_routes
 
@@ -93,30 +97,6 @@ class _LinkBins:
                 self.data[k] += per_link * (overlap / (t1 - t0))
 
 
-class _Rings:
-    """Per number of cores: the links of the exchange ring, how many ring routes cross
-    each (unique link ids, counts), and the latency of the longest route."""
-
-    def __init__(self, network: Network) -> None:
-        self.network = network
-        self._rings: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
-
-    def ring(self, cores: int) -> tuple[np.ndarray, np.ndarray, float]:
-        if cores not in self._rings:
-            ptr, links = csr([self.network.core_route(a, b) for a, b in self.network.ring(cores)])
-            unique, count = np.unique(links, return_counts=True)
-            self._rings[cores] = unique, count, _longest(ptr, links, self.network.latency)
-        return self._rings[cores]
-
-
-def _longest(ptr: np.ndarray, links: np.ndarray, latency: np.ndarray) -> float:
-    """The largest sum of link latencies over the routes of a CSR list."""
-    if not len(links):
-        return 0.0
-    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-    return float(np.bincount(owner, weights=latency[links], minlength=len(ptr) - 1).max())
-
-
 class _Phase:
     """Data that moves as one (an op's exchange; a load's HBM reads; a load's deliveries):
     the bytes it puts on each of its links, and the fraction of them still to move."""
@@ -148,13 +128,14 @@ def _per_link(flows: Flows) -> tuple[np.ndarray, np.ndarray]:
 
 def _phase_of(kind: str, op: int, flows: Flows, network: Network) -> _Phase:
     """The phase of `flows`: what they put on each link, and their longest route's latency."""
-    latency = _longest(flows.ptr, flows.links, network.latency) if network.latency.any() else 0.0
+    latency = longest_route(flows.ptr, flows.links, network.latency) if network.latency.any() else 0.0
     return _Phase(kind, op, *_per_link(flows), network.bandwidth, latency)
 
 
 def simulate_schedule(
     schedule: Schedule, chip: Chip, network: Network | None = None,
     progress: Callable[[str], None] | None = None, exchange_first: bool = True, bins: int = 256,
+    shapes: Sequence[OpShape] | None = None, mapping: str = "serpentine",
 ) -> SimulatedRun:
     """Run `schedule` on `chip`'s network (module docs).
 
@@ -164,14 +145,25 @@ def simulate_schedule(
     shared bottleneck (max-min fair on each phase's fraction of its own speed alone).
     bins: time bins of the per-link traffic record (`SimulatedRun.link_bins`), an even
     number; their width adapts to the run's length.
+    mapping: where each operator's cores sit on a grid and which links its exchange
+    uses (`elkopt.sim.mapping`); "dims" needs the operators' `shapes`.
     """
     if bins < 2 or bins % 2:
         raise ValueError(f"bins must be an even number >= 2, got {bins}")
+    if mapping == "dims" and (shapes is None or len(shapes) != len(schedule.ops)):
+        raise ValueError("mapping 'dims' needs one operator shape per scheduled op")
     net = network or network_from_chip(chip)
     bandwidth = net.bandwidth
     ops = schedule.ops
     n = len(ops)
-    rings, loads = _Rings(net), load_routes(net)
+    mapper, loads = Mapper(net, mapping), load_routes(net)
+    placed: dict[int, OpPlacement] = {}
+
+    def placement(i: int) -> OpPlacement:
+        if i not in placed:
+            placed[i] = mapper.place(ops[i].option.plan, shapes[i] if shapes is not None else None)
+        return placed[i]
+
     link_rate = float(bandwidth[0])  # core 0's injection (all-to-all) or east link (grid)
     k = net.n_controllers
     exec_start = np.full(n, np.nan)
@@ -203,7 +195,7 @@ def simulate_schedule(
         while load_in_flight is None and next_load < len(order) and window_open(order[next_load]):
             j = order[next_load]
             option = ops[j].option
-            flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes)
+            flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes, placement(j).cores)
             load_start[j] = t
             next_load += 1
             ports = Flows(flows.ptr[:k + 1], flows.links[:k], flows.size[:k], flows.release[:k])
@@ -239,9 +231,10 @@ def simulate_schedule(
             exchange = option.exchange_cycles + option.distribution_cycles
             compute_end = np.inf
             if exchange > 0 and option.cores_used > 1:
-                links, count, latency = rings.ring(option.cores_used)
+                where = placement(running)
                 exchange_start[running] = t
-                phases.append(_Phase("exchange", running, links, count * (exchange * link_rate), bandwidth, latency))
+                phases.append(_Phase("exchange", running, where.links, where.weight * (exchange * link_rate),
+                                     bandwidth, where.latency))
             else:
                 t += exchange
                 exec_end[running] = t
