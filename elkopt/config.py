@@ -132,7 +132,7 @@ class SimConfig:
     top_links: int = 10
     picture: bool = True
     calibrate_rounds: int = 0
-    mapping: str = "serpentine"
+    mapping: str = "dims"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from elkopt.app import peak_rss_mb
 from elkopt.chip import PUBLISHED_TB_PER_S, Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.space import OpShape
 from elkopt.plans.table import default_cache_dir
 from elkopt.sim.network import network_from_chip
 from elkopt.sim.report import simulation_metrics
@@ -44,6 +45,8 @@ def main() -> None:
                         help="HBM bandwidths in published TB/s")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=2048)
+    parser.add_argument("--mapping", default="dims", choices=("serpentine", "dims"),
+                        help="where operators' cores sit on the mesh (elkopt.sim.mapping)")
     parser.add_argument("--out", type=Path, default=ROOT / "notebooks" / "data" / "sim_hbm_sweep.csv")
     args = parser.parse_args()
     rows = []
@@ -61,7 +64,8 @@ def main() -> None:
                 compiled = time.perf_counter() - start
                 network = network_from_chip(chip)
                 start = time.perf_counter()
-                run = simulate_schedule(result.schedule, chip, network)
+                run = simulate_schedule(result.schedule, chip, network, mapping=args.mapping,
+                                        shapes=[OpShape.of(op) for op in result.graph.ops])
                 simulated = time.perf_counter() - start
                 sim = simulation_metrics(run, result.schedule, network, chip, result.timeline.latency_cycles)
                 row = {

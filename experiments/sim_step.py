@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--scheduler", default="elkopt")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="also list the N operators (summed over layers) that gain most time")
-    parser.add_argument("--mapping", default="serpentine", choices=("serpentine", "dims"),
+    parser.add_argument("--mapping", default="dims", choices=("serpentine", "dims"),
                         help="where operators' cores sit on a grid (elkopt.sim.mapping)")
     parser.add_argument("--fair", action="store_true",
                         help="phases in flight slow alike on shared links (default: exchanges first)")

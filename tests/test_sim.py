@@ -484,6 +484,9 @@ def test_dims_mapping_lays_two_split_dims_on_the_grid():
     from elkopt.sim.mapping import band_layout
     assert band_layout(2, 6, rows=4, cols=4).tolist() == [[0, 1, 2, 3, 7, 6], [8, 9, 10, 11, 15, 14]]
     assert band_layout(3, 6, rows=4, cols=4) is None
+    # several chips: the layout stays within the first (columns 0-1 of a 2 x 4 grid of two)
+    chips = grid(2, 4, 1.0, hbm_bytes_per_cycle=1.0, n_chips=2, inter_chip_bytes_per_cycle=1.0)
+    assert Mapper(chips, "dims").place(Plan((2, 1, 2), ((1, 1, 1),) * 3), shape).cores.tolist() == [0, 1, 4, 5]
     # one split dim: the serpentine
     serpentine = Mapper(net, "dims").place(Plan((8, 1, 1), ((1, 1, 1),) * 3), shape)
     assert serpentine.cores.tolist() == net.placement[:8].tolist()

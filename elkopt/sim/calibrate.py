@@ -85,7 +85,7 @@ def calibrate(
     graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions | None = None,
     solver: SolverOptions | None = None, rounds: int = 3, min_gain: float = 1e-3,
     network: Network | None = None, exchange_first: bool = True, bins: int = 256,
-    routed_delivery: bool = True, mapping: str = "serpentine",
+    routed_delivery: bool = True, mapping: str = "dims",
     progress: Callable[[str], None] | None = None,
 ) -> Calibrated:
     """Plan `graph`, then re-plan with simulator-calibrated load costs (module docs).

@@ -2,14 +2,15 @@
 
 Two mappings (`MAPPINGS`):
 
-- **serpentine** (the default): a plan on n cores takes the first n cores of
-  `Network.placement` (serpentine rows) and exchanges over one ring folded over them
-  (`Network.ring`), whatever dims it splits.
-- **dims**: a plan that splits exactly two dims of its operator lays them onto the two
-  grid dims from the grid's north-west corner (`band_layout`): the inner dim along the
+- **serpentine**: a plan on n cores takes the first n cores of `Network.placement`
+  (serpentine rows) and exchanges over one ring folded over them (`Network.ring`),
+  whatever dims it splits.
+- **dims** (the default of `python -m elkopt.run`): a plan that splits exactly two dims of
+  its operator lays them onto the two grid dims from the grid's north-west corner, within
+  the first chip when the grid is several (`band_layout`): the inner dim along the
   rows (in serpentine bands of several rows when its split exceeds the columns), the outer
   dim down the columns, one band per index (the other way round if that does not fit;
-  the serpentine if neither does). Its exchange becomes rings along both: a rotation of operand v moves v's pieces
+  the serpentine if neither does, or if it splits one dim or more than two). Its exchange becomes rings along both: a rotation of operand v moves v's pieces
   among v's replicas, the cores that differ only in the split dims v does not index, so
   its traffic runs along those dims' grid axes; the reduction of the output's partial sums
   runs along the split dims the output does not index; the output's re-layout and the
@@ -95,8 +96,9 @@ class Mapper:
         split = [d for d, s in enumerate(plan.spatial) if s > 1]
         if self.mapping == "dims" and shape is not None and net.topology is not Topology.ALL_TO_ALL \
                 and len(split) == 2:
+            width = net.cols // net.n_chips  # within one chip (a band of columns) of several
             for outer, inner in (split, split[::-1]):
-                layout = band_layout(plan.spatial[outer], plan.spatial[inner], net.rows, net.cols)
+                layout = band_layout(plan.spatial[outer], plan.spatial[inner], net.rows, width, stride=net.cols)
                 if layout is not None:
                     return self._on_grid(layout, axis_shares(shape, plan)[[outer, inner]])
         n = plan.cores_used
@@ -131,18 +133,20 @@ class Mapper:
         return self._rings[key]
 
 
-def band_layout(outer: int, inner: int, rows: int, cols: int) -> np.ndarray | None:
+def band_layout(outer: int, inner: int, rows: int, cols: int, stride: int | None = None) -> np.ndarray | None:
     """(outer, inner) physical core ids of a split laid on a rows x cols grid from its
     north-west corner: each index of the outer dim gets a band of ceil(inner / cols) rows,
     the inner dim runs along it in serpentine rows (consecutive indices are neighbours;
-    the same inner index sits in the same column of every band); None if it does not fit."""
+    the same inner index sits in the same column of every band); None if it does not fit.
+    stride: cores per physical row (default cols; wider when the grid is a chip's band of a
+    larger one)."""
     height = -(-inner // cols)
     if outer * height > rows:
         return None
     j = np.arange(inner)
     row, col = np.divmod(j, cols)
     col = np.where(row % 2 == 1, cols - 1 - col, col)
-    return (np.arange(outer)[:, None] * height + row[None, :]) * cols + col[None, :]
+    return (np.arange(outer)[:, None] * height + row[None, :]) * (stride or cols) + col[None, :]
 
 
 __all__ = ["MAPPINGS", "Mapper", "OpPlacement", "axis_shares", "band_layout"]
