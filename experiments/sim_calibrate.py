@@ -3,6 +3,7 @@ load costs gains (issue 4, `elkopt.sim.calibrate`).
 
     python experiments/sim_calibrate.py                          # Llama2-13B b32 KV 2048 on the mesh
     python experiments/sim_calibrate.py --chip ipu_pod4 --models llama2_13b opt_30b --rounds 4
+    python experiments/sim_calibrate.py --mapping serpentine --analytic-factors
 
 For each model: plan as `python -m elkopt.run` does (plan tables cached), simulate, measure
 every load's simulated over analytic duration, re-plan with those factors on the loads'
@@ -39,15 +40,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mapping", default="dims", choices=("serpentine", "dims"),
+                        help="where operators' cores sit on a grid (elkopt.sim.mapping)")
+    parser.add_argument("--analytic-factors", action="store_true",
+                        help="measure load factors over the analytic aggregate, not the routed delivery cost")
     args = parser.parse_args()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
     ms = 1e3 / chip.clock_hz
-    print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler}, up to {args.rounds} re-plans")
+    print(f"{args.chip}, decode b{args.batch} KV {args.kv_len}, {args.scheduler}, up to {args.rounds} re-plans, "
+          f"{args.mapping} mapping, factors over the {'analytic' if args.analytic_factors else 'routed'} cost")
     for name in args.models:
         start = time.perf_counter()
         out = calibrate(build_graph(name, "decode", args.batch, args.kv_len), chip, args.scheduler,
                         PlanningOptions(cache_dir=str(default_cache_dir())), SolverOptions(max_nodes=200),
-                        rounds=args.rounds)
+                        rounds=args.rounds, mapping=args.mapping, routed_delivery=not args.analytic_factors)
         print(f"{name}")
         print(f"  {'round':>5s} {'analytic ms':>12s} {'simulated ms':>13s} {'mean factor':>12s} {'max factor':>11s}")
         for r in out.rounds:

@@ -516,3 +516,30 @@ def test_a_mapped_op_alone_takes_its_exchange_cycles_and_loads_reach_its_cores()
     assert len(deliveries) == flows.ptr[-1] - flows.ptr[net.n_controllers]
     with pytest.raises(ValueError, match="needs one operator shape per scheduled op"):
         simulate_schedule(schedule, chip, mapping="dims")
+
+
+def test_every_byte_of_a_step_crosses_the_links_it_should():
+    from elkopt.plans.option import Plan, PlanOption
+    from elkopt.schedule.schedule import OpSchedule, Schedule
+    from elkopt.sim.step import simulate_schedule
+    # 6 cores on 3 chips joined by gateways: op 0's exchange over all 6 (folded ring
+    # 0-2-4-5-3-1, so chip 1's gateway out carries two transfers), then op 1 loads 64 HBM
+    # bytes and 12 per core. Each core sends and receives exchange cycles x link rate,
+    # whatever the gateways carry, and the ejection links also take the loads.
+    chip = Chip(name="three", n_chips=3, cores_per_chip=2, clock_hz=1.0, core_link_bytes_per_s=2.0,
+                hbm_bytes_per_s=8.0, inter_chip_bytes_per_s=4.0)
+    first = PlanOption(Plan((6,), ((1,),)), cold_bytes=0, hot_bytes=0, exec_cycles=30.0,
+                       exchange_cycles=10.0, distribution_cycles=0.0)
+    second = PlanOption(Plan((6,), ((1,),)), cold_bytes=12, hot_bytes=0, exec_cycles=5.0,
+                        exchange_cycles=0.0, distribution_cycles=0.0, cold_split=(1,))
+    schedule = Schedule((OpSchedule(0, first, 0, 0), OpSchedule(1, second, 0, 64)), (1,), "hand")
+    net = network_from_chip(chip)
+    run = simulate_schedule(schedule, chip)
+    injection, ejection = run.link_bytes[:6], run.link_bytes[6:12]
+    assert injection == pytest.approx(np.full(6, 10 * 2.0))
+    assert ejection == pytest.approx(np.full(6, 10 * 2.0 + 12))
+    assert run.link_bytes[net.gateway_out[1]] == pytest.approx(2 * 10 * 2.0)
+    assert run.link_bytes[net.controller_port].sum() == pytest.approx(64)
+    assert run.link_bytes[list(net.gateway_out)].sum() == pytest.approx(run.link_bytes[list(net.gateway_in)].sum())
+    assert run.exec_end[0] == pytest.approx(30)  # 20 compute + 10 exchange: 40 B at 4 B/cycle keep up
+    assert run.link_bins.sum(axis=0) == pytest.approx(run.link_bytes, rel=1e-6)

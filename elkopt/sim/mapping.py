@@ -71,8 +71,9 @@ def axis_shares(shape: OpShape, plan: Plan) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class OpPlacement:
-    """An operator's physical cores and its exchange: the links it uses, the bytes per
-    unit of exchange each carries (the busiest carrying 1), and the longest route's latency."""
+    """An operator's physical cores and its exchange: the links it uses, the bytes each
+    carries per unit of exchange (the busiest on-chip core link carrying 1), and the
+    longest route's latency."""
 
     cores: np.ndarray
     links: np.ndarray
@@ -103,7 +104,7 @@ class Mapper:
                     return self._on_grid(layout, axis_shares(shape, plan)[[outer, inner]])
         n = plan.cores_used
         links, count, latency = self._ring(("prefix", n))
-        return OpPlacement(net.placement[:n], links, count / max(count.max(), 1.0), latency)
+        return OpPlacement(net.placement[:n], links, self._per_unit(links, count), latency)
 
     def _on_grid(self, layout: np.ndarray, share: np.ndarray) -> OpPlacement:
         """An op on `layout` (outer x inner physical cores), `share` = (outer, inner)."""
@@ -114,7 +115,17 @@ class Mapper:
         weight = np.bincount(inverse, weights=np.concatenate([outer_count * share[0], inner_count * share[1]]))
         keep = weight > 0
         latency = max(outer_latency if share[0] > 0 else 0.0, inner_latency if share[1] > 0 else 0.0)
-        return OpPlacement(layout.reshape(-1), links[keep], weight[keep] / weight.max(), latency)
+        return OpPlacement(layout.reshape(-1), links[keep], self._per_unit(links[keep], weight[keep]), latency)
+
+    def _per_unit(self, links: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """`weight` scaled so that the busiest on-chip core link carries 1: the exchange
+        alone then lasts the cost model's cycles, however many transfers slower links
+        (gateways, chip boundaries) carry."""
+        net = self.network
+        reference = (links < (2 if net.topology is Topology.ALL_TO_ALL else 4) * net.cores) \
+            & (net.bandwidth[links] >= net.bandwidth[0])
+        unit = weight[reference].max() if reference.any() else weight.max() if len(weight) else 1.0
+        return weight / unit
 
     def _ring(self, key: tuple, layout: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Links (unique), transfers per link and the longest route's latency of: a folded
