@@ -91,6 +91,7 @@ class Mapper:
         self.network = network
         self.mapping = mapping
         self._rings: dict[tuple, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._placements: dict[tuple, OpPlacement] = {}  # shared by the ops that place alike
 
     def place(self, plan: Plan, shape: OpShape | None = None) -> OpPlacement:
         net = self.network
@@ -101,10 +102,17 @@ class Mapper:
             for outer, inner in (split, split[::-1]):
                 layout = band_layout(plan.spatial[outer], plan.spatial[inner], net.rows, width, stride=net.cols)
                 if layout is not None:
-                    return self._on_grid(layout, axis_shares(shape, plan)[[outer, inner]])
+                    share = axis_shares(shape, plan)[[outer, inner]]
+                    key = ("grid", *layout.shape, round(float(share[0]), 12))
+                    if key not in self._placements:
+                        self._placements[key] = self._on_grid(layout, share)
+                    return self._placements[key]
         n = plan.cores_used
-        links, count, latency = self._ring(("prefix", n))
-        return OpPlacement(net.placement[:n], links, self._per_unit(links, count), latency)
+        if ("prefix", n) not in self._placements:
+            links, count, latency = self._ring(("prefix", n))
+            self._placements[("prefix", n)] = OpPlacement(net.placement[:n], links,
+                                                          self._per_unit(links, count), latency)
+        return self._placements[("prefix", n)]
 
     def _on_grid(self, layout: np.ndarray, share: np.ndarray) -> OpPlacement:
         """An op on `layout` (outer x inner physical cores), `share` = (outer, inner)."""
