@@ -22,9 +22,15 @@ error.json) with exit status 2.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
+import platform
+import subprocess
 import sys
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +88,10 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if run_config.resume and finished_with(out, run_config):
+        log.info("%s already holds the results of this config; skipping (resume=false recomputes)", out)
+        return 0
     # Results of an earlier run in this folder would mark this one finished (or failed).
     for stale in ("metrics.json", "error.json", "network.png"):
         (out / stale).unlink(missing_ok=True)
@@ -110,6 +120,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     extra_events: list[dict] = []
     if run_config.simulate:
         extra_events = simulate_run(run_config, result, metrics, out, calibrated)
+    metrics["run_s"] = time.perf_counter() - began
     write_outputs(out, result, metrics, extra_events)
     print(format_summary(metrics))
     return 0
@@ -159,6 +170,25 @@ def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, An
                      title=f"{metrics['model']} {metrics['workload']} on {chip.name}, {metrics['scheduler']}: "
                            f"simulated {section['simulated_ms']:.3f} ms")
     return trace_events(run, result.schedule, network, chip, op_names)
+
+
+def finished_with(out: Path, run_config: RunConfig) -> bool:
+    """Whether `out` holds a finished run (metrics.json) of exactly this config."""
+    try:
+        done = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return done.get("config") == json.loads(json.dumps(to_plain_dict(run_config)))
+
+
+def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None:
+    """error.json for an unexpected exception (a bug, not bad input), with its traceback."""
+    log.error("the job failed: %s: %s\n%s", type(error).__name__, error, traceback.format_exc())
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "error.json", {
+        "error": _one_line(error), "type": type(error).__name__, "planning_error": False,
+        "traceback": traceback.format_exc(), "config": to_plain_dict(run_config),
+    })
 
 
 def _fail(out: Path, run_config: RunConfig, error: ValueError) -> int:
@@ -264,6 +294,8 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "stats": dict(result.stats),
         "solve": dict(result.solve_stats),
         "elkopt_version": elkopt.__version__,
+        "versions": versions(),
+        "git_revision": git_revision(),
         "config": to_plain_dict(run_config),
     }
 
@@ -276,6 +308,34 @@ def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any], extra_e
                        extra_events)
     write_json_atomic(out / "metrics.json", metrics)
     log.info("wrote plan.json, trace.json and metrics.json to %s", out)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages that decide a run's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("numpy", "pandas", "pyomo", "highspy", "hydra-core"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The commit of the elkopt source tree this run used (with "+dirty" for uncommitted
+    changes), or None outside a git checkout (an installed wheel)."""
+    source = Path(elkopt.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
 
 
 def peak_rss_mb() -> float:

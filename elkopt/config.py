@@ -147,6 +147,7 @@ class RunConfig:
     planning: PlanningConfig = field(default_factory=PlanningConfig)
     simulate: bool = False
     sim: SimConfig = field(default_factory=SimConfig)
+    resume: bool = True
 
 
 def register_configs() -> None:

@@ -5,6 +5,7 @@ Kept a few lines long on purpose: under a process launcher the globals of
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,10 +20,17 @@ from elkopt.config import RunConfig, config_path  # importing registers the conf
 def main(cfg: DictConfig) -> None:
     run_config: RunConfig = OmegaConf.to_object(cfg)
     hydra_config = HydraConfig.get()
-    status = app.main(run_config, hydra_config.runtime.output_dir)
-    # A multirun keeps going past a bad job; its error.json records the failure.
-    if status and hydra_config.mode == RunMode.RUN:
-        sys.exit(status)
+    if hydra_config.mode == RunMode.RUN:
+        status = app.main(run_config, hydra_config.runtime.output_dir)
+        if status:
+            sys.exit(status)
+        return
+    # A multirun keeps going past a failed job; its error.json records the failure (a
+    # raised exception would stop the sweep's end-of-sweep callbacks, the collector).
+    try:
+        app.main(run_config, hydra_config.runtime.output_dir)
+    except Exception as error:  # noqa: BLE001 - every failure becomes a result row
+        app.record_crash(Path(hydra_config.runtime.output_dir), run_config, error)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ METRIC_KEYS = {
     "model", "workload", "chip", "scheduler", "latency_ms", "ideal_ms", "lower_bound_ms",
     "basic_ms", "static_ms", "hbm_util", "noc_util", "tflops", "n_ops", "compile_s",
     "peak_rss_mb", "breakdown", "stats", "elkopt_version", "config",
-    "pct_of_ideal", "pct_of_lower_bound", "solve",
+    "pct_of_ideal", "pct_of_lower_bound", "solve", "versions", "git_revision", "run_s", "simulated_ms",
 }
 
 
@@ -127,3 +127,21 @@ def test_calibration_rounds_are_recorded(tmp_path):
     assert metrics["simulated_ms"] == pytest.approx(min(r["simulated_ms"] for r in rounds))
     assert metrics["simulated_ms"] == pytest.approx(rounds[calibration["best_round"]]["simulated_ms"])
     assert not (tmp_path / "run" / "network.png").exists()
+
+
+def test_a_sweep_with_a_broken_job_is_collected_and_resumes(tmp_path):
+    import pandas as pd
+    sweep = tmp_path / "sweep"
+    args = ["model=tiny", "scheduler=static", "workload.batch=4,-1", f"hydra.sweep.dir={sweep}", "--multirun"]
+    first = run_cli(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    table = pd.read_parquet(sweep / "results.parquet")
+    assert table["status"].tolist() == ["ok", "error"]
+    assert table["config.workload.batch"].tolist() == [4, -1]
+    assert "workload.batch must be > 0" in table.loc[1, "error"]
+    done = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    again = run_cli(tmp_path, *args)  # resumed: the finished job is skipped
+    assert again.returncode == 0, again.stderr
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == done
+    assert "skipping" in again.stderr + again.stdout
+    assert pd.read_parquet(sweep / "results.parquet")["status"].tolist() == ["ok", "error"]

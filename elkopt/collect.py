@@ -1,0 +1,124 @@
+"""One results table per sweep: ``python -m elkopt.collect SWEEP_DIR``.
+
+A sweep (``python -m elkopt.run --multirun ...``) writes one folder per job; a finished job
+holds metrics.json, a failed one error.json. `collect` reads every job folder of a sweep
+into one row and writes ``SWEEP_DIR/results.parquet`` (atomically):
+
+- ``job``: the folder name (Hydra's job number), ``status``: ``ok``, ``error`` (error.json:
+  ``error`` holds its message) or ``incomplete`` (neither file: still running, or killed);
+- the job's config, flattened with dots (``config.chip.hbm_bytes_per_s``), from metrics.json
+  or error.json, else from Hydra's ``.hydra/config.yaml``;
+- every metric, nested sections flattened the same way (``breakdown.idle_ms``,
+  ``simulation.simulated_ms``); lists are kept as JSON text.
+
+A Hydra callback (`CollectCallback`, set in conf/config.yaml) runs it at the end of every
+sweep; run it by hand on any old sweep folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: Name of the table `collect` writes into the sweep folder.
+RESULTS = "results.parquet"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level with dotted keys; lists and tuples as JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep: those holding Hydra's .hydra folder or a result file,
+    in job-number order."""
+    found = [p for p in sweep_dir.iterdir() if p.is_dir() and
+             any((p / name).exists() for name in (".hydra", "metrics.json", "error.json"))]
+    return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def job_row(job: Path) -> dict[str, Any]:
+    """One job folder as a row (module docs)."""
+    row: dict[str, Any] = {"job": job.name}
+    metrics, error = job / "metrics.json", job / "error.json"
+    if metrics.exists():
+        data = json.loads(metrics.read_text())
+        row["status"], row["error"] = "ok", None
+        row.update(flatten(data))
+    elif error.exists():
+        data = json.loads(error.read_text())
+        row["status"], row["error"] = "error", data.get("error")
+        row["error_type"] = data.get("type")
+        row.update(flatten({"config": data.get("config", {})}))
+    else:
+        row["status"], row["error"] = "incomplete", None
+        hydra_config = job / ".hydra" / "config.yaml"
+        if hydra_config.exists():
+            config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=False) or {}
+            config.pop("hydra", None)
+            row.update(flatten({"config": config}))
+    return row
+
+
+def collect(sweep_dir: str | os.PathLike, write: bool = True) -> pd.DataFrame:
+    """The sweep's table, one row per job; written to SWEEP_DIR/results.parquet unless
+    `write` is False."""
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise ValueError(f"sweep folder {str(sweep)!r} does not exist")
+    table = pd.DataFrame([job_row(job) for job in job_dirs(sweep)])
+    if write:
+        tmp = sweep / f".{RESULTS}.tmp"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, sweep / RESULTS)
+    return table
+
+
+class CollectCallback(Callback):
+    """Hydra callback: collect the sweep's table when a multirun ends."""
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        table = collect(sweep)
+        counts = table["status"].value_counts().to_dict() if len(table) else {}
+        log.info("collected %d jobs (%s) into %s", len(table),
+                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), sweep / RESULTS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m elkopt.collect", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder (hydra.sweep.dir)")
+    args = parser.parse_args(argv)
+    try:
+        table = collect(args.sweep_dir)
+    except ValueError as error:
+        print(f"elkopt.collect: error: {error}", file=sys.stderr)
+        return 2
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} jobs ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}) "
+          f"-> {args.sweep_dir / RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
