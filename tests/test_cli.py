@@ -145,3 +145,28 @@ def test_a_sweep_with_a_broken_job_is_collected_and_resumes(tmp_path):
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == done
     assert "skipping" in again.stderr + again.stdout
     assert pd.read_parquet(sweep / "results.parquet")["status"].tolist() == ["ok", "error"]
+
+
+@pytest.mark.parametrize("launcher", [
+    ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],  # the SLURM launcher's code path
+])
+def test_sweeps_run_under_the_parallel_launchers(tmp_path, launcher):
+    import pandas as pd
+    sweep = tmp_path / "sweep"
+    result = run_cli(tmp_path, "model=tiny", "scheduler=static", "workload.batch=4,8,-1",
+                     f"hydra.sweep.dir={sweep}", *launcher, "--multirun")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(sweep / "results.parquet")
+    assert table["status"].tolist() == ["ok", "ok", "error"]
+    assert table["config.workload.batch"].tolist() == [4, 8, -1]  # each job ran its own config
+    assert table.loc[0, "latency_ms"] != table.loc[1, "latency_ms"]
+
+
+def test_the_slurm_launcher_preset_composes(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "elkopt.run", "hydra/launcher=slurm",
+                             "hydra.launcher.partition=batch", "--cfg", "hydra"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "SlurmLauncher" in result.stdout and "partition: batch" in result.stdout
+    assert "timeout_min: 120" in result.stdout
