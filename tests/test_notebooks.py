@@ -54,3 +54,22 @@ def test_hbm_gains_and_a_clear_error_for_a_wrong_table():
         hbm.gains(table.drop(columns="simulated_ms"))
     with pytest.raises(ValueError, match="no rows for model 'x'"):
         hbm.plot_latency_vs_hbm(table, "x")
+
+
+def test_a_sweeps_results_become_an_hbm_table():
+    from elkopt.chip import PUBLISHED_TB_PER_S
+    results = pd.DataFrame({
+        "job": ["0", "1", "2"], "status": ["ok", "ok", "error"],
+        "config.model.name": ["llama2_13b"] * 3, "config.chip.name": ["mesh_pod4", "ipu_pod4", "ipu_pod4"],
+        "config.chip.topology": ["mesh", "all_to_all", "all_to_all"],
+        "config.chip.hbm_bytes_per_s": [8 * PUBLISHED_TB_PER_S, 4 * PUBLISHED_TB_PER_S, 16 * PUBLISHED_TB_PER_S],
+        "latency_ms": [10.8, 18.9, None], "simulated_ms": [11.4, 18.95, None],
+        "simulation.mean_core_link_utilisation": [0.18, 0.23, None],
+        "simulation.hbm_port_utilisation": [0.83, 1.0, None],
+    })
+    table = hbm.from_results(results)
+    assert table[["topology", "hbm_tb_s", "simulated_ms"]].values.tolist() == [
+        ["all_to_all", 4.0, 18.95], ["mesh", 8.0, 11.4]]  # the failed job is left out
+    assert table["hbm_port_util"].tolist() == [1.0, 0.83]
+    with pytest.raises(ValueError, match="not a sweep of simulated runs"):
+        hbm.from_results(results.drop(columns="simulated_ms"))

@@ -1,4 +1,5 @@
-"""Latency against HBM bandwidth per topology (`experiments/sim_hbm_sweep.py` tables)."""
+"""Latency against HBM bandwidth per topology: tables of `experiments/sim_hbm_sweep.py`, or
+a `+experiment=fig19_hbm_sweep` sweep's results.parquet through `from_results`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,30 @@ def check_table(table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"HBM sweep table lacks columns {missing}; it needs {list(COLUMNS)} "
                          f"(written by experiments/sim_hbm_sweep.py)")
     return table
+
+
+def from_results(results: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's results.parquet table (`elkopt.collect`) as an HBM sweep table: its
+    finished, simulated jobs, one row each."""
+    from elkopt.chip import PUBLISHED_TB_PER_S
+
+    need = ["status", "config.model.name", "config.chip.topology", "config.chip.hbm_bytes_per_s",
+            "latency_ms", "simulated_ms"]
+    missing = [c for c in need if c not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns {missing}: not a sweep of simulated runs "
+                         f"(run it with simulate=true, e.g. +experiment=fig19_hbm_sweep)")
+    done = results[(results["status"] == "ok") & results["simulated_ms"].notna()]
+    table = pd.DataFrame({
+        "model": done["config.model.name"], "chip": done.get("config.chip.name"),
+        "topology": done["config.chip.topology"],
+        "hbm_tb_s": (done["config.chip.hbm_bytes_per_s"] / PUBLISHED_TB_PER_S).round(6),
+        "analytic_ms": done["latency_ms"], "simulated_ms": done["simulated_ms"],
+        "ideal_ms": done.get("ideal_ms"),
+        "core_link_util": done.get("simulation.mean_core_link_utilisation"),
+        "hbm_port_util": done.get("simulation.hbm_port_utilisation"),
+    })
+    return table.sort_values(["model", "topology", "hbm_tb_s"]).reset_index(drop=True)
 
 
 def gains(table: pd.DataFrame, column: str = "simulated_ms") -> pd.DataFrame:
@@ -64,4 +89,4 @@ def plot_latency_vs_hbm(table: pd.DataFrame, model: str, ax: Axes | None = None)
     return ax
 
 
-__all__ = ["COLUMNS", "check_table", "gains", "plot_latency_vs_hbm"]
+__all__ = ["COLUMNS", "check_table", "from_results", "gains", "plot_latency_vs_hbm"]
