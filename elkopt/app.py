@@ -89,8 +89,10 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    if run_config.resume and finished_with(out, run_config):
+    done = finished_with(out, run_config) if run_config.resume else None
+    if done is not None:
         log.info("%s already holds the results of this config; skipping (resume=false recomputes)", out)
+        print(format_summary(done))
         return 0
     # Results of an earlier run in this folder would mark this one finished (or failed).
     for stale in ("metrics.json", "error.json", "network.png"):
@@ -172,13 +174,13 @@ def simulate_run(run_config: RunConfig, result: RunResult, metrics: dict[str, An
     return trace_events(run, result.schedule, network, chip, op_names)
 
 
-def finished_with(out: Path, run_config: RunConfig) -> bool:
-    """Whether `out` holds a finished run (metrics.json) of exactly this config."""
+def finished_with(out: Path, run_config: RunConfig) -> dict[str, Any] | None:
+    """The metrics of a finished run of exactly this config in `out`, or None."""
     try:
         done = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
-        return False
-    return done.get("config") == json.loads(json.dumps(to_plain_dict(run_config)))
+        return None
+    return done if done.get("config") == json.loads(json.dumps(to_plain_dict(run_config))) else None
 
 
 def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None:

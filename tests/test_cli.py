@@ -144,6 +144,7 @@ def test_a_sweep_with_a_broken_job_is_collected_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == done
     assert "skipping" in again.stderr + again.stdout
+    assert "tiny decode b4 kv2048 on ipu_pod4" in again.stdout  # the finished job's summary
     assert pd.read_parquet(sweep / "results.parquet")["status"].tolist() == ["ok", "error"]
 
 
