@@ -94,15 +94,18 @@ def collect(sweep_dir: str | os.PathLike, write: bool = True) -> pd.DataFrame:
     return table
 
 
+def describe(table: pd.DataFrame) -> str:
+    """"3 jobs (1 error, 2 ok)"."""
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    return f"{len(table)} jobs ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'})"
+
+
 class CollectCallback(Callback):
     """Hydra callback: collect the sweep's table when a multirun ends."""
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        table = collect(sweep)
-        counts = table["status"].value_counts().to_dict() if len(table) else {}
-        log.info("collected %d jobs (%s) into %s", len(table),
-                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), sweep / RESULTS)
+        log.info("collected %s into %s", describe(collect(sweep)), sweep / RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"elkopt.collect: error: {error}", file=sys.stderr)
         return 2
-    counts = table["status"].value_counts().to_dict() if len(table) else {}
-    print(f"{len(table)} jobs ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}) "
-          f"-> {args.sweep_dir / RESULTS}")
+    print(f"{describe(table)} -> {args.sweep_dir / RESULTS}")
     return 0
 
 
