@@ -130,8 +130,7 @@ class Mapper:
         alone then lasts the cost model's cycles, however many transfers slower links
         (gateways, chip boundaries) carry."""
         net = self.network
-        reference = (links < (2 if net.topology is Topology.ALL_TO_ALL else 4) * net.cores) \
-            & (net.bandwidth[links] >= net.bandwidth[0])
+        reference = (links < net.n_core_links) & (net.bandwidth[links] >= net.bandwidth[0])
         unit = weight[reference].max() if reference.any() else weight.max() if len(weight) else 1.0
         return weight / unit
 

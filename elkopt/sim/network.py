@@ -76,6 +76,12 @@ class Network:
         return len(self.link_src)
 
     @property
+    def n_core_links(self) -> int:
+        """Links 0..n_core_links-1 are the cores' own: injection and ejection on
+        all-to-all, the four directions of every core on a grid."""
+        return (2 if self.topology is Topology.ALL_TO_ALL else 4) * self.cores
+
+    @property
     def n_controllers(self) -> int:
         return len(self.controller_port)
 

@@ -101,7 +101,7 @@ def simulation_metrics(run: SimulatedRun, schedule: Schedule, network: Network, 
     """The simulation's part of metrics.json."""
     ms = 1e3 / chip.clock_hz
     util = link_utilisation(run, network)
-    core_links = util[: 2 * network.cores] if network.topology is Topology.ALL_TO_ALL else util[: 4 * network.cores]
+    core_links = util[: network.n_core_links]
     classes, profiles = sram_by_core_class(run, schedule)
     return {
         "simulated_ms": run.latency_cycles * ms,
@@ -133,7 +133,7 @@ def draw_network(run: SimulatedRun, network: Network, chip: Chip, path: str | os
     axes = axes[0]
     util = link_utilisation(run, network)
     if grid:
-        per_core = util[: 4 * network.cores].reshape(network.rows, network.cols, 4)
+        per_core = util[: network.n_core_links].reshape(network.rows, network.cols, 4)
         for ax, pair, label in ((axes[0], (EAST, WEST), "east-west"), (axes[1], (SOUTH, NORTH), "north-south")):
             image = ax.imshow(per_core[:, :, list(pair)].max(axis=2), vmin=0, vmax=max(float(util.max()), 1e-9),
                               cmap="inferno", aspect="auto", interpolation="nearest")
@@ -143,7 +143,7 @@ def draw_network(run: SimulatedRun, network: Network, chip: Chip, path: str | os
             fig.colorbar(image, ax=ax)
     ax = axes[-1]
     per_bin = bin_utilisation(run, network)
-    core_links = per_bin[:, : 2 * network.cores] if not grid else per_bin[:, : 4 * network.cores]
+    core_links = per_bin[:, : network.n_core_links]
     used = core_links[:, util[: core_links.shape[1]] > 0]
     ms = 1e3 / chip.clock_hz
     times = (np.arange(len(per_bin)) + 0.5) * run.bin_cycles * ms
@@ -199,8 +199,7 @@ def trace_events(run: SimulatedRun, schedule: Schedule, network: Network, chip: 
             span("HBM load", op_names[i], run.load_start[i], run.load_end[i],
                  {"op": i, "hbm_bytes": op.hbm_bytes, "cold_bytes": op.option.cold_bytes})
     per_bin = bin_utilisation(run, network)
-    grid = network.topology is not Topology.ALL_TO_ALL
-    core_links = per_bin[:, : (4 if grid else 2) * network.cores]
+    core_links = per_bin[:, : network.n_core_links]
     used = link_utilisation(run, network)[: core_links.shape[1]] > 0
     ports = per_bin[:, network.controller_port].mean(axis=1)
     for k in range(len(per_bin)):
