@@ -67,8 +67,8 @@ class Chip:
     # operator of the graph being planned (by index), a factor on its load's analytic
     # duration; empty: 1 for every operator. Never set in configs.
     load_time_scale: tuple[float, ...] = ()
-    # Not hardware either: routed delivery costs from the network (elkopt.sim.network.
-    # delivery_link_loads). Entry n-1: of the deliveries of a load to n cores, the most
+    # Not hardware either: routed delivery costs from the network (elkopt.sim.preload.
+    # LoadRoutes.link_loads). Entry n-1: of the deliveries of a load to n cores, the most
     # that cross one link; empty: the analytic aggregate (`noc_bytes_per_cycle`).
     delivery_link_loads: tuple[int, ...] = ()
 

@@ -400,11 +400,11 @@ def test_calibration_keeps_the_fastest_simulated_plan(tmp_path):
 
 def test_routed_delivery_costs_match_the_simulated_load():
     from elkopt.schedule.timeline import compute_timeline
-    from elkopt.sim.network import delivery_link_loads
+    from elkopt.sim.preload import LoadRoutes
     from elkopt.sim.step import simulate_schedule
     # serpentine rows of 4, each row fed through its west controller's one link: the first
     # n <= 4 cores put n deliveries on row 0's controller link, later rows never more
-    loads = delivery_link_loads(network_from_chip(ROWS))
+    loads = LoadRoutes(network_from_chip(ROWS)).link_loads()
     assert loads.tolist() == [1, 2, 3, 4] + [4] * 8
     routed = dataclasses.replace(ROWS, delivery_link_loads=tuple(loads))
     assert routed.delivery_cycles(10, 12) == pytest.approx(40)  # 10 B x 4 deliveries at 1 B/cycle
@@ -413,7 +413,7 @@ def test_routed_delivery_costs_match_the_simulated_load():
     timeline = compute_timeline(schedule, routed)
     run = simulate_schedule(schedule, ROWS)
     assert timeline.load_end[1] - timeline.load_start[1] == pytest.approx(run.load_end[1] - run.load_start[1])
-    assert delivery_link_loads(all_to_all(4, 1.0, 1, 1.0)).tolist() == [1, 1, 1, 1]
+    assert LoadRoutes(all_to_all(4, 1.0, 1, 1.0)).link_loads().tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="delivery_link_loads needs one entry per core count"):
         dataclasses.replace(ROWS, delivery_link_loads=(1, 2))
 

@@ -37,7 +37,8 @@ from elkopt.pipeline import PlanningOptions, RunResult, compile_model
 from elkopt.plans.space import OpShape
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import compute_timeline, load_duration_and_rate
-from elkopt.sim.network import Network, delivery_link_loads, network_from_chip
+from elkopt.sim.network import Network, network_from_chip
+from elkopt.sim.preload import load_routes
 from elkopt.sim.step import SimulatedRun, simulate_schedule
 from elkopt.solve import SolverOptions
 
@@ -118,7 +119,7 @@ def calibrate(
     scale = np.ones(planned.n_ops)
     base = chip
     if routed_delivery and rounds:
-        base = dataclasses.replace(chip, delivery_link_loads=tuple(delivery_link_loads(network)))
+        base = dataclasses.replace(chip, delivery_link_loads=tuple(load_routes(network).link_loads()))
     for k in range(1, rounds + 1):
         measured = load_slowdown(run, result.schedule, base)
         has_load = np.array([op.has_load for op in result.schedule.ops])

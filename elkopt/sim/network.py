@@ -232,24 +232,6 @@ def folded_ring(n: int) -> list[tuple[int, int]]:
     return list(zip(order, order[1:] + order[:1]))
 
 
-def delivery_link_loads(network: Network) -> np.ndarray:
-    """Entry n-1: of the deliveries of one load to logical cores 0..n-1 (each from its
-    nearest HBM controller, as `elkopt.sim.preload` routes them), the most that cross any
-    one link: alone on the network such a load's deliveries of `cold` bytes per core last
-    `cold x entry / link rate` (`Chip.delivery_link_loads`)."""
-    if network.topology is Topology.ALL_TO_ALL:  # each delivery crosses its core's own link
-        return np.ones(network.cores, dtype=np.int64)
-    count = np.zeros(network.n_links, dtype=np.int64)
-    out = np.empty(network.cores, dtype=np.int64)
-    busiest = 0
-    for n, core in enumerate(network.placement.tolist()):
-        route = network.controller_route(network.nearest_controller(core), core, port=False)
-        count[route] += 1
-        busiest = max(busiest, int(count[route].max()))
-        out[n] = busiest
-    return out
-
-
 def network_from_chip(chip: Chip) -> Network:
     """The network of `chip`: its topology, link rates, latency per hop and HBM controllers
     (module docs).
@@ -372,5 +354,5 @@ def grid(
                    controller_core=attached, n_chips=n_chips)
 
 
-__all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "delivery_link_loads", "folded_ring",
-           "grid", "network_from_chip"]
+__all__ = ["EAST", "NORTH", "Network", "SOUTH", "WEST", "all_to_all", "folded_ring", "grid",
+           "network_from_chip"]

@@ -45,14 +45,7 @@ class LoadRoutes:
             cores = net.placement[:cores_used]
         if len(cores) != cores_used:
             raise ValueError(f"{len(cores)} cores given for a load to {cores_used}")
-        if self._deliveries is None:
-            if net.topology is Topology.ALL_TO_ALL:  # the ejection link of the core
-                routes = [[net.cores + c] for c in range(net.cores)]
-            else:
-                routes = [net.controller_route(net.nearest_controller(c), c, port=False)
-                          for c in range(net.cores)]
-            self._deliveries = csr(routes)
-        ptr, links = self._deliveries
+        ptr, links = self.deliveries()
         start, length = ptr[cores], ptr[np.asarray(cores) + 1] - ptr[cores]
         offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
         # entries start[i] .. start[i] + length[i] of every chosen core, in order
@@ -64,6 +57,35 @@ class LoadRoutes:
             np.concatenate([np.full(k, hbm_bytes / k), np.full(cores_used, float(cold_bytes))]),
             np.zeros(k + cores_used),
         )
+
+
+    def deliveries(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (ptr, links) of every physical core's delivery route, built once."""
+        if self._deliveries is None:
+            net = self.network
+            if net.topology is Topology.ALL_TO_ALL:  # the ejection link of the core
+                routes = [[net.cores + c] for c in range(net.cores)]
+            else:
+                routes = [net.controller_route(net.nearest_controller(c), c, port=False)
+                          for c in range(net.cores)]
+            self._deliveries = csr(routes)
+        return self._deliveries
+
+    def link_loads(self) -> np.ndarray:
+        """Entry n-1: of the deliveries of one load to the first n cores of
+        `Network.placement`, the most that cross any one link: alone on the network such
+        a load's deliveries of `cold` bytes per core last `cold x entry / link rate`
+        (`Chip.delivery_link_loads`)."""
+        ptr, links = self.deliveries()
+        count = np.zeros(self.network.n_links, dtype=np.int64)
+        out = np.empty(self.network.cores, dtype=np.int64)
+        busiest = 0
+        for n, core in enumerate(self.network.placement.tolist()):
+            route = links[ptr[core]:ptr[core + 1]]
+            count[route] += 1
+            busiest = max(busiest, int(count[route].max()))
+            out[n] = busiest
+        return out
 
 
 @functools.lru_cache(maxsize=4)
