@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from elkopt.chip import HBM_SIDES, PUBLISHED_GB_PER_S, Chip, Topology
 
@@ -157,6 +157,21 @@ def register_configs() -> None:
     group option is merged into a typed node of `RunConfig`.
     """
     ConfigStore.instance().store(name="config_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("elkopt.mul"):
+        OmegaConf.register_new_resolver("elkopt.mul", multiply)
+
+
+def multiply(*factors: Any) -> float:
+    """The `${elkopt.mul:a,b,...}` resolver: the product of its arguments, for one chip
+    field that scales with another (HBM bandwidth proportional to the number of cores:
+    `chip.hbm_bytes_per_s: ${elkopt.mul:${chip.n_chips},${chip.cores_per_chip},2.85e9}`)."""
+    product = 1.0
+    for factor in factors:
+        try:
+            product *= float(factor)
+        except (TypeError, ValueError):
+            raise ValueError(f"elkopt.mul takes numbers, got {factor!r}") from None
+    return product
 
 
 register_configs()
