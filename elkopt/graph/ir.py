@@ -199,7 +199,7 @@ class Operator:
             return self.iterations
         return 0
 
-    @property
+    @cached_property
     def hbm_elements(self) -> int:
         """Elements this operator reads from HBM (sum over its HBM operands)."""
         return sum(self.elements(x) for x in self.inputs if x.storage == Storage.HBM)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class PlanTable:
     temporal: np.ndarray  # (n, D, V)
     cold_split: np.ndarray  # (n, number of HBM operands)
     front: np.ndarray
+    _options: dict[int, PlanOption] = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.cold_bytes)
@@ -80,6 +81,15 @@ class PlanTable:
         return int(self.hot_bytes.min())
 
     def option(self, row: int) -> PlanOption:
+        """Row `row` as a PlanOption (built once per row; schedulers ask for the same rows
+        many times)."""
+        row = int(row)
+        cached = self._options.get(row)
+        if cached is None:
+            cached = self._options[row] = self._build_option(row)
+        return cached
+
+    def _build_option(self, row: int) -> PlanOption:
         plan = Plan(
             tuple(int(s) for s in self.spatial[row]),
             tuple(tuple(int(t) for t in dim) for dim in self.temporal[row]),

@@ -283,6 +283,10 @@ def compute_timeline(
 
     issue_ready_loads()
     previous_end = 0.0
+    # Loads end in preload order and operators start in program order, so the loads that
+    # can overlap an operator are order[live:next_load]: those before `live` ended by its
+    # start (they overlap no later operator either), those from next_load are not issued.
+    live = 0
     for i, op in enumerate(ops):
         if op.has_load and np.isnan(load_end[i]):
             blocker = order[next_load]
@@ -296,8 +300,13 @@ def compute_timeline(
         exec_start[i] = start
         issue_ready_loads()
         nominal = op.option.total_cycles
-        overlap = np.clip(np.minimum(load_end, start + nominal) - np.maximum(load_start, start), 0, None)
-        busy = float(np.nansum(overlap * noc_rate))
+        while live < next_load and load_end[order[live]] <= start:
+            live += 1
+        busy = 0.0
+        for j in order[live:next_load]:
+            if load_start[j] >= start + nominal:
+                break  # issued in order, so every later load starts later still
+            busy += (min(load_end[j], start + nominal) - max(load_start[j], start)) * noc_rate[j]
         exchange = op.option.exchange_cycles + op.option.distribution_cycles
         stall[i] = max(0.0, exchange + busy - nominal)
         exec_end[i] = previous_end = start + nominal + stall[i]
