@@ -44,6 +44,7 @@ from elkopt.config import (
 from elkopt.graph import zoo
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningError, RunResult, compile_model
+from elkopt.published import PUBLISHED_MS
 from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
@@ -59,15 +60,6 @@ log = logging.getLogger(__name__)
 
 #: Exit status for input the program cannot run (bad value, no feasible plan).
 EXIT_BAD_INPUT = 2
-
-#: Published per-token latencies (ms) on IPU-POD4, all-to-all, 16 TB/s HBM,
-#: decode batch 32, KV length 2048 (spec section 7).
-PUBLISHED_MS: dict[str, dict[str, float]] = {
-    "llama2_13b": {"basic": 12.50, "static": 9.21, "elk_dyn": 8.27, "elk_full": 6.72, "ideal": 6.70},
-    "gemma2_27b": {"basic": 12.65, "static": 9.70, "elk_dyn": 8.61, "elk_full": 7.24, "ideal": 7.22},
-    "opt_30b": {"basic": 22.86, "static": 16.65, "elk_dyn": 14.97, "elk_full": 12.72, "ideal": 11.80},
-    "llama2_70b": {"basic": 26.51, "static": 20.38, "elk_dyn": 18.03, "elk_full": 14.96, "ideal": 14.43},
-}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ into one row and writes ``SWEEP_DIR/results.parquet`` (atomically):
   ``simulation.simulated_ms``); lists are kept as JSON text.
 
 A Hydra callback (`CollectCallback`, set in conf/config.yaml) runs it at the end of every
-sweep; run it by hand on any old sweep folder.
+sweep; run it by hand on any old sweep folder. A sweep of one of the published figures'
+experiments (``+experiment=fig19_hbm_sweep``, ...: `elkopt.analysis.figures`) also gets
+its figures drawn into the folder as PNG.
 """
 
 from __future__ import annotations
@@ -100,12 +102,36 @@ def describe(table: pd.DataFrame) -> str:
     return f"{len(table)} jobs ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'})"
 
 
+def experiment_of(sweep_dir: Path) -> str | None:
+    """The `+experiment=` a sweep ran, from the multirun.yaml Hydra writes into its folder."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None) or {}
+    return choices.get("experiment")
+
+
+def collect_and_draw(sweep_dir: Path, experiment: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """`collect`, then the figures of the sweep's experiment (read from its multirun.yaml
+    when not given) drawn from the table into the sweep folder."""
+    from elkopt.analysis.figures import draw  # imports matplotlib
+
+    table = collect(sweep_dir)
+    experiment = experiment or experiment_of(sweep_dir)
+    figures = draw(experiment, table, Path(sweep_dir)) if experiment else []
+    return table, figures
+
+
 class CollectCallback(Callback):
-    """Hydra callback: collect the sweep's table when a multirun ends."""
+    """Hydra callback: collect the sweep's table (and draw its figures) when a multirun ends."""
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        log.info("collected %s into %s", describe(collect(sweep)), sweep / RESULTS)
+        experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+        table, figures = collect_and_draw(sweep, experiment)
+        log.info("collected %s into %s", describe(table), sweep / RESULTS)
+        for path in figures:
+            log.info("drew %s", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (hydra.sweep.dir)")
     args = parser.parse_args(argv)
     try:
-        table = collect(args.sweep_dir)
+        table, figures = collect_and_draw(args.sweep_dir)
     except ValueError as error:
         print(f"elkopt.collect: error: {error}", file=sys.stderr)
         return 2
     print(f"{describe(table)} -> {args.sweep_dir / RESULTS}")
+    for path in figures:
+        print(f"figure -> {path}")
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 
-from elkopt.app import PUBLISHED_MS
+from elkopt.published import PUBLISHED_MS
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from elkopt.app import PUBLISHED_MS, peak_rss_mb
+from elkopt.app import peak_rss_mb
+from elkopt.published import PUBLISHED_MS
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import SPLIT_POLICIES, PlanningError, PlanningOptions, compile_model

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from elkopt.app import PUBLISHED_MS, peak_rss_mb
+from elkopt.app import peak_rss_mb
+from elkopt.published import PUBLISHED_MS
 from elkopt.chip import PUBLISHED_TB_PER_S, Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model

@@ -1,45 +1,109 @@
-"""Every notebook's code cells run, in order, from the notebooks folder (with the
-committed data tables), and draw what they promise."""
+"""elkopt.analysis: the logic behind the figure notebooks (the notebooks themselves run
+under nbmake against tests/fixtures; see notebooks/conftest.py)."""
 
 from __future__ import annotations
 
-import json
-import os
+import re
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 import pytest
 
-from elkopt.analysis import hbm
+from elkopt.analysis import bandwidth, latency, results, scaling
+from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def run_notebook(path: Path) -> dict:
-    """Execute the notebook's code cells in one namespace; return it."""
-    matplotlib.use("Agg")
-    cells = json.loads(path.read_text())["cells"]
-    namespace: dict = {"__name__": "__main__"}
-    cwd = os.getcwd()
-    os.chdir(path.parent)
-    try:
-        for k, cell in enumerate(cells):
-            if cell["cell_type"] == "code":
-                exec(compile("".join(cell["source"]), f"{path.name}[{k}]", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
-    return namespace
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
-def test_notebook_runs(path):
-    namespace = run_notebook(path)
+def test_load_takes_the_env_folder_then_the_sweep_then_the_report_data(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.ENV, raising=False)
+    (tmp_path / "notebooks" / "data").mkdir(parents=True)
+    (tmp_path / "sweeps" / "s").mkdir(parents=True)
+    pd.DataFrame({"status": ["ok"], "v": ["data"]}).to_parquet(tmp_path / "notebooks" / "data" / "s.parquet")
+    assert results.load("s", root=tmp_path).kind == "data"
+    pd.DataFrame({"status": ["ok", "error"], "v": ["sweep", None]}).to_parquet(
+        tmp_path / "sweeps" / "s" / "results.parquet")
+    loaded = results.load("s", root=tmp_path)
+    assert (loaded.kind, loaded.table["v"][0]) == ("sweep", "sweep")
+    assert "1 of 2 jobs ok" in repr(loaded)
+    env = tmp_path / "env"
+    env.mkdir()
+    monkeypatch.setenv(results.ENV, str(env))
+    with pytest.raises(FileNotFoundError, match=r"\+experiment=s"):  # no fallback under $ELKOPT_RESULTS
+        results.load("s", root=tmp_path)
+    pd.DataFrame({"status": ["ok"], "v": ["env"]}).to_parquet(env / "s.parquet")
+    assert results.load("s", root=tmp_path).table["v"][0] == "env"
+
+
+def test_checkout_is_found_from_the_notebooks_folder():
+    assert results.checkout(ROOT / "notebooks") == ROOT
+    assert results.checkout(ROOT) == ROOT
+
+
+def test_figures_are_saved_only_from_measured_tables(tmp_path):
     import matplotlib.pyplot as plt
-    figures = [plt.figure(n) for n in plt.get_fignums()]
-    assert figures and all(ax.lines for fig in figures for ax in fig.axes)
+    fig = plt.figure()
+    table = pd.DataFrame({"status": ["ok"]})
+    assert results.save_figure(fig, "f", results.Results(table, tmp_path / "x", "env"), root=tmp_path) is None
+    path = results.save_figure(fig, "f", results.Results(table, tmp_path / "x", "sweep"), root=tmp_path)
+    assert path == tmp_path / "notebooks" / "figures" / "f.png" and path.stat().st_size > 0
     plt.close("all")
-    assert "table" in namespace and not namespace["table"].empty
+
+
+def test_finished_names_missing_columns_and_an_all_failed_sweep():
+    with pytest.raises(ValueError, match=r"lacks columns \['latency_ms'\]"):
+        results.finished(pd.DataFrame({"status": ["ok"]}), need=("latency_ms",))
+    with pytest.raises(ValueError, match=r"no finished job .*'error': 2"):
+        results.finished(pd.DataFrame({"status": ["error", "error"], "latency_ms": [None, None]}))
+
+
+def _fig17_rows() -> pd.DataFrame:
+    """Two configurations x four schedulers; one job failed."""
+    rows = []
+    for batch, ideal in ((16, 5.0), (32, 6.0)):
+        for scheduler, ms in zip(latency.SCHEDULERS, (10.0, 8.0, 7.0, 6.25)):
+            rows.append({"status": "ok", "config.model.name": "llama2_13b", "config.workload.batch": batch,
+                         "config.workload.kv_len": 2048, "config.scheduler.name": scheduler,
+                         "latency_ms": ms * ideal / 5.0, "ideal_ms": ideal, "lower_bound_ms": ideal - 0.1,
+                         "model": "llama2_13b"})  # metrics.json's own "model" field as well
+    rows.append({**rows[-1], "status": "error", "config.workload.kv_len": 4096, "latency_ms": None})
+    return pd.DataFrame(rows)
+
+
+def test_latency_table_pivots_schedulers_and_puts_the_published_values_beside():
+    table = latency.latency_table(_fig17_rows())
+    assert table[["batch", "kv"]].values.tolist() == [[16, 2048], [32, 2048]]  # the failed job is left out
+    assert table.loc[1, ["basic", "static", "inductive", "elkopt", "ideal"]].tolist() == [12.0, 9.6, 8.4, 7.5, 6.0]
+    assert table.loc[1, "published_elk_full"] == 6.72 and pd.isna(table.loc[0, "published_elk_full"])
+    summary = latency.summary(table).set_index("scheduler")
+    assert summary.loc["elkopt", "pct_of_ideal"] == pytest.approx(80.0)
+    assert summary.loc["elkopt", "speedup_vs_basic"] == pytest.approx(1.6)
+    assert summary.loc["static", "speedup_vs_static"] == pytest.approx(1.0)
+    assert summary.loc["published elk_full", "pct_of_ideal"] == 94.84
+    published = latency.against_published(table).set_index("scheduler")
+    assert published.loc["elkopt", "published_as"] == "elk_full"
+    assert published.loc["elkopt", "ratio"] == pytest.approx(7.5 / 6.72)
+    assert published.loc["ideal", "ratio"] == pytest.approx(6.0 / 6.70)
+
+
+def test_breakdown_table_and_its_pictures():
+    import matplotlib.pyplot as plt
+    rows = _fig17_rows()
+    for part in latency.BREAKDOWN:
+        rows[f"breakdown.{part}"] = 1.0
+    rows = rows.assign(hbm_util=0.5, noc_util=0.8, tflops=100.0, simulated_ms=7.0)
+    rows["simulation.mean_core_link_utilisation"] = 0.4
+    table = latency.breakdown_table(rows)
+    assert len(table) == 8 and table["scheduler"].tolist()[:4] == list(latency.SCHEDULERS)
+    assert table["sim_core_link_util"].tolist() == [0.4] * 8 and "sim_hbm_port_util" not in table
+    ax = latency.plot_breakdown(table)
+    assert len(ax.patches) == 8 * len(latency.BREAKDOWN)
+    latency.plot_utilisation(table)
+    with pytest.raises(ValueError, match=r"lacks columns \['tflops'\]"):
+        latency.breakdown_table(rows.drop(columns="tflops"))
+    plt.close("all")
 
 
 def test_hbm_gains_and_a_clear_error_for_a_wrong_table():
@@ -47,18 +111,17 @@ def test_hbm_gains_and_a_clear_error_for_a_wrong_table():
         "model": ["m"] * 4, "topology": ["mesh", "mesh", "all_to_all", "all_to_all"],
         "hbm_tb_s": [4, 8, 4, 8], "analytic_ms": [10, 8, 10, 6], "simulated_ms": [10.0, 8.0, 10.0, 5.0],
     })
-    out = hbm.gains(table).set_index(["topology", "hbm_tb_s"])
+    out = bandwidth.gains(table).set_index(["topology", "hbm_tb_s"])
     assert out.loc[("mesh", 8), "speedup_vs_lowest"] == pytest.approx(1.25)
     assert out.loc[("all_to_all", 8), "step_gain"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"lacks columns \['simulated_ms'\]"):
-        hbm.gains(table.drop(columns="simulated_ms"))
+        bandwidth.gains(table.drop(columns="simulated_ms"))
     with pytest.raises(ValueError, match="no rows for model 'x'"):
-        hbm.plot_latency_vs_hbm(table, "x")
+        bandwidth.plot_latency_vs_hbm(table, "x")
 
 
 def test_a_sweeps_results_become_an_hbm_table():
-    from elkopt.chip import PUBLISHED_TB_PER_S
-    results = pd.DataFrame({
+    rows = pd.DataFrame({
         "job": ["0", "1", "2"], "status": ["ok", "ok", "error"],
         "config.model.name": ["llama2_13b"] * 3, "config.chip.name": ["mesh_pod4", "ipu_pod4", "ipu_pod4"],
         "config.chip.topology": ["mesh", "all_to_all", "all_to_all"],
@@ -67,9 +130,70 @@ def test_a_sweeps_results_become_an_hbm_table():
         "simulation.mean_core_link_utilisation": [0.18, 0.23, None],
         "simulation.hbm_port_utilisation": [0.83, 1.0, None],
     })
-    table = hbm.from_results(results)
+    table = bandwidth.hbm_table(rows)
     assert table[["topology", "hbm_tb_s", "simulated_ms"]].values.tolist() == [
         ["all_to_all", 4.0, 18.95], ["mesh", 8.0, 11.4]]  # the failed job is left out
     assert table["hbm_port_util"].tolist() == [1.0, 0.83]
     with pytest.raises(ValueError, match="not a sweep of simulated runs"):
-        hbm.from_results(results.drop(columns="simulated_ms"))
+        bandwidth.hbm_table(rows.drop(columns="simulated_ms"))
+
+
+def test_noc_table_compares_each_link_scale_with_x1_at_the_same_hbm():
+    import matplotlib.pyplot as plt
+    grid = [(hbm, scale) for hbm in (8, 14) for scale in (0.75, 1.0, 1.5)]
+    simulated = {(8, 0.75): 18.0, (8, 1.0): 16.0, (8, 1.5): 15.0, (14, 0.75): 16.0, (14, 1.0): 12.0, (14, 1.5): 10.0}
+    rows = pd.DataFrame({
+        "status": "ok", "config.model.name": "llama2_70b",
+        "config.chip.hbm_bytes_per_s": [h * PUBLISHED_TB_PER_S for h, _ in grid],
+        "config.chip.core_link_bytes_per_s": [s * REFERENCE_CORE_LINK_BYTES_PER_S for _, s in grid],
+        "latency_ms": [simulated[g] - 1 for g in grid], "simulated_ms": [simulated[g] for g in grid],
+    })
+    table = bandwidth.noc_table(rows).set_index(["hbm_tb_s", "link_scale"])
+    assert table.loc[(14, 1.5), "speedup_vs_x1"] == pytest.approx(1.2)
+    assert table.loc[(8, 0.75), "speedup_vs_x1"] == pytest.approx(16 / 18)
+    ax = bandwidth.plot_noc(table.reset_index(), "llama2_70b")
+    assert len(ax.lines) == 6  # simulated and analytic per scale
+    plt.close("all")
+
+
+def test_core_table_speedups_and_scaling_efficiency():
+    rows = pd.DataFrame({
+        "status": "ok", "config.model.name": ["m", "m", "m", "d"],
+        "config.chip.n_chips": [4, 4, 4, 1], "config.chip.cores_per_chip": [552, 1104, 1472, 552],
+        "config.chip.hbm_bytes_per_s": [552 * 4 * 2.85e9, 1104 * 4 * 2.85e9, 1472 * 4 * 2.85e9, 552 * 2.85e9],
+        "latency_ms": [20.0, 12.5, 10.0, 3.0], "ideal_ms": [18.0, 12.0, 9.0, 2.0],
+    })
+    table = scaling.core_table(rows).set_index(["model", "cores"])
+    assert table.loc[("m", 4416), "speedup_vs_fewest"] == pytest.approx(1.6)
+    assert table.loc[("m", 4416), "scaling_efficiency"] == pytest.approx(0.8)
+    assert table.loc[("m", 5888), "pct_of_ideal"] == pytest.approx(90.0)
+    assert table.loc[("d", 552), "speedup_vs_fewest"] == 1.0
+    assert table.loc[("m", 5888), "hbm_tb_s"] == pytest.approx(5888 * 2.85e9 / PUBLISHED_TB_PER_S, abs=1e-4)
+
+
+def test_training_table_relates_each_compute_scale_to_x1():
+    rows = pd.DataFrame({
+        "status": "ok", "config.chip.hbm_bytes_per_s": [300 * 1.048576e9] * 3 + [400 * 1.048576e9] * 2,
+        "config.chip.compute_scale": [0.75, 1.0, 1.5, 1.0, 1.5],
+        "latency_ms": [300.0, 250.0, 200.0, 249.0, 199.2], "hbm_util": 0.1, "tflops": 500.0,
+    })
+    table = scaling.training_table(rows).set_index(["hbm_gb_s", "compute_scale"])
+    assert table.loc[(300, 1.5), "speedup_vs_x1"] == pytest.approx(1.25)
+    assert table.loc[(400, 1.5), "speedup_vs_x1"] == pytest.approx(1.25)
+    assert table.loc[(300, 0.75), "speedup_vs_x1"] == pytest.approx(250 / 300)
+
+
+def test_every_notebook_has_its_fixture_tables():
+    """nbmake runs the notebooks against tests/fixtures; each sweep a notebook loads has one."""
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        sweeps = re.findall(r'results\.load\(\\"(\w+)\\"\)', notebook.read_text())
+        assert sweeps, notebook.name
+        for sweep in sweeps:
+            assert (ROOT / "tests" / "fixtures" / f"{sweep}.parquet").is_file(), (notebook.name, sweep)
+            assert (ROOT / "conf" / "experiment" / f"{sweep}.yaml").is_file(), (notebook.name, sweep)
+
+
+def test_shrink_keeps_job_status_and_the_named_columns_of_the_chosen_rows():
+    table = pd.DataFrame({"job": ["0", "1", "2"], "status": "ok", "a": [1, 2, 3], "b": [4, 5, 6]})
+    small = results.shrink(table, ["b", "missing"], table["a"] > 1)
+    assert small.columns.tolist() == ["job", "status", "b"] and small["b"].tolist() == [5, 6]

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from elkopt.collect import RESULTS, collect, flatten, main
+from elkopt.collect import RESULTS, collect, collect_and_draw, experiment_of, flatten, main
 
 
 def write(path, data):
@@ -60,3 +60,25 @@ def test_a_crashed_job_becomes_an_error_row_with_its_traceback(tmp_path):
     assert saved["type"] == "RuntimeError" and "raise RuntimeError" in saved["traceback"]
     row = collect(tmp_path).iloc[0]
     assert row["status"] == "error" and row["error"] == "a bug" and row["config.model.name"] == "tiny"
+
+
+def test_a_figure_experiments_sweep_gets_its_figures(tmp_path, capsys):
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  runtime:\n    choices:\n      experiment: fig24_training\n")
+    assert experiment_of(tmp_path) == "fig24_training" and experiment_of(tmp_path / "0") is None
+    for job, (hbm, scale, ms) in enumerate([(300, 1.0, 250.0), (300, 1.5, 200.0), (400, 1.0, 249.0)]):
+        config = {"chip": {"hbm_bytes_per_s": hbm * 1.048576e9, "compute_scale": scale}}
+        write(tmp_path / str(job) / "metrics.json",
+              {"latency_ms": ms, "hbm_util": 0.2, "tflops": 400.0, "config": config})
+    write(tmp_path / "3" / "error.json", {"error": "bad", "config": {}})
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 jobs (1 error, 3 ok)" in out and f"figure -> {tmp_path / 'fig24_training.png'}" in out
+    assert (tmp_path / "fig24_training.png").stat().st_size > 1000
+    # a sweep whose every job failed keeps its table, without figures
+    for job in ("0", "1", "2"):
+        (tmp_path / job / "metrics.json").unlink()
+        write(tmp_path / job / "error.json", {"error": "bad", "config": {}})
+    (tmp_path / "fig24_training.png").unlink()
+    table, figures = collect_and_draw(tmp_path)
+    assert figures == [] and table["status"].tolist() == ["error"] * 4
+    assert not (tmp_path / "fig24_training.png").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 import elkopt.config  # noqa: F401  (registers the schemas)
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
-    ChipConfig, RunConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_workload,
+    ChipConfig, RunConfig, Workload, WorkloadKind, multiply, to_chip, to_planning_options, to_workload,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,69 @@ def test_every_experiment_composes(experiment):
     to_chip(run.chip)
     to_workload(run.workload)
     to_planning_options(run.planning)
+
+
+def sweep_axes(experiment: str) -> list[list[str]]:
+    """An experiment's declared sweep: per param, its overrides (`key=value`, one per value)."""
+    cfg = compose(config_name="config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    return [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+
+
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The override lists of every job of an experiment's declared sweep (basic sweeper:
+    the cartesian product of its params)."""
+    axes = sweep_axes(experiment)
+    return [[f"+experiment={experiment}", *job] for job in itertools.product(*axes)] if axes else []
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_value_of_every_declared_sweep_composes(experiment):
+    axes = sweep_axes(experiment)
+    for k, axis in enumerate(axes):  # each value once, the other params at their first value
+        for value in axis:
+            overrides = [f"+experiment={experiment}", *(a[0] for a in axes[:k]), value,
+                         *(a[0] for a in axes[k + 1:])]
+            run = compose_run(*overrides)
+        to_chip(run.chip)
+        to_workload(run.workload)
+
+
+def test_declared_sweeps_cover_the_published_figures():
+    counts = {e: len(sweep_jobs(e)) for e in options("experiment")}
+    assert counts == {"fig17_latency": 96, "fig18_breakdown": 16, "fig19_hbm_sweep": 14, "fig22_noc_sweep": 16,
+                      "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0}
+    fig17 = {tuple(o[1:]) for o in sweep_jobs("fig17_latency")}
+    assert ("model=opt_30b", "workload.batch=64", "workload.kv_len=4096", "scheduler=inductive") in fig17
+
+
+def test_core_sweep_scales_hbm_with_the_cores():
+    per_core = 16 * PUBLISHED_TB_PER_S / 5888
+    cores = {}
+    for overrides in sweep_jobs("fig23_core_sweep"):
+        if overrides[1] not in ("+fig23=llama2_70b", "+fig23=dit_xl_2"):
+            continue
+        run = compose_run(*overrides)
+        chip = to_chip(run.chip)
+        assert chip.hbm_bytes_per_s == pytest.approx(chip.cores * per_core, rel=1e-12)
+        cores.setdefault(run.model.name, []).append(chip.cores)
+    assert cores["llama2_70b"] == [2208, 2944, 3680, 4416, 5152, 5888]
+    assert cores["dit_xl_2"] == [552, 736, 920, 1104, 1288, 1472]
+    reference = compose_run("+experiment=fig23_core_sweep", "+fig23=opt_30b")
+    assert to_chip(reference.chip).hbm_bytes_per_s == pytest.approx(16 * PUBLISHED_TB_PER_S)
+    assert to_workload(compose_run("+experiment=fig23_core_sweep", "+fig23=dit_xl_2").workload) == Workload(
+        WorkloadKind.FORWARD, 32, 256, 2)
+
+
+def test_noc_sweep_scales_the_gateways_with_the_core_links():
+    run = compose_run("+experiment=fig22_noc_sweep", "chip.core_link_bytes_per_s=2e9")
+    assert run.chip.inter_chip_bytes_per_s == pytest.approx(2e9 * 640 / 5.5)
+
+
+def test_the_product_resolver_names_a_bad_factor():
+    assert multiply(2, "3", 1.5) == 9.0
+    with pytest.raises(ValueError, match="elkopt.mul takes numbers, got 'x'"):
+        multiply(2, "x")
 
 
 def test_llama_mesh_experiment_and_command_line_precedence():

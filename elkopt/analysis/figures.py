@@ -1,0 +1,132 @@
+"""The published evaluation's figures, one function per experiment of `conf/experiment/`.
+
+Each takes the sweep's results table (`elkopt.collect`) and returns its figures by name.
+The notebooks call them, and a sweep of one of these experiments draws them into its
+folder when it ends (`draw`, called by `elkopt.collect`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pandas as pd
+
+from elkopt.analysis import bandwidth, latency, scaling
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+
+def _grid(n: int, width: float, height: float, rows: bool = False):
+    import matplotlib.pyplot as plt
+
+    shape = (n, 1) if rows else (1, n)
+    fig, axes = plt.subplots(*shape, figsize=(width * shape[1], height * shape[0]), squeeze=False)
+    return fig, axes.ravel()
+
+
+def fig17_latency(results: pd.DataFrame) -> dict[str, Figure]:
+    """Latency per scheduler and configuration, one panel per model."""
+    table = latency.latency_table(results)
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _grid(len(models), 9, 3.2, rows=True)
+    for ax, model in zip(axes, models):
+        latency.plot_latency(table, model, ax=ax)
+    fig.tight_layout()
+    return {"fig17_latency": fig}
+
+
+def fig18_breakdown(results: pd.DataFrame) -> dict[str, Figure]:
+    """The time breakdown, and the utilisations and TFLOP/s, per model and scheduler."""
+    import matplotlib.pyplot as plt
+
+    table = latency.breakdown_table(results)
+    height = 0.32 * len(table) + 1
+    breakdown, ax = plt.subplots(figsize=(9, height))
+    latency.plot_breakdown(table, ax=ax)
+    breakdown.tight_layout()
+    utilisation, axes = plt.subplots(1, 2, figsize=(11, height), sharey=True)
+    latency.plot_utilisation(table, axes=axes)
+    utilisation.tight_layout()
+    return {"fig18_breakdown": breakdown, "fig18_utilisation": utilisation}
+
+
+def fig19_hbm_sweep(results: pd.DataFrame) -> dict[str, Figure]:
+    """Latency against HBM bandwidth, one panel per model, a line per topology."""
+    table = bandwidth.hbm_table(results)
+    models = sorted(table["model"].unique())
+    fig, axes = _grid(len(models), 6, 4)
+    for ax, model in zip(axes, models):
+        bandwidth.plot_latency_vs_hbm(table, model, ax=ax)
+    fig.tight_layout()
+    return {"fig19_hbm_sweep": fig}
+
+
+def fig22_noc_sweep(results: pd.DataFrame) -> dict[str, Figure]:
+    """Latency against HBM bandwidth, a line per interconnect scale."""
+    table = bandwidth.noc_table(results)
+    models = sorted(table["model"].unique())
+    fig, axes = _grid(len(models), 6.5, 4)
+    for ax, model in zip(axes, models):
+        bandwidth.plot_noc(table, model, ax=ax)
+    fig.tight_layout()
+    return {"fig22_noc_sweep": fig}
+
+
+def fig23_core_sweep(results: pd.DataFrame) -> dict[str, Figure]:
+    """Speed-up against cores: the LLMs in one panel, DiT-XL/2 in another."""
+    table = scaling.core_table(results)
+    llms = [m for m in table["model"].unique() if m != "dit_xl_2"]
+    groups = [g for g in (llms, ["dit_xl_2"]) if table["model"].isin(g).any()]
+    fig, axes = _grid(len(groups), 6, 4)
+    for ax, group in zip(axes, groups):
+        scaling.plot_cores(table, group, ax=ax)
+    fig.tight_layout()
+    return {"fig23_core_sweep": fig}
+
+
+def fig24_training(results: pd.DataFrame) -> dict[str, Figure]:
+    """The training forward pass against compute, a line per HBM bandwidth."""
+    fig, axes = _grid(1, 6, 4)
+    scaling.plot_training(scaling.training_table(results), ax=axes[0])
+    fig.tight_layout()
+    return {"fig24_training": fig}
+
+
+#: Experiment name -> its figures.
+FIGURES: dict[str, Callable[[pd.DataFrame], dict[str, Figure]]] = {
+    f.__name__: f for f in (fig17_latency, fig18_breakdown, fig19_hbm_sweep, fig22_noc_sweep,
+                            fig23_core_sweep, fig24_training)
+}
+
+
+def draw(experiment: str, results: pd.DataFrame, folder: Path) -> list[Path]:
+    """Write the figures of `experiment` drawn from `results` into `folder` as PNG; the
+    paths written. Nothing for an experiment without figures; a table the figures cannot
+    be drawn from (every job failed, say) is logged, not raised, so the table stays."""
+    if experiment not in FIGURES:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        figures = FIGURES[experiment](results)
+    except ValueError as error:
+        log.warning("no figures for %s: %s", experiment, error)
+        return []
+    written = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+__all__ = ["FIGURES", "draw", *FIGURES]
