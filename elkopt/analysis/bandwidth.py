@@ -77,23 +77,29 @@ def gains(table: pd.DataFrame, column: str = "simulated_ms") -> pd.DataFrame:
 def plot_latency_vs_hbm(table: pd.DataFrame, model: str, ax: Axes | None = None) -> Axes:
     """Simulated (solid) and analytic (dashed) latency against HBM bandwidth, one colour
     per topology."""
+    ax = _against_hbm(check_table(table), model, "topology", str, ax)
+    ax.set_title(f"{model}: latency vs HBM bandwidth")
+    ax.set_ylim(bottom=0)
+    return ax
+
+
+def _against_hbm(table: pd.DataFrame, model: str, by: str, label, ax: Axes | None) -> Axes:
+    """The model's simulated (solid) and analytic (dashed) latency against HBM bandwidth,
+    one colour per value of column `by` (named by `label(value)`)."""
     import matplotlib.pyplot as plt
 
-    part = check_table(table)
-    part = part[part["model"] == model]
+    part = table[table["model"] == model]
     if part.empty:
         raise ValueError(f"no rows for model {model!r}; the table has {sorted(table['model'].unique())}")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    for k, (topology, rows) in enumerate(part.groupby("topology", sort=True)):
+    for k, (value, rows) in enumerate(part.groupby(by, sort=True)):
         rows = rows.sort_values("hbm_tb_s")
-        colour = f"C{k}"
-        ax.plot(rows["hbm_tb_s"], rows["simulated_ms"], "o-", color=colour, label=f"{topology}, simulated")
-        ax.plot(rows["hbm_tb_s"], rows["analytic_ms"], "--", color=colour, alpha=0.6, label=f"{topology}, analytic")
+        ax.plot(rows["hbm_tb_s"], rows["simulated_ms"], "o-", color=f"C{k}", label=f"{label(value)}, simulated")
+        ax.plot(rows["hbm_tb_s"], rows["analytic_ms"], "--", color=f"C{k}", alpha=0.6,
+                label=f"{label(value)}, analytic")
     ax.set_xlabel("HBM bandwidth (TB/s)")
     ax.set_ylabel("latency per token (ms)")
-    ax.set_title(f"{model}: latency vs HBM bandwidth")
-    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -124,22 +130,9 @@ def noc_table(results: pd.DataFrame) -> pd.DataFrame:
 def plot_noc(table: pd.DataFrame, model: str, ax: Axes | None = None) -> Axes:
     """Simulated (solid) and analytic (dashed) latency against HBM bandwidth, one colour
     per interconnect scale."""
-    import matplotlib.pyplot as plt
-
-    part = table[table["model"] == model]
-    if part.empty:
-        raise ValueError(f"no rows for model {model!r}; the table has {sorted(table['model'].unique())}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    for k, (scale, rows) in enumerate(part.groupby("link_scale", sort=True)):
-        rows = rows.sort_values("hbm_tb_s")
-        ax.plot(rows["hbm_tb_s"], rows["simulated_ms"], "o-", color=f"C{k}", label=f"links x{scale:g}, simulated")
-        ax.plot(rows["hbm_tb_s"], rows["analytic_ms"], "--", color=f"C{k}", alpha=0.6)
-    ax.set_xlabel("HBM bandwidth (TB/s)")
-    ax.set_ylabel("latency per token (ms)")
-    ax.set_title(f"{model}: HBM and interconnect bandwidth (dashed: analytic)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax = _against_hbm(table, model, "link_scale", lambda scale: f"links x{scale:g}", ax)
+    ax.set_title(f"{model}: HBM and interconnect bandwidth")
+    ax.legend(fontsize=7, ncol=2)
     return ax
 
 

@@ -55,26 +55,24 @@ def fig18_breakdown(results: pd.DataFrame) -> dict[str, Figure]:
     return {"fig18_breakdown": breakdown, "fig18_utilisation": utilisation}
 
 
+def _per_model(table: pd.DataFrame, plot, width: float) -> Figure:
+    """One panel per model of `table`, each drawn by `plot(table, model, ax=...)`."""
+    models = sorted(table["model"].unique())
+    fig, axes = _grid(len(models), width, 4)
+    for ax, model in zip(axes, models):
+        plot(table, model, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 def fig19_hbm_sweep(results: pd.DataFrame) -> dict[str, Figure]:
     """Latency against HBM bandwidth, one panel per model, a line per topology."""
-    table = bandwidth.hbm_table(results)
-    models = sorted(table["model"].unique())
-    fig, axes = _grid(len(models), 6, 4)
-    for ax, model in zip(axes, models):
-        bandwidth.plot_latency_vs_hbm(table, model, ax=ax)
-    fig.tight_layout()
-    return {"fig19_hbm_sweep": fig}
+    return {"fig19_hbm_sweep": _per_model(bandwidth.hbm_table(results), bandwidth.plot_latency_vs_hbm, 6)}
 
 
 def fig22_noc_sweep(results: pd.DataFrame) -> dict[str, Figure]:
     """Latency against HBM bandwidth, a line per interconnect scale."""
-    table = bandwidth.noc_table(results)
-    models = sorted(table["model"].unique())
-    fig, axes = _grid(len(models), 6.5, 4)
-    for ax, model in zip(axes, models):
-        bandwidth.plot_noc(table, model, ax=ax)
-    fig.tight_layout()
-    return {"fig22_noc_sweep": fig}
+    return {"fig22_noc_sweep": _per_model(bandwidth.noc_table(results), bandwidth.plot_noc, 6.5)}
 
 
 def fig23_core_sweep(results: pd.DataFrame) -> dict[str, Figure]:
