@@ -181,6 +181,10 @@ def test_training_table_relates_each_compute_scale_to_x1():
     assert table.loc[(300, 1.5), "speedup_vs_x1"] == pytest.approx(1.25)
     assert table.loc[(400, 1.5), "speedup_vs_x1"] == pytest.approx(1.25)
     assert table.loc[(300, 0.75), "speedup_vs_x1"] == pytest.approx(250 / 300)
+    one = scaling.training_table(rows.iloc[3:])  # one HBM bandwidth only
+    assert one["speedup_vs_x1"].tolist() == pytest.approx([1.0, 249 / 199.2])
+    no_x1 = scaling.training_table(rows.iloc[[0, 2]])
+    assert no_x1["speedup_vs_x1"].isna().all()
 
 
 def test_every_notebook_has_its_fixture_tables():

@@ -171,3 +171,18 @@ def test_the_slurm_launcher_preset_composes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "SlurmLauncher" in result.stdout and "partition: batch" in result.stdout
     assert "timeout_min: 120" in result.stdout
+
+
+def test_a_figure_experiments_sweep_ends_with_its_figure(tmp_path):
+    """The Fig. 24 experiment, shrunk to the tiny model and two jobs from the command line
+    (which beats the file's sweep params): the sweep folder gets the table and the figure."""
+    import pandas as pd
+    sweep = tmp_path / "sweep"
+    result = run_cli(tmp_path, "+experiment=fig24_training", "model=tiny", "workload.seq_len=64",
+                     "chip.hbm_bytes_per_s=4e11", "chip.compute_scale=1.0,1.5",
+                     f"hydra.sweep.dir={sweep}", "--multirun")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(sweep / "results.parquet")
+    assert table["status"].tolist() == ["ok", "ok"]
+    assert table["config.chip.compute_scale"].tolist() == [1.0, 1.5]
+    assert (sweep / "fig24_training.png").stat().st_size > 1000

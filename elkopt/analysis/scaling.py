@@ -24,12 +24,10 @@ PUBLISHED_HBM_GB_PER_S = PUBLISHED_TB_PER_S / 1000
 def _relative(table: pd.DataFrame, group: list[str], by: str, at: float | None = None) -> pd.Series:
     """latency at the row of `group` whose `by` is `at` (the smallest when None) over
     each row's latency: the speed-up over that point (NaN where the group lacks it)."""
-    def base(part: pd.DataFrame) -> pd.Series:
-        ref = part[part[by] == (part[by].min() if at is None else at)]["latency_ms"]
-        value = ref.iloc[0] if len(ref) else float("nan")
-        return value / part["latency_ms"]
-
-    return table.groupby(group, group_keys=False, sort=False)[[by, "latency_ms"]].apply(base)
+    groups = [table[g] for g in group]
+    reference = table[by] == (table.groupby(groups)[by].transform("min") if at is None else at)
+    base = table["latency_ms"].where(reference).groupby(groups).transform("first")
+    return base / table["latency_ms"]
 
 
 def core_table(results: pd.DataFrame) -> pd.DataFrame:
