@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_COLUMNS = (
     "error", "config.model.name", "config.workload.", "config.chip.", "config.scheduler.name",
     "latency_ms", "ideal_ms", "lower_bound_ms", "simulated_ms", "breakdown.", "hbm_util", "noc_util",
-    "tflops", "simulation.mean_core_link_utilisation", "simulation.hbm_port_utilisation",
+    "tflops", "simulation.mean_core_link_utilisation", "simulation.hbm_port_utilisation", "published_ms.",
 )
 #: Per sweep, the rows its fixture keeps.
 FIXTURE_ROWS = {

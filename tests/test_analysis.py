@@ -86,6 +86,10 @@ def test_latency_table_pivots_schedulers_and_puts_the_published_values_beside():
     assert published.loc["elkopt", "published_as"] == "elk_full"
     assert published.loc["elkopt", "ratio"] == pytest.approx(7.5 / 6.72)
     assert published.loc["ideal", "ratio"] == pytest.approx(6.0 / 6.70)
+    other_chip = _fig17_rows().assign(**{"published_ms.ideal": None})  # jobs off the published setup
+    assert latency.latency_table(other_chip)["published_elk_full"].isna().all()
+    reference = _fig17_rows().assign(**{"published_ms.ideal": 6.70})
+    assert latency.latency_table(reference).loc[1, "published_elk_full"] == 6.72
 
 
 def test_breakdown_table_and_its_pictures():

@@ -27,7 +27,9 @@ _KEYS = {"config.model.name": "model", "config.workload.batch": "batch", "config
 
 def latency_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, batch, kv): each scheduler's latency (ms), Ideal and the lower
-    bound, and the published values where the spec lists them (``published_<name>``).
+    bound, and the published values where the spec lists them (``published_<name>``):
+    only beside jobs that ran the published setup (the chip of spec section 7; their
+    metrics carry ``published_ms``) when the table says so.
 
     Every job computes Ideal and the lower bound on the graph it planned; with large
     operators cut (`planning.split_policy=if_faster`) the jobs of one configuration may
@@ -49,6 +51,11 @@ def latency_table(results: pd.DataFrame) -> pd.DataFrame:
         {"model": m, "batch": PUBLISHED_CONFIG[0], "kv": PUBLISHED_CONFIG[1],
          **{f"published_{k}": v for k, v in values.items()}}
         for m, values in PUBLISHED_MS.items()])
+    if "published_ms.ideal" in results.columns:  # metrics.json says which jobs ran the published setup
+        ran = finished(results)
+        ran = ran[ran["published_ms.ideal"].notna()]
+        setups = set(zip(ran["config.model.name"], ran["config.workload.batch"], ran["config.workload.kv_len"]))
+        published = published[[tuple(r) in setups for r in published[keys].itertuples(index=False)]]
     table = table.merge(published, on=keys, how="left")
     order = {m: k for k, m in enumerate(PUBLISHED_MS)}
     table["_order"] = table["model"].map(order).fillna(len(order))
