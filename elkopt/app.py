@@ -23,6 +23,7 @@ error.json) with exit status 2.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -70,6 +71,11 @@ class RunInputs:
     workload: Workload
     chip: Chip
     graph: Graph
+    source: str | None = None  # the file of model=file
+
+    def describe_workload(self) -> str:
+        """The workload's label; for a graph read from a file, the file (whose shapes hold)."""
+        return self.workload.describe() if self.source is None else f"shapes from {Path(self.source).name}"
 
 
 def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
@@ -93,7 +99,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     try:
         inputs = build_inputs(run_config)
         log.info("compiling %s (%d ops, %s) on %s with the %s scheduler",
-                 inputs.model, inputs.graph.n_ops, inputs.workload.describe(),
+                 inputs.model, inputs.graph.n_ops, inputs.describe_workload(),
                  inputs.chip.name, run_config.scheduler.name)
         if run_config.simulate and run_config.sim.calibrate_rounds > 0:
             from elkopt.sim.calibrate import calibrate
@@ -172,7 +178,19 @@ def finished_with(out: Path, run_config: RunConfig) -> dict[str, Any] | None:
         done = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return done if done.get("config") == json.loads(json.dumps(to_plain_dict(run_config))) else None
+    if done.get("config") != json.loads(json.dumps(to_plain_dict(run_config))):
+        return None
+    if run_config.model.name == "file" and done.get("model_file_sha256") != model_file_digest(run_config):
+        return None  # the same path, another graph
+    return done
+
+
+def model_file_digest(run_config: RunConfig) -> str | None:
+    """SHA-256 of model=file's graph file (None for zoo models or a missing file)."""
+    path = run_config.model.path
+    if run_config.model.name != "file" or not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None:
@@ -202,18 +220,44 @@ def _fail(out: Path, run_config: RunConfig, error: ValueError) -> int:
 def build_inputs(run_config: RunConfig) -> RunInputs:
     """Convert the config to domain objects and build the graph; ValueError on bad input."""
     model = run_config.model.name
-    if model not in zoo.ARCHITECTURES:
+    if model != "file" and model not in zoo.ARCHITECTURES:
         raise ValueError(f"model.name {model!r} is not in the model zoo; "
-                         f"known: {', '.join(sorted(zoo.ARCHITECTURES))}")
+                         f"known: {', '.join(sorted(zoo.ARCHITECTURES))} (or file, with model.path)")
     workload = to_workload(run_config.workload)
     chip = to_chip(run_config.chip)
-    graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
-                            elem_bytes=workload.elem_bytes)
+    if model == "file":
+        graph = read_model_file(run_config.model.path, run_config.model.format, workload.elem_bytes)
+        model = graph.name
+    else:
+        graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
+                                elem_bytes=workload.elem_bytes)
     if run_config.simulate:  # fail before compiling, not after
         check_sim_config(run_config.sim)
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)
-    return RunInputs(model=model, workload=workload, chip=chip, graph=graph)
+    source = run_config.model.path if run_config.model.name == "file" else None
+    return RunInputs(model=model, workload=workload, chip=chip, graph=graph, source=source)
+
+
+#: model.format values `read_model_file` reads.
+MODEL_FORMATS = ("einstein",)
+
+
+def read_model_file(path: str | None, model_format: str, elem_bytes: int) -> Graph:
+    """The graph of `model=file`: the file at model.path in model.format. Its shapes are
+    used as they are (the workload gives only the element size)."""
+    if model_format not in MODEL_FORMATS:
+        raise ValueError(f"model.format must be one of {', '.join(MODEL_FORMATS)}, got {model_format!r}")
+    if not path:
+        raise ValueError("model=file needs model.path=<the graph file>")
+    if not Path(path).is_file():
+        raise ValueError(f"model.path {path!r} is not a file (relative paths start at the folder "
+                         f"elkopt.run is started from, {os.getcwd()})")
+    from elkopt.graph.dump import read_einstein
+
+    log.info("reading %s (%s); the workload gives only the element size (%d bytes)",
+             path, model_format, elem_bytes)
+    return read_einstein(path, elem_bytes)
 
 
 def check_sim_config(cfg: SimConfig) -> None:
@@ -263,7 +307,8 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
     refs = result.references
     return {
         "model": inputs.model,
-        "workload": inputs.workload.describe(),
+        "workload": inputs.describe_workload(),
+        "model_file_sha256": model_file_digest(run_config),
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,
@@ -274,7 +319,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "static_ms": refs.get("static"),
         "pct_of_ideal": percent_of(refs.get("ideal"), latency_ms),
         "pct_of_lower_bound": percent_of(refs.get("lower_bound"), latency_ms),
-        "published_ms": published_ms(inputs.model, inputs.workload, inputs.chip),
+        "published_ms": None if inputs.source else published_ms(inputs.model, inputs.workload, inputs.chip),
         "simulated_ms": None,  # with simulate: true, filled by simulate_run
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,

@@ -45,9 +45,13 @@ def config_path() -> str:
 # -- schemas ------------------------------------------------------------------
 @dataclass
 class ModelConfig:
-    """Which architecture of the model zoo to build (`elkopt.graph.zoo.ARCHITECTURES`)."""
+    """Which architecture of the model zoo to build (`elkopt.graph.zoo.ARCHITECTURES`), or
+    `name: file` to read a graph from `path` in `format` (einstein: an einstein-expression
+    dump, `elkopt.graph.dump`)."""
 
     name: str = MISSING
+    path: Optional[str] = None
+    format: str = "einstein"
 
 
 @dataclass

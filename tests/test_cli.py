@@ -186,3 +186,24 @@ def test_a_figure_experiments_sweep_ends_with_its_figure(tmp_path):
     assert table["status"].tolist() == ["ok", "ok"]
     assert table["config.chip.compute_scale"].tolist() == [1.0, 1.5]
     assert (sweep / "fig24_training.png").stat().st_size > 1000
+
+
+def test_a_graph_file_plans_like_the_zoo_model_it_was_exported_from(tmp_path):
+    from elkopt.graph.dump import write_einstein
+    from elkopt.graph.zoo import build_graph
+    dump = write_einstein(build_graph("tiny", "decode", 4, 64), tmp_path / "tiny_dump.json")
+    zoo = run_cli(tmp_path, "model=tiny", "workload.batch=4", "workload.kv_len=64", "scheduler=static",
+                  "hydra.run.dir=zoo")
+    assert zoo.returncode == 0, zoo.stderr
+    read = run_cli(tmp_path, "model=file", f"model.path={dump}", "scheduler=static", "hydra.run.dir=file")
+    assert read.returncode == 0, read.stderr
+    ours, theirs = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("zoo", "file"))
+    assert theirs["latency_ms"] == ours["latency_ms"] and theirs["n_ops"] == ours["n_ops"]
+    assert theirs["model"] == "tiny_dump" and theirs["workload"] == "shapes from tiny_dump.json"
+    assert len(theirs["model_file_sha256"]) == 64
+    missing = run_cli(tmp_path, "model=file", "hydra.run.dir=missing")
+    assert missing.returncode == 2 and "model=file needs model.path" in missing.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([[0, ' - einstein_v2("output0[N] = input0[N", input_dict={}) ', "Relu", []]]))
+    bad = run_cli(tmp_path, "model=file", f"model.path={broken}", "hydra.run.dir=bad")
+    assert bad.returncode == 2 and "node 0 (Relu): expected ']'" in bad.stderr

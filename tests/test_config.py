@@ -49,7 +49,7 @@ def error_text(excinfo: pytest.ExceptionInfo) -> str:
 
 def test_groups_have_the_documented_options():
     assert options("model") == sorted(
-        ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny"])
+        ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny", "file"])
     assert options("workload") == ["decode", "forward"]
     assert options("chip") == ["ipu_mk2", "ipu_pod4", "mesh_pod4", "torus_pod4"]
     assert options("scheduler") == ["basic", "elkopt", "inductive", "static"]
