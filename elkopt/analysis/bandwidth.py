@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from elkopt.analysis.results import finished
+from elkopt.analysis.results import finished, speedup_over
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S
 
 if TYPE_CHECKING:
@@ -60,18 +60,11 @@ def _simulated(results: pd.DataFrame, need: tuple[str, ...]) -> pd.DataFrame:
 def gains(table: pd.DataFrame, column: str = "simulated_ms") -> pd.DataFrame:
     """Per model and topology, latency at each HBM bandwidth relative to the lowest one
     (speed-up so far) and the gain of each step over the previous bandwidth."""
-    rows = []
-    for (model, topology), part in check_table(table).groupby(["model", "topology"], sort=True):
-        part = part.sort_values("hbm_tb_s")
-        first = part[column].iloc[0]
-        previous = part[column].shift(1)
-        rows.append(pd.DataFrame({
-            "model": model, "topology": topology, "hbm_tb_s": part["hbm_tb_s"].to_numpy(),
-            column: part[column].to_numpy(),
-            "speedup_vs_lowest": (first / part[column]).to_numpy(),
-            "step_gain": (previous / part[column] - 1).to_numpy(),
-        }))
-    return pd.concat(rows, ignore_index=True)
+    keys = ["model", "topology"]
+    out = check_table(table).sort_values([*keys, "hbm_tb_s"])[[*keys, "hbm_tb_s", column]].reset_index(drop=True)
+    out["speedup_vs_lowest"] = speedup_over(out, keys, "hbm_tb_s", column=column)
+    out["step_gain"] = out.groupby(keys)[column].shift(1) / out[column] - 1
+    return out
 
 
 def plot_latency_vs_hbm(table: pd.DataFrame, model: str, ax: Axes | None = None) -> Axes:
@@ -121,9 +114,7 @@ def noc_table(results: pd.DataFrame) -> pd.DataFrame:
         "core_link_util": done.get("simulation.mean_core_link_utilisation"),
         "hbm_port_util": done.get("simulation.hbm_port_utilisation"),
     }).sort_values(["model", "hbm_tb_s", "link_scale"]).reset_index(drop=True)
-    base = table[table["link_scale"] == 1.0].set_index(["model", "hbm_tb_s"])["simulated_ms"]
-    at_x1 = pd.Series(list(zip(table["model"], table["hbm_tb_s"]))).map(base.to_dict())
-    table["speedup_vs_x1"] = (at_x1 / table["simulated_ms"]).to_numpy()
+    table["speedup_vs_x1"] = speedup_over(table, ["model", "hbm_tb_s"], "link_scale", at=1.0, column="simulated_ms")
     return table
 
 

@@ -91,6 +91,17 @@ def finished(table: pd.DataFrame, need: tuple[str, ...] = ()) -> pd.DataFrame:
     return done
 
 
+def speedup_over(table: pd.DataFrame, group: list[str], by: str, at: float | None = None,
+                 column: str = "latency_ms") -> pd.Series:
+    """Per row, `column` at the row of its `group` whose `by` equals `at` (the group's
+    smallest `by` when None) over the row's own `column`: the speed-up over that reference
+    point (NaN where the group lacks it)."""
+    groups = [table[g] for g in group]
+    reference = table[by] == (table.groupby(groups)[by].transform("min") if at is None else at)
+    base = table[column].where(reference).groupby(groups).transform("first")
+    return base / table[column]
+
+
 def save_figure(fig: Figure, name: str, results: Results, root: Path | None = None) -> Path | None:
     """Write `fig` to notebooks/figures/<name>.png when it was drawn from measured results
     (a sweep or notebooks/data), not from a test's fixture; the path written, or None."""
@@ -110,4 +121,4 @@ def shrink(table: pd.DataFrame, columns: list[str], rows: pd.Series | None = Non
     return part[keep].reset_index(drop=True)
 
 
-__all__ = ["ENV", "Results", "candidates", "checkout", "finished", "load", "save_figure", "shrink"]
+__all__ = ["ENV", "Results", "candidates", "checkout", "finished", "load", "save_figure", "shrink", "speedup_over"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from elkopt.analysis.results import finished
+from elkopt.analysis.results import finished, speedup_over
 from elkopt.chip import PUBLISHED_TB_PER_S
 
 if TYPE_CHECKING:
@@ -19,15 +19,6 @@ if TYPE_CHECKING:
 
 #: Published HBM "GB/s" (2^20 B per ms), as the training experiment names its bandwidths.
 PUBLISHED_HBM_GB_PER_S = PUBLISHED_TB_PER_S / 1000
-
-
-def _relative(table: pd.DataFrame, group: list[str], by: str, at: float | None = None) -> pd.Series:
-    """latency at the row of `group` whose `by` is `at` (the smallest when None) over
-    each row's latency: the speed-up over that point (NaN where the group lacks it)."""
-    groups = [table[g] for g in group]
-    reference = table[by] == (table.groupby(groups)[by].transform("min") if at is None else at)
-    base = table["latency_ms"].where(reference).groupby(groups).transform("first")
-    return base / table["latency_ms"]
 
 
 def core_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +34,7 @@ def core_table(results: pd.DataFrame) -> pd.DataFrame:
         "latency_ms": done["latency_ms"], "ideal_ms": done["ideal_ms"],
     }).sort_values(["model", "cores"]).reset_index(drop=True)
     table["pct_of_ideal"] = table["ideal_ms"] / table["latency_ms"] * 100
-    table["speedup_vs_fewest"] = _relative(table, ["model"], "cores")
+    table["speedup_vs_fewest"] = speedup_over(table, ["model"], "cores")
     fewest = table.groupby("model")["cores"].transform("min")
     table["scaling_efficiency"] = table["speedup_vs_fewest"] / (table["cores"] / fewest)
     return table
@@ -81,7 +72,7 @@ def training_table(results: pd.DataFrame) -> pd.DataFrame:
         "latency_ms": done["latency_ms"], "ideal_ms": done.get("ideal_ms"),
         "hbm_util": done["hbm_util"], "tflops": done["tflops"],
     }).sort_values(["hbm_gb_s", "compute_scale"]).reset_index(drop=True)
-    table["speedup_vs_x1"] = _relative(table, ["hbm_gb_s"], "compute_scale", at=1.0)
+    table["speedup_vs_x1"] = speedup_over(table, ["hbm_gb_s"], "compute_scale", at=1.0)
     return table
 
 
