@@ -57,9 +57,23 @@ def latency_table(results: pd.DataFrame) -> pd.DataFrame:
         setups = set(zip(ran["config.model.name"], ran["config.workload.batch"], ran["config.workload.kv_len"]))
         published = published[[tuple(r) in setups for r in published[keys].itertuples(index=False)]]
     table = table.merge(published, on=keys, how="left")
-    order = {m: k for k, m in enumerate(PUBLISHED_MS)}
-    table["_order"] = table["model"].map(order).fillna(len(order))
-    return table.sort_values(["_order", "model", "batch", "kv"]).drop(columns="_order").reset_index(drop=True)
+    return _in_order(table, ["model", "batch", "kv"])
+
+
+#: Sort ranks: models as the spec lists them, schedulers slowest first (others after, by name).
+_RANKS = {"model": list(PUBLISHED_MS), "scheduler": list(SCHEDULERS)}
+
+
+def _in_order(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """`table` sorted by the columns `by`, models and schedulers in their `_RANKS`."""
+    def rank(column: pd.Series) -> pd.Series:
+        known = _RANKS.get(column.name)
+        if known is None:
+            return column
+        ranks = column.map({v: k for k, v in enumerate(known)}).fillna(len(known))
+        return pd.Series(list(zip(ranks, column)), index=column.index)
+
+    return table.sort_values(by, key=rank).reset_index(drop=True)
 
 
 def summary(latency: pd.DataFrame) -> pd.DataFrame:
@@ -150,11 +164,7 @@ def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
     for name, column in simulated.items():
         if column in done.columns:
             table[name] = done[column].to_numpy()
-    order = {m: k for k, m in enumerate(PUBLISHED_MS)}
-    table["_m"] = table["model"].map(order).fillna(len(order))
-    table["_s"] = table["scheduler"].map({s: k for k, s in enumerate(SCHEDULERS)}).fillna(len(SCHEDULERS))
-    return (table.sort_values(["_m", "model", "batch", "kv", "_s"]).drop(columns=["_m", "_s"])
-            .reset_index(drop=True))
+    return _in_order(table, ["model", "batch", "kv", "scheduler"])
 
 
 def plot_breakdown(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
