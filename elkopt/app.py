@@ -72,6 +72,7 @@ class RunInputs:
     chip: Chip
     graph: Graph
     source: str | None = None  # the file of model=file
+    source_sha256: str | None = None  # its digest, taken when it was read
 
     def describe_workload(self) -> str:
         """The workload's label; for a graph read from a file, the file (whose shapes hold)."""
@@ -225,9 +226,10 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
                          f"known: {', '.join(sorted(zoo.ARCHITECTURES))} (or file, with model.path)")
     workload = to_workload(run_config.workload)
     chip = to_chip(run_config.chip)
+    source = digest = None
     if model == "file":
         graph = read_model_file(run_config.model.path, run_config.model.format, workload.elem_bytes)
-        model = graph.name
+        model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
                                 elem_bytes=workload.elem_bytes)
@@ -235,8 +237,8 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
         check_sim_config(run_config.sim)
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)
-    source = run_config.model.path if run_config.model.name == "file" else None
-    return RunInputs(model=model, workload=workload, chip=chip, graph=graph, source=source)
+    return RunInputs(model=model, workload=workload, chip=chip, graph=graph, source=source,
+                     source_sha256=digest)
 
 
 #: model.format values `read_model_file` reads.
@@ -308,7 +310,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
     return {
         "model": inputs.model,
         "workload": inputs.describe_workload(),
-        "model_file_sha256": model_file_digest(run_config),
+        "model_file_sha256": inputs.source_sha256,
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,
