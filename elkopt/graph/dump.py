@@ -204,7 +204,7 @@ def _operator(statement: ein.Statement, input_dict: dict, node_id: int, node_typ
     if len(set(names)) != len(names):
         raise DumpError(f"{where}: expected each input once in the expression, got {names}")
     expected = [f"input{k}" for k in range(len(sources))]
-    if sorted(names) != expected:
+    if set(names) != set(expected):  # each name once (checked above)
         raise DumpError(f"{where}: the expression reads {names}, the edges give {len(sources)} "
                         f"inputs ({', '.join(expected) or 'none'})")
     lengths = dict(statement.bounds)
