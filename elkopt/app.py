@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
-    RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
+    ModelConfig, RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
     to_solver_options, to_workload,
 )
 from elkopt.graph import zoo
@@ -73,10 +73,15 @@ class RunInputs:
     graph: Graph
     source: str | None = None  # the file of model=file
     source_sha256: str | None = None  # its digest, taken when it was read
+    sizes: dict[int, int] | None = None  # the file's placeholders met -> the sizes they stood for
 
     def describe_workload(self) -> str:
-        """The workload's label; for a graph read from a file, the file (whose shapes hold)."""
-        return self.workload.describe() if self.source is None else f"shapes from {Path(self.source).name}"
+        """The workload's label; for a graph read from a file, the file (whose shapes hold)
+        and the sizes its placeholders stood for."""
+        if self.source is None:
+            return self.workload.describe()
+        sizes = ", ".join(f"{k} = {v}" for k, v in (self.sizes or {}).items())
+        return f"shapes from {Path(self.source).name}" + (f" ({sizes})" if sizes else "")
 
 
 def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
@@ -226,9 +231,9 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
                          f"known: {', '.join(sorted(zoo.ARCHITECTURES))} (or file, with model.path)")
     workload = to_workload(run_config.workload)
     chip = to_chip(run_config.chip)
-    source = digest = None
+    source = digest = sizes = None
     if model == "file":
-        graph = read_model_file(run_config.model.path, run_config.model.format, workload.elem_bytes)
+        graph, sizes = read_model_file(run_config.model, workload)
         model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
@@ -238,28 +243,51 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)
     return RunInputs(model=model, workload=workload, chip=chip, graph=graph, source=source,
-                     source_sha256=digest)
+                     source_sha256=digest, sizes=sizes)
 
 
 #: model.format values `read_model_file` reads.
 MODEL_FORMATS = ("einstein",)
 
 
-def read_model_file(path: str | None, model_format: str, elem_bytes: int) -> Graph:
-    """The graph of `model=file`: the file at model.path in model.format. Its shapes are
-    used as they are (the workload gives only the element size)."""
-    if model_format not in MODEL_FORMATS:
-        raise ValueError(f"model.format must be one of {', '.join(MODEL_FORMATS)}, got {model_format!r}")
-    if not path:
+def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[int, int]]:
+    """The graph of `model=file`, the file at model.path in model.format, and the sizes
+    its placeholders stood for. Its shapes are used as they are, placeholders substituted
+    (`model_placeholders`); the workload gives the element size and the placeholders'
+    defaults."""
+    if model.format not in MODEL_FORMATS:
+        raise ValueError(f"model.format must be one of {', '.join(MODEL_FORMATS)}, got {model.format!r}")
+    if not model.path:
         raise ValueError("model=file needs model.path=<the graph file>")
-    if not Path(path).is_file():
-        raise ValueError(f"model.path {path!r} is not a file (relative paths start at the folder "
+    if not Path(model.path).is_file():
+        raise ValueError(f"model.path {model.path!r} is not a file (relative paths start at the folder "
                          f"elkopt.run is started from, {os.getcwd()})")
-    from elkopt.graph.dump import read_einstein
+    from elkopt.graph.dump import Placeholders, read_einstein
 
-    log.info("reading %s (%s); the workload gives only the element size (%d bytes)",
-             path, model_format, elem_bytes)
-    return read_einstein(path, elem_bytes)
+    placeholders = Placeholders(model_placeholders(model, workload))
+    log.info("reading %s (%s); the workload gives the element size (%d bytes)", model.path,
+             model.format, workload.elem_bytes)
+    graph = read_einstein(model.path, workload.elem_bytes, placeholders=placeholders)
+    sizes = {k: v for k, v in placeholders.values.items() if k in placeholders.used}
+    if sizes:
+        log.info("placeholders: %s", ", ".join(f"{k} stands for {v}" for k, v in sizes.items()))
+    return graph, sizes
+
+
+def model_placeholders(model: ModelConfig, workload: Workload) -> dict[int, int]:
+    """The sizes an einstein dump's placeholders stand for: 99 the batch, 66 the tokens
+    (the KV length of a decode step, the sequence of a forward pass), then model.placeholders."""
+    from elkopt.graph.dump import BATCH_PLACEHOLDER, SEQUENCE_PLACEHOLDER
+
+    values = {BATCH_PLACEHOLDER: workload.batch, SEQUENCE_PLACEHOLDER: workload.tokens}
+    for key, value in model.placeholders.items():
+        if not str(key).isdigit() or int(key) < 2:
+            raise ValueError(f"model.placeholders.{key}: an einstein dump's placeholders are sizes "
+                             f"(numbers above 1, such as 99), got {key!r}")
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(f"model.placeholders.{key} must be a positive int, got {value!r}")
+        values[int(key)] = value
+    return values
 
 
 def check_sim_config(cfg: SimConfig) -> None:
@@ -311,6 +339,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "model": inputs.model,
         "workload": inputs.describe_workload(),
         "model_file_sha256": inputs.source_sha256,
+        "model_file_sizes": {str(k): v for k, v in (inputs.sizes or {}).items()} or None,
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,

@@ -19,7 +19,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -47,11 +47,17 @@ def config_path() -> str:
 class ModelConfig:
     """Which architecture of the model zoo to build (`elkopt.graph.zoo.ARCHITECTURES`), or
     `name: file` to read a graph from `path` in `format` (einstein: an einstein-expression
-    dump, `elkopt.graph.dump`)."""
+    dump, `elkopt.graph.dump`).
+
+    `placeholders` maps a file's symbolic sizes to values. In an einstein dump they are
+    numbers: 99 stands for workload.batch and 66 for the sequence (decode: KV) length
+    unless set here (`+model.placeholders.99=16`; a number mapped to itself is left
+    alone)."""
 
     name: str = MISSING
     path: Optional[str] = None
     format: str = "einstein"
+    placeholders: Dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

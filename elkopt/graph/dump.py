@@ -18,24 +18,49 @@ What the exporter writes, and the importer reads back to the same operators:
   ``input_dict`` gives each input's shape; dims that index no input are bounded by a
   ``where`` clause. The edge list names each input's producer, in input order.
 
-Import rules (this increment reads what the exporter writes; the published graphs' affine
-indices, ``.when`` concatenations, placeholders and gathers come next):
+Import rules (for what the exporter writes and for the published graphs' constructs; one
+hand-written sample per construct is in ``tests/dumps/``):
 
-- the kind comes from the node type: ``Dot`` and ``BatchMatMul`` contract (``+=!``),
-  ``Sum`` and ``Max`` reduce, ``Slice`` re-lays out; otherwise two input tensors make an
-  element-wise binary operator and one a unary one;
-- the dims are the output's indices, then the reduced ones in order of first use; their
-  lengths come from the input shapes and ``where`` bounds;
-- an input fed by a ``Constant`` node, or by no node at all, is read from HBM; one fed by
-  a ``Parameter`` node is an on-chip graph input;
-- data-movement nodes (``Reshape``, ``Broadcast``, ``Convert``, ``Result``) are folded
-  away: their consumers read what they read.
+- **Inputs.** Edges feed ``input0``, ``input1``, ... in order. An input of ``input_dict``
+  that no edge feeds is a weight in HBM, and so is one fed by a ``Constant`` node. One fed
+  by a ``Parameter`` node is an on-chip graph input, except when a ``BatchMatMul`` reads
+  it (through folded nodes): that is a decode step's KV cache, read from HBM.
+- **Sizes.** Placeholders (`Placeholders`: 99 for the batch, 66 for the sequence or KV
+  length, and products such as 99 x 66 or 40 x 99) are replaced in shapes, ``where``
+  bounds and index constants.
+- **Statements.** Each statement of a node is one operator (a ``SoftmaxBasic`` of four
+  statements is four; intermediate tensors such as ``mediate0`` are named after the node).
+  The kind comes from the statement:
+  - a reduction over a product of two inputs (``+=! a * b``) contracts (``Dot``,
+    ``BatchMatMul``, ``Convolution``); over one input it reduces (``Sum``, ``Max``,
+    ``MaxPool``; a min-reduction costs as a max);
+  - an input indexed by another tensor's value (``input0[input1[N], D]``) is a gather;
+  - a bare input (``output0[N] = input0[N + 5120]``, casts allowed) re-lays out, as a
+    ``Slice`` does;
+  - otherwise one input makes a unary and two a binary element-wise operator. Three or
+    more make a chain of binary operators, and none makes a constant fill (an on-chip
+    graph input).
+  The label is the node type, or for a statement of a multi-statement node its
+  reduction, arithmetic operator or function (``Max``, ``Subtract``, ``Exp``).
+- **Dims and lengths.** The dims are the output's indices, then the others in order of
+  first use. An input is indexed by every name in its index expressions
+  (``input0[N, HO + KH]`` reads N, HO and KH, so a convolution is the matmul it lowers to,
+  the window positions counted). Lengths come from ``where`` bounds, then plain indices of
+  the input shapes, which must agree, then single-index affine expressions: ``N1 - 5120``
+  on a 5120-long axis runs to 10240, ``N0 / 40`` on a 3-long one to 120.
+- **Data movement.** ``Reshape``, ``Broadcast``, ``Convert`` and ``Result`` nodes are
+  folded away: their consumers read what they read. A ``Concat`` with an input from HBM
+  or a ``Parameter`` folds into it (the KV cache with the new token appended). Any other
+  ``Concat`` becomes one copy per input, each writing its part of the output.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +113,17 @@ def _ref(name: str, dims: tuple[str, ...]) -> str:
     return f"{name}[{', '.join(dims)}]"
 
 
+def _gather_ref(table: Operand, index: Operand) -> str:
+    """``input0[input1[N], D]``: the table's dims the index tensor indexes are read at the
+    index tensor's value (in the place of the first of them)."""
+    picked = [d for d in table.dims if d in index.dims]
+    if not picked:
+        return _ref("input0", table.dims)
+    looked_up = _ref("input1", index.dims)
+    parts = [looked_up if d == picked[0] else d for d in table.dims if d == picked[0] or d not in index.dims]
+    return f"input0[{', '.join(parts)}]"
+
+
 def _statement(op: Operator) -> str:
     """One operator as an einstein statement over its own dim names."""
     refs = [_ref(f"input{k}", x.dims) for k, x in enumerate(op.inputs)]
@@ -105,6 +141,8 @@ def _statement(op: Operator) -> str:
         body = f"{out} = -{refs[0]}" if op.label == "Negative" else f"{out} = {refs[0]}.call(`{op.label.lower()}`)"
     elif op.kind == OpKind.SLICE:
         body = f"{out} = {refs[0]}"
+    elif op.kind == OpKind.GATHER and len(op.inputs) == 2:
+        body = f"{out} = {_gather_ref(*op.inputs)}"
     else:
         raise ValueError(f"operator {op.name!r}: {op.kind} operators are not exported yet")
     read = {d for x in op.inputs for d in x.dims}
@@ -121,145 +159,409 @@ def write_einstein(graph: Graph, path: str | os.PathLike) -> Path:
 
 
 # -- import ------------------------------------------------------------------------------
-def read_einstein(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = None) -> Graph:
+#: The published graphs' size placeholders: 99 stands for the batch, 66 for the sequence
+#: length (in a decode step, the KV length).
+BATCH_PLACEHOLDER = 99
+SEQUENCE_PLACEHOLDER = 66
+
+
+class Placeholders:
+    """Substitutes symbolic sizes in a dump: `values` maps a placeholder to its size.
+
+    A length that is a placeholder, or a product of placeholders and a constant
+    (99 x 66, 40 x 99), becomes that product with each placeholder replaced by its value.
+    A length that factors in more than one way takes the factorisation leaving the
+    smallest constant: 3960 is 40 x 99 (40 heads times the batch), not 60 x 66. A
+    placeholder mapped to itself is left alone. `used` collects the placeholders met.
+    """
+
+    def __init__(self, values: Mapping[int, int] | None = None) -> None:
+        self.values = dict(values or {})
+        self.used: set[int] = set()
+        for placeholder, value in self.values.items():
+            if not (isinstance(placeholder, int) and placeholder > 1):
+                raise ValueError(f"a placeholder is a size above 1 that stands for another, got {placeholder!r}")
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"placeholder {placeholder} must stand for a positive int, got {value!r}")
+
+    def __call__(self, length: int) -> int:
+        """The size `length` stands for."""
+        if length < 2:
+            return length
+        best: tuple[int, int, list[int]] = (length, length, [])  # leftover, length, placeholders
+        for factors in self._factorisations(length, sorted(self.values)):
+            leftover = length // math.prod(factors)
+            if leftover < best[0]:
+                best = (leftover, leftover * math.prod(self.values[p] for p in factors), factors)
+        self.used.update(best[2])
+        return best[1]
+
+    def _factorisations(self, length: int, placeholders: list[int]) -> Iterator[list[int]]:
+        """Every multiset of placeholders whose product divides `length`."""
+        if not placeholders:
+            yield []
+            return
+        first, rest = placeholders[0], placeholders[1:]
+        power: list[int] = []
+        while True:
+            for tail in self._factorisations(length // math.prod(power, start=1), rest):
+                yield power + tail
+            if length % (math.prod(power, start=1) * first):
+                return
+            power = power + [first]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One node of a dump: id, text, type and producer ids (one per edge, in input order)."""
+
+    id: int
+    text: str
+    type: str
+    sources: tuple[int, ...]
+
+    @property
+    def where(self) -> str:
+        return f"node {self.id} ({self.type})"
+
+
+def read_einstein(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = None,
+                  placeholders: Mapping[int, int] | Placeholders | None = None) -> Graph:
     """The graph of the dump at `path`; element size from the caller (a dump's dtypes say
-    nothing about the study's element size)."""
+    nothing about the study's element size), placeholder sizes as `import_einstein`."""
     path = Path(path)
     try:
         nodes = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DumpError(f"{path}: not JSON ({error})") from None
-    return import_einstein(nodes, name or path.stem, elem_bytes)
+    return import_einstein(nodes, name or path.stem, elem_bytes, placeholders)
 
 
-def import_einstein(nodes: list, name: str, elem_bytes: int = 2) -> Graph:
-    """The operator graph of a dump's node list (see the module doc for the rules)."""
+def import_einstein(nodes: list, name: str, elem_bytes: int = 2,
+                    placeholders: Mapping[int, int] | Placeholders | None = None) -> Graph:
+    """The operator graph of a dump's node list (see the module doc for the rules).
+
+    `placeholders` maps the dump's symbolic sizes to values, e.g. ``{99: 32, 66: 2048}``
+    (or is a `Placeholders`, whose `used` then tells which the dump held); without it
+    every length is taken as written.
+    """
     if not isinstance(nodes, list):
         raise DumpError(f"a dump is a JSON list of nodes, got {type(nodes).__name__}")
-    tensor_of: dict[int, str] = {}  # node id -> the tensor its output is
-    kind_of: dict[int, str] = {}  # node id -> its type
-    ops: list[Operator] = []
-    graph_inputs: set[str] = set()
-    for position, node in enumerate(nodes):
-        node_id, text, node_type, edges = _fields(node, position)
-        where = f"node {node_id} ({node_type})"
-        sources = []
-        for k, edge in enumerate(edges):
-            if not (isinstance(edge, list) and edge and isinstance(edge[0], int)):
-                raise DumpError(f"{where}: edge {k} must be [producer_id, port], got {edge!r}")
-            if edge[0] not in tensor_of:
-                raise DumpError(f"{where}: input {k} comes from node {edge[0]}, which is not listed "
-                                "before it (a dump lists nodes in topological order)")
-            sources.append(edge[0])
-        kind_of[node_id] = node_type
-        if node_type in _SOURCES:
-            tensor_of[node_id] = f"n{node_id}"
-            if node_type == "Parameter":
-                graph_inputs.add(tensor_of[node_id])
-            continue
-        if node_type in _FOLDED:
-            if len(sources) != 1:
-                raise DumpError(f"{where}: a {node_type} is folded into its consumers and needs "
-                                f"exactly one input, got {len(sources)}")
-            tensor_of[node_id] = tensor_of[sources[0]]
-            continue
-        try:
-            parsed = ein.parse_node_text(text)
-            statements = parsed.statements()
-        except ein.EinsteinSyntaxError as error:
-            raise DumpError(f"{where}: {error}") from None
-        except ValueError as error:
-            raise DumpError(f"{where}: {error}") from None
-        if len(statements) != 1:
-            raise DumpError(f"{where}: expected one statement, got {len(statements)} "
-                            "(multi-statement nodes are not imported yet)")
-        op = _operator(statements[0], parsed.input_dict, node_id, node_type, sources,
-                       tensor_of, kind_of, where)
-        tensor_of[node_id] = op.output.tensor
-        ops.append(op)
-    if not ops:
-        raise DumpError("the dump holds no operator node")
-    return Graph(name, ops, elem_bytes=elem_bytes, graph_inputs=graph_inputs)
+    entries = [_entry(node, position) for position, node in enumerate(nodes)]
+    if not isinstance(placeholders, Placeholders):
+        placeholders = Placeholders(placeholders)
+    return _Importer(entries, placeholders).graph(name, elem_bytes)
 
 
-def _fields(node: Any, position: int) -> tuple[int, str, str, list]:
+def _entry(node: Any, position: int) -> _Entry:
     if not (isinstance(node, list) and len(node) == 4 and isinstance(node[0], int)
             and isinstance(node[1], str) and isinstance(node[2], str) and isinstance(node[3], list)):
         raise DumpError(f"entry {position}: a node is [id, text, type, [[producer, port], ...]], "
                         f"got {str(node)[:120]}")
-    return node[0], node[1], node[2], node[3]
+    entry = _Entry(node[0], node[1], node[2], ())
+    sources = []
+    for k, edge in enumerate(node[3]):
+        if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(v, int) for v in edge)):
+            raise DumpError(f"{entry.where}: edge {k} must be [producer_id, port], got {edge!r}")
+        if edge[1] != 0:
+            raise DumpError(f"{entry.where}: edge {k} reads output {edge[1]} of node {edge[0]}; "
+                            "expected output 0 (nodes with several outputs are not imported)")
+        sources.append(edge[0])
+    return _Entry(entry.id, entry.text, entry.type, tuple(sources))
 
 
-def _operator(statement: ein.Statement, input_dict: dict, node_id: int, node_type: str,
-              sources: list[int], tensor_of: dict[int, str], kind_of: dict[int, str],
-              where: str) -> Operator:
-    """One operator node as an Operator."""
-    refs = ein.tensors(statement.rhs)
-    for ref in (statement.output, *refs):
-        bad = [ein.to_source(i) for i in ref.indices if not isinstance(i, ein.Index)]
+class _Importer:
+    """Turns a dump's entries into operators, node by node (`graph`)."""
+
+    def __init__(self, entries: list[_Entry], resolve: Placeholders) -> None:
+        self.entries = entries
+        self.resolve = resolve
+        self.tensor_of: dict[int, str] = {}  # node id -> the tensor its output is
+        self.storage: dict[str, Storage] = {}  # tensors in HBM; others are on chip
+        self.graph_inputs: set[str] = set()
+        self.ops: list[Operator] = []
+        self.kv_cache = self._kv_cache()
+
+    def _kv_cache(self) -> set[int]:
+        """Parameter nodes a BatchMatMul reads (through folded nodes): the KV cache."""
+        type_of: dict[int, str] = {}
+        root: dict[int, int] = {}  # node id -> the node whose tensor it is once folded
+        for entry in self.entries:
+            if entry.id in type_of:
+                raise DumpError(f"{entry.where}: node id {entry.id} is used twice")
+            for k, source in enumerate(entry.sources):
+                if source not in type_of:
+                    raise DumpError(f"{entry.where}: input {k} comes from node {source}, which is not "
+                                    "listed before it (a dump lists nodes in topological order)")
+            type_of[entry.id] = entry.type
+            roots = [root[s] for s in entry.sources]
+            if entry.type in _FOLDED:
+                root[entry.id] = roots[0] if roots else entry.id
+            elif entry.type == "Concat":
+                sourced = [r for r in roots if type_of[r] in _SOURCES]
+                root[entry.id] = sourced[0] if sourced else entry.id
+            else:
+                root[entry.id] = entry.id
+        return {root[s] for entry in self.entries if entry.type == "BatchMatMul"
+                for s in entry.sources if type_of[root[s]] == "Parameter"}
+
+    def graph(self, name: str, elem_bytes: int) -> Graph:
+        for entry in self.entries:
+            self.node(entry)
+        if not self.ops:
+            raise DumpError("the dump holds no operator node")
+        return Graph(name, self.ops, elem_bytes=elem_bytes, graph_inputs=self.graph_inputs)
+
+    def source(self, tensor: str, hbm: bool) -> str:
+        if hbm:
+            self.storage[tensor] = Storage.HBM
+        else:
+            self.graph_inputs.add(tensor)
+        return tensor
+
+    def node(self, entry: _Entry) -> None:
+        where = entry.where
+        if entry.type in _SOURCES:
+            hbm = entry.type == "Constant" or entry.id in self.kv_cache
+            self.tensor_of[entry.id] = self.source(f"n{entry.id}", hbm)
+            return
+        if entry.type in _FOLDED:
+            if len(entry.sources) > 1:
+                raise DumpError(f"{where}: a {entry.type} is folded into its consumers and needs "
+                                f"one input, got {len(entry.sources)}")
+            self.tensor_of[entry.id] = (self.tensor_of[entry.sources[0]] if entry.sources
+                                        else self.source(f"n{entry.id}", hbm=True))
+            return
+        try:
+            parsed = ein.parse_node_text(entry.text)
+            statements = parsed.statements()
+        except ValueError as error:  # EinsteinSyntaxError is one
+            raise DumpError(f"{where}: {error}") from None
+        local = self.inputs(entry, parsed.input_dict)
+        if entry.type == "Concat":
+            self.concat(entry, local)
+            return
+        if not statements:
+            raise DumpError(f"{where}: expected an einstein_v2 expression, found none")
+        writes = [s.output.name for s in statements]
+        if writes.count("output0") != 1:
+            raise DumpError(f"{where}: expected one statement writing output0, got {writes}")
+        read = {r.name for s in statements for r in ein.tensors(s.rhs)}
+        unread = [n for n in local if n not in read and n.startswith("input")]
+        if unread:
+            raise DumpError(f"{where}: input_dict lists {', '.join(unread)}, which no statement reads")
+        made: list[Operator] = []
+        for statement in statements:
+            out = statement.output.name
+            tensor = f"n{entry.id}" if out == "output0" else f"n{entry.id}.{out}"
+            label = entry.type if len(statements) == 1 else _label(statement, entry.type)
+            local[out] = self.statement(statement, local, tensor, label, entry, made)
+        self.ops.extend(made)
+        self.tensor_of[entry.id] = f"n{entry.id}"
+
+    def inputs(self, entry: _Entry, input_dict: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Input name -> (tensor, shape): edges feed input0, input1, ... in order; inputs
+        without an edge are weights in HBM."""
+        local = {}
+        for k, source in enumerate(entry.sources):
+            if f"input{k}" not in input_dict:
+                raise DumpError(f"{entry.where}: edge {k} feeds input{k}, which input_dict does not list "
+                                f"(it lists {', '.join(input_dict) or 'nothing'})")
+            local[f"input{k}"] = self.tensor_of[source]
+        for key in input_dict:
+            if key not in local:
+                local[key] = self.source(f"n{entry.id}.{key}", hbm=True)
+        return {key: (tensor, tuple(self.resolve(int(v)) for v in input_dict[key]["shape"]))
+                for key, tensor in local.items()}
+
+    def concat(self, entry: _Entry, local: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+        """A Concat is folded into an input that comes from HBM or a Parameter (a KV cache
+        with the new token appended); other concatenations are one Slice per input, each
+        writing its part of the output."""
+        sourced = [tensor for tensor, _shape in local.values()
+                   if tensor in self.storage or tensor in self.graph_inputs]
+        out = f"n{entry.id}"
+        self.tensor_of[entry.id] = sourced[0] if sourced else out
+        if sourced:
+            return
+        if len(local) < 2:
+            raise DumpError(f"{entry.where}: expected two or more inputs to concatenate, got {len(local)}")
+        for k, (tensor, shape) in enumerate(local.values()):
+            dims = tuple(Dim(f"D{j}", n) for j, n in enumerate(shape)) or (Dim("D0", 1),)
+            names = tuple(d.name for d in dims)
+            self.ops.append(self.operator(
+                entry, f"{out}.part{k}", "Concat", OpKind.SLICE, dims, Operand(out, names, Storage.CHIP),
+                (self.operand(tensor, names if shape else ()),), part=(k, len(local))))
+
+    def operand(self, tensor: str, dims: tuple[str, ...]) -> Operand:
+        return Operand(tensor, dims, self.storage.get(tensor, Storage.CHIP))
+
+    def operator(self, entry: _Entry, name: str, label: str, kind: OpKind, dims: tuple[Dim, ...],
+                 output: Operand, inputs: tuple[Operand, ...], reduce: str | None = None,
+                 part: tuple[int, int] | None = None) -> Operator:
+        try:
+            return Operator(name, label, kind, dims, output, inputs, reduce, part)
+        except ValueError as error:
+            raise DumpError(f"{entry.where}: {error}") from None
+
+    def statement(self, statement: ein.Statement, local: dict, tensor: str, label: str,
+                  entry: _Entry, made: list[Operator]) -> tuple[str, tuple[int, ...]]:
+        """Append the operators of one statement to `made`; the (tensor, shape) it writes."""
+        where = entry.where
+        refs = ein.tensors(statement.rhs)
+        for ref in refs:
+            if ref.name not in local:
+                raise DumpError(f"{where}: the expression reads {ref.name}, which is neither in "
+                                "input_dict nor written by an earlier statement")
+        bad = [ein.to_source(i) for i in statement.output.indices if not isinstance(i, ein.Index)]
         if bad:
-            raise DumpError(f"{where}: {ref.name} is indexed by {', '.join(bad)}; only plain index "
-                            "names are imported yet")
-    names = [r.name for r in refs]
-    if len(set(names)) != len(names):
-        raise DumpError(f"{where}: expected each input once in the expression, got {names}")
-    expected = [f"input{k}" for k in range(len(sources))]
-    if set(names) != set(expected):  # each name once (checked above)
-        raise DumpError(f"{where}: the expression reads {names}, the edges give {len(sources)} "
-                        f"inputs ({', '.join(expected) or 'none'})")
-    lengths = dict(statement.bounds)
-    for ref in refs:
-        entry = input_dict.get(ref.name)
-        if entry is None:
-            raise DumpError(f"{where}: {ref.name} has no shape in input_dict")
-        shape = entry["shape"]
-        if len(shape) != len(ref.indices) and not (shape in ([], [1]) and not ref.indices):
-            raise DumpError(f"{where}: {ref.name} has shape {shape} but {len(ref.indices)} indices")
-        for index, length in zip(ref.indices, shape):
-            if lengths.setdefault(index.name, int(length)) != int(length):
-                raise DumpError(f"{where}: index {index.name} has length {lengths[index.name]} in one "
-                                f"place and {length} in {ref.name}")
-    out_dims = tuple(i.name for i in statement.output.indices)
-    missing = [d for d in out_dims if d not in lengths]
-    if missing:
-        raise DumpError(f"{where}: output indices {missing} have no length (no input indexes them "
-                        "and no `where` bounds them)")
-    dims = (*out_dims, *(d for d in ein.reduced_indices(statement) if d not in out_dims))
-    kind, reduce = _kind(statement, node_type, len(refs), where)
-    by_name = {r.name: r for r in refs}
-    inputs = []
-    for k, source in enumerate(sources):
-        ref = by_name[f"input{k}"]
-        storage = Storage.HBM if kind_of[source] == "Constant" else Storage.CHIP
-        inputs.append(Operand(tensor_of[source], tuple(i.name for i in ref.indices), storage))
-    try:
-        return Operator(f"n{node_id}.{node_type}", node_type, kind,
-                        dims=tuple(Dim(d, lengths[d]) for d in dims),
-                        output=Operand(f"n{node_id}", out_dims, Storage.CHIP),
-                        inputs=tuple(inputs), reduce=reduce)
-    except ValueError as error:
-        raise DumpError(f"{where}: {error}") from None
+            raise DumpError(f"{where}: {statement.output.name} is indexed by {', '.join(bad)}; expected "
+                            "plain index names on the left-hand side")
+        lengths = self.lengths(statement, refs, local, where)
+        out_dims = tuple(i.name for i in statement.output.indices)
+        operand_dims = {ref.name: _operand_dims(ref) for ref in refs}  # first reference wins
+        for ref in reversed(refs):
+            operand_dims.setdefault(ref.name, _operand_dims(ref))
+        used = {d for dims in operand_dims.values() for d in dims}
+        dims = (*out_dims, *(d for d in ein.reduced_indices(statement) if d in used and d not in out_dims))
+        iteration = tuple(Dim(d, lengths[d]) for d in dims)
+        shape = tuple(lengths[d] for d in out_dims)
+        names = list(dict.fromkeys(ref.name for ref in refs))
+        nested = [ref.name for ref in refs if any(isinstance(n, ein.TensorRef)
+                                                  for i in ref.indices for n in ein.walk(i))]
+
+        def inputs(*keys: str) -> tuple[Operand, ...]:
+            return tuple(self.operand(local[k][0], operand_dims[k]) for k in keys)
+
+        def emit(kind: OpKind, ins: tuple[Operand, ...], out: str = tensor, reduce: str | None = None,
+                 op_label: str = label) -> None:
+            name = f"n{entry.id}.{entry.type}" + (f".{len(made)}" if made else "")
+            made.append(self.operator(entry, name, op_label, kind, iteration,
+                                      Operand(out, out_dims, Storage.CHIP), ins, reduce))
+
+        body = _strip_casts(statement.rhs)
+        reduction = statement.reduction
+        if entry.type in ("Dot", "BatchMatMul") and not (
+                reduction == "sum" and len(names) == 2 and isinstance(body, ein.Binary) and body.op == "*"):
+            raise DumpError(f"{where}: expected `output +=! a * b` for a {entry.type}")
+        if reduction is not None:
+            if len(names) == 2 and isinstance(body, ein.Binary) and body.op == "*" and reduction == "sum":
+                emit(OpKind.MATMUL, inputs(*names), reduce="sum")
+            elif len(names) == 1:
+                emit(OpKind.REDUCE, inputs(*names), reduce="sum" if reduction == "sum" else "max")
+            else:
+                raise DumpError(f"{where}: expected a reduction over one input, or a sum of a product "
+                                f"of two, got {reduction} over {names}")
+        elif nested:
+            table = names[0]
+            index = [n for n in names if n != table]
+            if len(names) != 2 or nested != [table]:
+                raise DumpError(f"{where}: expected a gather `table[index[...], ...]` of two inputs, got "
+                                f"{ein.to_source(statement.rhs)}")
+            emit(OpKind.GATHER, inputs(table, *index))
+        elif not names:
+            return self.source(tensor, hbm=False), shape  # a constant fill: an on-chip input
+        elif isinstance(body, ein.TensorRef):
+            emit(OpKind.SLICE, inputs(*names))
+        elif len(names) == 1:
+            emit(OpKind.UNARY, inputs(*names))
+        else:  # two inputs make one binary operator; more, a chain of them
+            previous = inputs(names[0])[0]
+            for k, key in enumerate(names[1:], start=1):
+                out = tensor if k == len(names) - 1 else f"{tensor}.{k}"
+                emit(OpKind.BINARY, (previous, *inputs(key)), out)
+                previous = Operand(out, out_dims, Storage.CHIP)
+        return tensor, shape
+
+    def lengths(self, statement: ein.Statement, refs: list[ein.TensorRef], local: dict,
+                where: str) -> dict[str, int]:
+        """Index name -> length: `where` bounds first, then plain indices of the inputs (which
+        must agree), then what single-index affine expressions allow (the smallest)."""
+        lengths = {name: self.resolve(n) for name, n in statement.bounds.items()}
+        plain: dict[str, tuple[int, str]] = {}
+        inferred: dict[str, int] = {}
+        for ref in refs:
+            shape = local[ref.name][1]
+            if len(shape) != len(ref.indices) and not (shape in ((), (1,)) and not ref.indices):
+                raise DumpError(f"{where}: {ref.name} has shape {list(shape)} but {len(ref.indices)} indices")
+            for index, length in zip(ref.indices, shape):
+                if isinstance(index, ein.Index):
+                    seen = plain.setdefault(index.name, (length, ref.name))
+                    if seen[0] != length and index.name not in lengths:
+                        raise DumpError(f"{where}: index {index.name} has length {seen[0]} in {seen[1]} "
+                                        f"and {length} in {ref.name}")
+                elif ein.is_affine(index) and len(ein.index_names(index)) == 1:
+                    [name] = ein.index_names(index)
+                    extent = self.extent(index, length)
+                    if extent is not None and extent > 0:
+                        inferred[name] = min(extent, inferred.get(name, extent))
+        for name, (length, _ref) in plain.items():
+            lengths.setdefault(name, length)
+        for name, length in inferred.items():
+            lengths.setdefault(name, length)
+        needed = ein.index_names(statement.output) | {
+            n for ref in refs for i in ref.indices for n in ein.index_names(i)}
+        missing = sorted(needed - set(lengths))
+        if missing:
+            raise DumpError(f"{where}: indices {missing} have no length (no input indexes them and no "
+                            f"`where` bounds them); expected `where {missing[0]} in <n>`")
+        return lengths
+
+    def extent(self, index: ein.Expr, length: int) -> int | None:
+        """How far the one index name in `index` runs for `index` to stay within `length`
+        (None when the expression does not say)."""
+        if isinstance(index, ein.Index):
+            return length
+        if not isinstance(index, ein.Binary):
+            return None
+        left, right = index.left, index.right
+        if isinstance(left, ein.Number) and index.op == "+":
+            left, right = right, left
+        if not isinstance(right, ein.Number):
+            return None
+        c = self.resolve(right.value)
+        if index.op == "+":
+            inner = length - c
+        elif index.op == "-":
+            inner = length + c
+        elif index.op == "*" and c > 0:
+            inner = -(-length // c)
+        elif index.op in ("/", "//") and c > 0:
+            inner = length * c
+        else:
+            return None
+        return self.extent(left, inner)
 
 
-def _kind(statement: ein.Statement, node_type: str, n_inputs: int, where: str) -> tuple[OpKind, str | None]:
-    reduction = statement.reduction
-    if node_type in ("Dot", "BatchMatMul"):
-        if reduction != "sum" or n_inputs != 2:
-            raise DumpError(f"{where}: expected `output +=! a * b` for a {node_type}")
-        return OpKind.MATMUL, "sum"
-    if reduction is not None:
-        if n_inputs != 1:
-            raise DumpError(f"{where}: expected one input to a {reduction} reduction, got {n_inputs}")
-        if reduction not in ("sum", "max"):
-            raise DumpError(f"{where}: {reduction} reductions are not supported (sum and max are)")
-        return OpKind.REDUCE, reduction
-    if node_type == "Slice":
-        return OpKind.SLICE, None
-    if n_inputs == 2:
-        return OpKind.BINARY, None
-    if n_inputs == 1:
-        return OpKind.UNARY, None
-    raise DumpError(f"{where}: expected one or two inputs to an element-wise {node_type}, got {n_inputs}")
+def _operand_dims(ref: ein.TensorRef) -> tuple[str, ...]:
+    """The dims an input reference reads: every index name in its indices, first use first
+    (``input0[N0 / 40, N0 % 40]`` reads N0; ``input0[input1[N], D]`` reads N and D)."""
+    names = (n.name for i in ref.indices for n in ein.walk(i) if isinstance(n, ein.Index))
+    return tuple(dict.fromkeys(names))
 
 
-__all__ = ["DumpError", "export_einstein", "import_einstein", "read_einstein", "write_einstein"]
+def _strip_casts(expr: ein.Expr) -> ein.Expr:
+    while isinstance(expr, ein.Call) and expr.method == "cast":
+        expr = expr.receiver
+    return expr
+
+
+_SYMBOL_LABELS = {symbol: label for label, symbol in _INFIX.items()}
+_REDUCTION_LABELS = {"sum": "Sum", "max": "Max", "min": "Min"}
+
+
+def _label(statement: ein.Statement, node_type: str) -> str:
+    """The label of one statement of a multi-statement node: its reduction, its outermost
+    arithmetic operator or function (``Exp``), else the node type."""
+    if statement.reduction is not None:
+        return _REDUCTION_LABELS[statement.reduction]
+    body = _strip_casts(statement.rhs)
+    if isinstance(body, ein.Binary) and body.op in _SYMBOL_LABELS:
+        return _SYMBOL_LABELS[body.op]
+    if isinstance(body, ein.Call) and body.method == "call" and body.name:
+        return body.name.capitalize()
+    return node_type
+
+
+__all__ = ["BATCH_PLACEHOLDER", "DumpError", "Placeholders", "SEQUENCE_PLACEHOLDER", "export_einstein",
+           "import_einstein", "read_einstein", "write_einstein"]
