@@ -4,11 +4,14 @@ graphs; bad dumps are refused naming the node and what was expected."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from elkopt.chip import Chip
-from elkopt.graph.dump import DumpError, export_einstein, import_einstein, read_einstein, write_einstein
+from elkopt.graph.dump import (
+    DumpError, Placeholders, export_einstein, import_einstein, read_einstein, write_einstein,
+)
 from elkopt.graph.ir import Storage
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
@@ -124,3 +127,131 @@ def test_a_cut_graph_is_not_exported():
     assert report.splits
     with pytest.raises(ValueError, match="before cutting operators into copies"):
         export_einstein(cut)
+
+
+# -- the published graphs' constructs, one hand-written sample dump each (tests/dumps) ----
+DUMPS = Path(__file__).parent / "dumps"
+
+
+@pytest.mark.parametrize("length, expected, used", [
+    (99, 32, {99}), (66, 2048, {66}), (99 * 66, 32 * 2048, {99, 66}),
+    (40 * 99, 40 * 32, {99}),  # 3960 is also 60 x 66: the smaller leftover wins
+    (2 * 99, 2 * 32, {99}), (66 * 66, 2048 * 2048, {66}),
+    (5120, 5120, set()), (128, 128, set()), (1, 1, set()), (0, 0, set()), (11, 11, set()),
+])
+def test_placeholders_and_their_products_stand_for_sizes(length, expected, used):
+    sizes = Placeholders({99: 32, 66: 2048})
+    assert sizes(length) == expected
+    assert sizes.used == used
+    assert Placeholders({99: 99})(99 * 7) == 99 * 7  # a placeholder mapped to itself is left alone
+
+
+def test_placeholders_refuse_what_cannot_be_a_size():
+    with pytest.raises(ValueError, match="placeholder 99 must stand for a positive int"):
+        Placeholders({99: 0})
+    with pytest.raises(ValueError, match="a placeholder is a size above 1"):
+        Placeholders({1: 4})
+
+
+def test_weights_without_edges_annotations_casts_and_folding():
+    graph = read_einstein(DUMPS / "mlp.json")
+    assert [(op.label, op.kind) for op in graph.ops] == [
+        ("Dot", "matmul"), ("Add", "binary"), ("Erf", "unary"), ("Multiply", "unary"), ("Sum", "reduce")]
+    dot, bias, _erf, half, total = graph.ops
+    assert [x.storage for x in dot.inputs] == [Storage.CHIP, Storage.HBM]  # input1 has no edge
+    assert bias.inputs[1].storage == Storage.HBM and bias.inputs[1].dims == ("N1",)
+    assert graph.hbm_bytes == (64 * 256 + 256) * 2
+    assert half.inputs[0].tensor == graph.ops[2].output.tensor  # times const(0.5): unary
+    # the Convert (with an annotation) and the affine Reshape are folded away
+    assert total.inputs[0].tensor == half.output.tensor and total.dim_lengths == (8, 2, 128)
+    assert graph.graph_inputs == {"n0"}
+
+
+def test_a_multi_statement_softmax_is_the_zoos_four_operators():
+    graph = read_einstein(DUMPS / "softmax_basic.json")
+    assert [(op.label, op.kind, op.reduce) for op in graph.ops] == [
+        ("Max", "reduce", "max"), ("Exp", "binary", None), ("Sum", "reduce", "sum"), ("Divide", "binary", None)]
+    assert [graph.dependencies(i) for i in range(4)] == [(), (0,), (1,), (1, 2)]
+    assert all(op.dim_lengths == (32, 2048) for op in graph.ops)
+    # as in the zoo: exp(x - max) is one binary operator; the row statistics index the rows only
+    zoo_softmax = [op for op in build_graph("tiny", "decode", 4, 64).ops if ".softmax." in op.name][:4]
+    assert [(op.kind, op.reduce) for op in zoo_softmax] == [(op.kind, op.reduce) for op in graph.ops]
+    assert [x.dims for op in graph.ops for x in op.inputs] == [
+        ("N0", "N1"), ("N0", "N1"), ("N0",), ("N0", "N1"), ("N0", "N1"), ("N0",)]
+
+
+def test_slices_and_concatenations():
+    graph = read_einstein(DUMPS / "slice_concat.json")
+    upper, lower, neg, part0, part1, mul, total = graph.ops
+    assert (upper.kind, upper.dim_lengths, upper.inputs[0].tensor) == ("slice", (4, 64), "n0")
+    assert lower.dim_lengths == (4, 64)
+    # a Concat of computed tensors: one copy per input, each writing its part of the output
+    assert (part0.part, part1.part) == ((0, 2), (1, 2))
+    assert part0.output.tensor == part1.output.tensor == "n4"
+    assert (part0.inputs[0].tensor, part1.inputs[0].tensor) == (neg.output.tensor, lower.output.tensor)
+    assert graph.dependencies(graph.ops.index(mul)) == (graph.ops.index(part0), graph.ops.index(part1))
+    # a Concat with a Parameter (a cache with the new row appended) folds into it
+    assert total.inputs[0].tensor == "n6" and total.dim_lengths == (4, 128, 8)
+    assert graph.graph_inputs == {"n0", "n6"}
+
+
+def test_a_gather_reads_the_rows_it_looks_up():
+    graph = read_einstein(DUMPS / "gather.json")
+    gather, square = graph.ops
+    assert gather.kind == "gather" and [x.tensor for x in gather.inputs] == ["n0", "n1"]  # index last
+    assert gather.inputs[0].storage == Storage.HBM and gather.hbm_elements == 8 * 512
+    assert square.kind == "unary"  # input0 * input0 reads one tensor
+
+
+def test_a_gather_is_exported_and_imported_back():
+    back = import_einstein(export_einstein(read_einstein(DUMPS / "gather.json")), "g")
+    original = read_einstein(DUMPS / "gather.json")
+    assert [op.signature for op in back.ops] == [op.signature for op in original.ops]
+    assert "input0[input1[N0], N1]" in export_einstein(original)[2][1]
+
+
+def test_convolutions_and_pools_are_the_matmuls_and_reductions_they_lower_to():
+    graph = read_einstein(DUMPS / "conv_pool.json")
+    conv, relu, pool, padded = graph.ops
+    assert conv.kind == "matmul" and conv.contracted_dims == ("C", "KH", "KW")
+    assert conv.flops == 2 * 2 * 16 * 32 * 32 * 3 * 3 * 3
+    assert conv.inputs[0].dims == ("N", "C", "HO", "KH", "WO", "KW")  # window positions counted
+    assert conv.inputs[1].storage == Storage.HBM and conv.hbm_elements == 16 * 3 * 3 * 3
+    assert relu.kind == "unary"
+    assert (pool.kind, pool.reduce, pool.dim_lengths) == ("reduce", "max", (2, 16, 16, 16, 2, 2))
+    assert padded.flops == 2 * 2 * 8 * 16 * 16 * 16 * 3 * 3 and padded.inputs[0].tensor == pool.output.tensor
+
+
+def test_a_decode_step_reads_its_kv_cache_from_hbm_at_the_placeholder_sizes():
+    sizes = Placeholders({99: 4, 66: 64})
+    graph = read_einstein(DUMPS / "decode_attention.json", placeholders=sizes)
+    assert sizes.used == {99, 66}
+    _query, scores, *softmax, context, _proj, _residual = graph.ops
+    assert len(softmax) == 4
+    for bmm, cache in ((scores, "n3"), (context, "n7")):  # the Parameters a BatchMatMul reads
+        assert bmm.inputs[1].tensor == cache and bmm.inputs[1].storage == Storage.HBM
+        assert bmm.hbm_elements == 4 * 4 * 64 * 128
+    assert softmax[0].dim_lengths == (4 * 4, 64)  # 396 = 4 x 99 rows of 66 keys
+    assert graph.graph_inputs == {"n0"}
+    raw = read_einstein(DUMPS / "decode_attention.json")  # no placeholders: sizes as written
+    assert raw.ops[1].hbm_elements == 99 * 4 * 66 * 128
+
+
+@pytest.mark.parametrize("index, shape, expected", [
+    ("N + 3", [10], 7), ("N - 3", [10], 13), ("N * 2", [10], 5), ("N / 4, N % 4", [3, 4], 12),
+    ("N // 99", [2], 2 * 5 * 99 // 99), ("(N + 1) * 2", [10], 4),
+])
+def test_lengths_follow_from_affine_indices(index, shape, expected):
+    dump = [[0, " - Parameter ", "Parameter", []],
+            node(1, f"output0[N] = input0[{index}]", "Slice", [[0, 0]], {"input0": shape})]
+    [op] = import_einstein(dump, "g", placeholders={99: 5}).ops
+    assert op.dim_lengths == (expected,)
+
+
+@pytest.mark.parametrize("path", sorted(DUMPS.glob("*.json")), ids=lambda p: p.stem)
+def test_every_sample_dump_plans(path, tmp_path):
+    graph = read_einstein(path, placeholders={99: 4, 66: 64})
+    chip = Chip(name="pod", n_chips=4)
+    result = compile_model(graph, chip, "elkopt", PlanningOptions(cache_dir=str(tmp_path / "cache")))
+    ms = result.timeline.latency_cycles * 1e3 / chip.clock_hz
+    assert 0 < result.references["lower_bound"] <= ms * (1 + 1e-9)
