@@ -167,6 +167,19 @@ def test_weights_without_edges_annotations_casts_and_folding():
     assert graph.graph_inputs == {"n0"}
 
 
+def test_element_wise_nodes_of_every_listed_type():
+    graph = read_einstein(DUMPS / "elementwise.json")
+    assert [(op.label, op.kind.value, len(op.inputs)) for op in graph.ops] == [
+        ("Subtract", "binary", 2), ("Divide", "binary", 2), ("Power", "binary", 2), ("Sqrt", "unary", 1),
+        ("Negative", "unary", 1), ("Sigmoid", "unary", 1), ("Relu", "unary", 1), ("Tanh", "unary", 1),
+        ("Maximum", "binary", 2),
+        # three inputs: a chain of two binary operators through an intermediate tensor
+        ("FusedMultiplyAdd", "binary", 2), ("FusedMultiplyAdd", "binary", 2)]
+    first, second = graph.ops[-2:]
+    assert first.output.tensor == second.inputs[0].tensor != second.output.tensor == "n11"
+    assert [x.tensor for x in (*first.inputs, second.inputs[1])] == ["n10", "n0", "n1"]
+
+
 def test_a_multi_statement_softmax_is_the_zoos_four_operators():
     graph = read_einstein(DUMPS / "softmax_basic.json")
     assert [(op.label, op.kind, op.reduce) for op in graph.ops] == [

@@ -396,7 +396,7 @@ def test_error_unknown_operator():
     assert error.position == 11 and "assignment operator" in error.expected
     error = _error("output0[N] = input0[N].foo()")
     assert (error.position, error.found) == (23, "'foo'")
-    assert error.expected == "a method name (call, cast or when) after '.'"
+    assert error.expected == "a method name (call, cast, when or dtype) after '.'"
 
 
 def test_error_missing_assignment():
@@ -444,3 +444,13 @@ def test_error_survives_pickling():
     assert (copy.expected, copy.position, copy.source, copy.found) == (
         error.expected, error.position, error.source, error.found)
     assert str(copy) == str(error)
+
+
+def test_a_cast_to_another_values_type_round_trips():
+    source = "output0[N0] = input0[N0].call(`max`, [const(0).cast(input0[N0].dtype())])"
+    [statement] = parse_expressions(source)
+    cast = statement.rhs.args[0]
+    assert (cast.method, cast.name, cast.args[0].method) == ("cast", None, "dtype")
+    assert to_source(statement) == source
+    with pytest.raises(EinsteinSyntaxError, match=r"or a value's .dtype\(\) at column 40"):
+        parse_expressions("output0[N0] = input0[N0].cast(input1[N0])")

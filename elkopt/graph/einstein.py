@@ -31,7 +31,8 @@ space between tokens is ignored)::
     unary       = "-" unary | postfix ;
     postfix     = primary { "." method } ;
     method      = "call" "(" STRING [ "," "[" [ expr_list ] "]" ] ")"
-                | "cast" "(" STRING ")"
+                | "cast" "(" ( STRING | postfix ) ")"  (* the postfix ends in .dtype() *)
+                | "dtype" "(" ")"
                 | "when" "(" condition "," expr [ "," "merge_op" "=" STRING ] ")" ;
     condition   = "[" expr_list "]" | expr ;
     primary     = NUMBER
@@ -59,8 +60,9 @@ Meaning:
   gather uses a tensor value as an index (``input0[input1[N].cast(`int32`), F]``);
   `is_affine` tells the two apart.
 * ``x.call(`f`)`` applies f to x, ``x.call(`f`, [y, ...])`` passes more arguments;
-  ``x.cast(`t`)`` converts to type t; ``x.when(c, y)`` is x where c holds, else y, and
-  ``x.when([c1, c2], y)`` needs every condition (``merge_op=`any```: any of them).
+  ``x.cast(`t`)`` converts to type t, ``x.cast(y.dtype())`` to the type of y;
+  ``x.when(c, y)`` is x where c holds, else y, and ``x.when([c1, c2], y)`` needs every
+  condition (``merge_op=`any```: any of them).
 * ``const(v)`` is a constant; a bare number is one too.
 * ``where N in 5120`` gives the extent of an index that no input shape bounds.
 * ``## @: memcpy`` ends a statement with an annotation (a hint to the code generator):
@@ -228,7 +230,9 @@ class Call:
 
     * ``call``: `name` is the function (``exp``), `args` the extra arguments of
       ``x.call(`max`, [y])`` (empty for ``x.call(`exp`)``).
-    * ``cast``: `name` is the target type (``float16``), `args` is empty.
+    * ``cast``: `name` is the target type (``float16``), `args` is empty; for
+      ``x.cast(y.dtype())`` `name` is None and `args` holds ``y.dtype()``.
+    * ``dtype``: the type of `receiver` (no name, no args).
     * ``when``: `args` is the conditions followed by the value used where they fail
       (see `conditions` and `otherwise`); `name` is the merge_op (``any``), or None for
       the default (all conditions must hold).
@@ -443,7 +447,7 @@ _LEVELS: tuple[tuple[str, ...], ...] = (
 _PRECEDENCE = {op: level + 1 for level, ops in enumerate(_LEVELS) for op in ops}
 _UNARY_PRECEDENCE = len(_LEVELS) + 1
 _ATOM_PRECEDENCE = len(_LEVELS) + 2
-_METHODS = ("call", "cast", "when")
+_METHODS = ("call", "cast", "when", "dtype")
 _OPERAND = "an operand (a tensor such as input0[N], an index name, a number, const(...) or '(')"
 
 
@@ -585,10 +589,13 @@ class _Parser:
             self.advance()
             method = self.peek()
             if method.kind != "name" or method.text not in _METHODS:
-                self.fail("a method name (call, cast or when) after '.'")
+                self.fail("a method name (call, cast, when or dtype) after '.'")
             self.advance()
             self.expect("(", f"'(' after .{method.text}")
-            if method.text == "call":
+            if method.text == "dtype":
+                self.expect(")", "')' to close .dtype(")
+                node = Call(node, "dtype")
+            elif method.text == "call":
                 node = self.method_call(node)
             elif method.text == "cast":
                 node = self.method_cast(node)
@@ -607,6 +614,12 @@ class _Parser:
         return Call(receiver, "call", function.value, args)
 
     def method_cast(self, receiver: Expr) -> Call:
+        if self.peek().kind != "string":  # the type of another value: x.cast(y.dtype())
+            like = self.expression()
+            if not (isinstance(like, Call) and like.method == "dtype"):
+                self.fail("a type name in backquotes, e.g. `float32`, or a value's .dtype()")
+            self.expect(")", "')' to close .cast(")
+            return Call(receiver, "cast", None, (like,))
         dtype = self.expect_kind("string", "a type name in backquotes, e.g. `float32`")
         self.expect(")", f"')' to close .cast({dtype.text}")
         return Call(receiver, "cast", dtype.value)
@@ -763,7 +776,9 @@ def _bare_source(expr: Expr) -> str:
             extra = f", [{_list_source(expr.args)}]" if expr.args else ""
             return f"{receiver}.call({_quoted(expr.name)}{extra})"
         if expr.method == "cast":
-            return f"{receiver}.cast({_quoted(expr.name)})"
+            return f"{receiver}.cast({_quoted(expr.name) if expr.name is not None else _expr_source(expr.args[0])})"
+        if expr.method == "dtype":
+            return f"{receiver}.dtype()"
         if expr.method == "when":
             conditions = expr.conditions
             if len(conditions) == 1:
