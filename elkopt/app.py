@@ -73,7 +73,7 @@ class RunInputs:
     graph: Graph
     source: str | None = None  # the file of model=file
     source_sha256: str | None = None  # its digest, taken when it was read
-    sizes: dict[int, int] | None = None  # the file's placeholders met -> the sizes they stood for
+    sizes: dict[Any, int] | None = None  # the file's placeholders met -> the sizes they stood for
 
     def describe_workload(self) -> str:
         """The workload's label; for a graph read from a file, the file (whose shapes hold)
@@ -247,14 +247,15 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
 
 
 #: model.format values `read_model_file` reads.
-MODEL_FORMATS = ("einstein",)
+MODEL_FORMATS = ("einstein", "onnx")
+#: ONNX symbolic dims that stand for workload.batch unless model.placeholders says otherwise.
+ONNX_BATCH_DIMS = ("batch", "batch_size")
 
 
-def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[int, int]]:
+def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
     """The graph of `model=file`, the file at model.path in model.format, and the sizes
-    its placeholders stood for. Its shapes are used as they are, placeholders substituted
-    (`model_placeholders`); the workload gives the element size and the placeholders'
-    defaults."""
+    its placeholders stood for. Its shapes are used as they are, placeholders substituted;
+    the workload gives the element size and the placeholders' defaults."""
     if model.format not in MODEL_FORMATS:
         raise ValueError(f"model.format must be one of {', '.join(MODEL_FORMATS)}, got {model.format!r}")
     if not model.path:
@@ -262,16 +263,36 @@ def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict
     if not Path(model.path).is_file():
         raise ValueError(f"model.path {model.path!r} is not a file (relative paths start at the folder "
                          f"elkopt.run is started from, {os.getcwd()})")
-    from elkopt.graph.dump import Placeholders, read_einstein
-
-    placeholders = Placeholders(model_placeholders(model, workload))
     log.info("reading %s (%s); the workload gives the element size (%d bytes)", model.path,
              model.format, workload.elem_bytes)
-    graph = read_einstein(model.path, workload.elem_bytes, placeholders=placeholders)
-    sizes = {k: v for k, v in placeholders.values.items() if k in placeholders.used}
+    if model.format == "onnx":
+        graph, sizes = _read_onnx(model, workload)
+    else:
+        graph, sizes = _read_einstein(model, workload)
     if sizes:
         log.info("placeholders: %s", ", ".join(f"{k} stands for {v}" for k, v in sizes.items()))
     return graph, sizes
+
+
+def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
+    from elkopt.graph.dump import Placeholders, read_einstein
+
+    placeholders = Placeholders(model_placeholders(model, workload))
+    graph = read_einstein(model.path, workload.elem_bytes, placeholders=placeholders)
+    return graph, {k: v for k, v in placeholders.values.items() if k in placeholders.used}
+
+
+def _read_onnx(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
+    """An ONNX file: its symbolic dims take model.placeholders (by name), `batch` and
+    `batch_size` defaulting to workload.batch."""
+    from elkopt.graph.onnx_graph import import_onnx, load_onnx, symbolic_dims
+
+    proto = load_onnx(model.path)
+    for key, value in model.placeholders.items():
+        _check_size(key, value)
+    values = {**{name: workload.batch for name in ONNX_BATCH_DIMS}, **model.placeholders}
+    sizes = {name: values[name] for name in symbolic_dims(proto) if name in values}
+    return import_onnx(proto, Path(model.path).stem, workload.elem_bytes, sizes), sizes
 
 
 def model_placeholders(model: ModelConfig, workload: Workload) -> dict[int, int]:
@@ -284,10 +305,14 @@ def model_placeholders(model: ModelConfig, workload: Workload) -> dict[int, int]
         if not str(key).isdigit() or int(key) < 2:
             raise ValueError(f"model.placeholders.{key}: an einstein dump's placeholders are sizes "
                              f"(numbers above 1, such as 99), got {key!r}")
-        if not (isinstance(value, int) and value > 0):
-            raise ValueError(f"model.placeholders.{key} must be a positive int, got {value!r}")
+        _check_size(key, value)
         values[int(key)] = value
     return values
+
+
+def _check_size(key: Any, value: Any) -> None:
+    if not (isinstance(value, int) and value > 0):
+        raise ValueError(f"model.placeholders.{key} must be a positive int, got {value!r}")
 
 
 def check_sim_config(cfg: SimConfig) -> None:

@@ -47,12 +47,13 @@ def config_path() -> str:
 class ModelConfig:
     """Which architecture of the model zoo to build (`elkopt.graph.zoo.ARCHITECTURES`), or
     `name: file` to read a graph from `path` in `format` (einstein: an einstein-expression
-    dump, `elkopt.graph.dump`).
+    dump, `elkopt.graph.dump`; onnx: an ONNX model, `elkopt.graph.onnx_graph`).
 
     `placeholders` maps a file's symbolic sizes to values. In an einstein dump they are
     numbers: 99 stands for workload.batch and 66 for the sequence (decode: KV) length
     unless set here (`+model.placeholders.99=16`; a number mapped to itself is left
-    alone)."""
+    alone). In an ONNX model they are the graph inputs' symbolic dim names
+    (`+model.placeholders.seq=128`); `batch` and `batch_size` default to workload.batch."""
 
     name: str = MISSING
     path: Optional[str] = None

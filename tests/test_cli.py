@@ -207,3 +207,40 @@ def test_a_graph_file_plans_like_the_zoo_model_it_was_exported_from(tmp_path):
     broken.write_text(json.dumps([[0, ' - einstein_v2("output0[N] = input0[N", input_dict={}) ', "Relu", []]]))
     bad = run_cli(tmp_path, "model=file", f"model.path={broken}", "hydra.run.dir=bad")
     assert bad.returncode == 2 and "node 0 (Relu): expected ']'" in bad.stderr
+    # placeholders: 99 is the batch and 66 the KV length of the workload, unless set
+    sample = Path(__file__).parent / "dumps" / "decode_attention.json"
+    sized = run_cli(tmp_path, "model=file", f"model.path={sample}", "workload.batch=4", "workload.kv_len=64",
+                    "+model.placeholders.66=128", "scheduler=static", "hydra.run.dir=sized")
+    assert sized.returncode == 0, sized.stderr
+    metrics = json.loads((tmp_path / "sized" / "metrics.json").read_text())
+    assert metrics["workload"] == "shapes from decode_attention.json (99 = 4, 66 = 128)"
+    assert metrics["model_file_sizes"] == {"99": 4, "66": 128}
+    named = run_cli(tmp_path, "model=file", f"model.path={sample}", "+model.placeholders.batch=4",
+                    "hydra.run.dir=named")
+    assert named.returncode == 2 and "model.placeholders.batch: an einstein dump's placeholders are sizes" in named.stderr
+
+
+
+def test_an_onnx_file_plans_with_its_symbolic_dims_from_the_workload_and_placeholders(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [x], [y], [numpy_helper.from_array(np.zeros((64, 128), np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "mlp.onnx")
+    run = run_cli(tmp_path, "model=file", "model.format=onnx", f"model.path={tmp_path / 'mlp.onnx'}",
+                  "workload.batch=4", "+model.placeholders.seq=8", "scheduler=static", "hydra.run.dir=onnx")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    assert metrics["workload"] == "shapes from mlp.onnx (batch = 4, seq = 8)"
+    assert metrics["model_file_sizes"] == {"batch": 4, "seq": 8} and metrics["n_ops"] == 2
+    assert metrics["latency_ms"] > 0
+    unsized = run_cli(tmp_path, "model=file", "model.format=onnx", f"model.path={tmp_path / 'mlp.onnx'}",
+                      "hydra.run.dir=unsized")
+    assert unsized.returncode == 2
+    assert "graph input 'x': symbolic dim 'seq' (axis 1) has no size; set it with +model.placeholders.seq" in unsized.stderr
+    wrong = run_cli(tmp_path, "model=file", "model.format=tflite", f"model.path={tmp_path / 'mlp.onnx'}",
+                    "hydra.run.dir=wrong")
+    assert wrong.returncode == 2 and "model.format must be one of einstein, onnx" in wrong.stderr
