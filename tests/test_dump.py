@@ -208,6 +208,16 @@ def test_slices_and_concatenations():
     assert graph.graph_inputs == {"n0", "n6"}
 
 
+def test_a_concat_onto_a_kv_cache_needs_no_expression():
+    nodes = [[0, " - Parameter token ", "Parameter", []], [1, " - Parameter past_key ", "Parameter", []],
+             [2, " - Concat ", "Concat", [[1, 0], [0, 0]]],
+             node(3, "output0[B, S] +=! input0[B, D] * input1[B, S, D]", "BatchMatMul", [[0, 0], [2, 0]],
+                  {"input0": [2, 8], "input1": [2, 5, 8]})]
+    [scores] = import_einstein(nodes, "g").ops
+    assert scores.inputs[1].tensor == "n1" and scores.inputs[1].storage == Storage.HBM
+    assert scores.hbm_elements == 2 * 5 * 8
+
+
 def test_a_gather_reads_the_rows_it_looks_up():
     graph = read_einstein(DUMPS / "gather.json")
     gather, square = graph.ops

@@ -24,7 +24,8 @@ hand-written sample per construct is in ``tests/dumps/``):
 - **Inputs.** Edges feed ``input0``, ``input1``, ... in order. An input of ``input_dict``
   that no edge feeds is a weight in HBM, and so is one fed by a ``Constant`` node. One fed
   by a ``Parameter`` node is an on-chip graph input, except when a ``BatchMatMul`` reads
-  it (through folded nodes): that is a decode step's KV cache, read from HBM.
+  it as its second operand (through folded nodes): that is a decode step's KV cache (the
+  keys of q x K^T, the values of P x V), read from HBM.
 - **Sizes.** Placeholders (`Placeholders`: 99 for the batch, 66 for the sequence or KV
   length, and products such as 99 x 66 or 40 x 99) are replaced in shapes, ``where``
   bounds and index constants.
@@ -283,7 +284,8 @@ class _Importer:
         self.kv_cache = self._kv_cache()
 
     def _kv_cache(self) -> set[int]:
-        """Parameter nodes a BatchMatMul reads (through folded nodes): the KV cache."""
+        """Parameter nodes a BatchMatMul reads as its second operand (through folded
+        nodes): the KV cache (the keys of q x K^T, the values of P x V)."""
         type_of: dict[int, str] = {}
         root: dict[int, int] = {}  # node id -> the node whose tensor it is once folded
         for entry in self.entries:
@@ -302,8 +304,9 @@ class _Importer:
                 root[entry.id] = sourced[0] if sourced else entry.id
             else:
                 root[entry.id] = entry.id
-        return {root[s] for entry in self.entries if entry.type == "BatchMatMul"
-                for s in entry.sources if type_of[root[s]] == "Parameter"}
+        return {root[entry.sources[1]] for entry in self.entries
+                if entry.type == "BatchMatMul" and len(entry.sources) > 1
+                and type_of[root[entry.sources[1]]] == "Parameter"}
 
     def graph(self, name: str, elem_bytes: int) -> Graph:
         for entry in self.entries:
@@ -331,6 +334,10 @@ class _Importer:
                                 f"one input, got {len(entry.sources)}")
             self.tensor_of[entry.id] = (self.tensor_of[entry.sources[0]] if entry.sources
                                         else self.source(f"n{entry.id}", hbm=True))
+            return
+        cache = [self.tensor_of[s] for s in entry.sources if self.is_source(self.tensor_of[s])]
+        if entry.type == "Concat" and cache:  # a cache with the new entries appended
+            self.tensor_of[entry.id] = cache[0]
             return
         try:
             parsed = ein.parse_node_text(entry.text)
@@ -374,12 +381,15 @@ class _Importer:
         return {key: (tensor, tuple(self.resolve(int(v)) for v in input_dict[key]["shape"]))
                 for key, tensor in local.items()}
 
+    def is_source(self, tensor: str) -> bool:
+        """Whether no operator computes `tensor` (a weight, a cache, a graph input)."""
+        return tensor in self.storage or tensor in self.graph_inputs
+
     def concat(self, entry: _Entry, local: dict[str, tuple[str, tuple[int, ...]]]) -> None:
         """A Concat is folded into an input that comes from HBM or a Parameter (a KV cache
-        with the new token appended); other concatenations are one Slice per input, each
-        writing its part of the output."""
-        sourced = [tensor for tensor, _shape in local.values()
-                   if tensor in self.storage or tensor in self.graph_inputs]
+        with the new token appended; `node` folds one fed by an edge); other concatenations
+        are one Slice per input, each writing its part of the output."""
+        sourced = [tensor for tensor, _shape in local.values() if self.is_source(tensor)]
         out = f"n{entry.id}"
         self.tensor_of[entry.id] = sourced[0] if sourced else out
         if sourced:
