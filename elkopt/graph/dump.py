@@ -16,7 +16,8 @@ What the exporter writes, and the importer reads back to the same operators:
 - Every operator becomes one node whose type is its label (``Dot``, ``Add``, ...), whose
   statement indexes its operands with the operator's own dim names, and whose
   ``input_dict`` gives each input's shape; dims that index no input are bounded by a
-  ``where`` clause. The edge list names each input's producer, in input order.
+  ``where`` clause. A gather reads its table at the index tensor's value
+  (``input0[input1[N], D]``). The edge list names each input's producer, in input order.
 
 Import rules (for what the exporter writes and for the published graphs' constructs; one
 hand-written sample per construct is in ``tests/dumps/``):
