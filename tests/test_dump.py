@@ -195,14 +195,13 @@ def test_a_multi_statement_softmax_is_the_zoos_four_operators():
 
 def test_slices_and_concatenations():
     graph = read_einstein(DUMPS / "slice_concat.json")
-    upper, lower, neg, part0, part1, mul, total = graph.ops
+    upper, lower, neg, mul, total = graph.ops
     assert (upper.kind, upper.dim_lengths, upper.inputs[0].tensor) == ("slice", (4, 64), "n0")
     assert lower.dim_lengths == (4, 64)
-    # a Concat of computed tensors: one copy per input, each writing its part of the output
-    assert (part0.part, part1.part) == ((0, 2), (1, 2))
-    assert part0.output.tensor == part1.output.tensor == "n4"
-    assert (part0.inputs[0].tensor, part1.inputs[0].tensor) == (neg.output.tensor, lower.output.tensor)
-    assert graph.dependencies(graph.ops.index(mul)) == (graph.ops.index(part0), graph.ops.index(part1))
+    # a Concat of computed tensors is folded, as in the zoo's rotary: its consumer reads the
+    # first input (at the consumer's own shape); the second input's producer still runs
+    assert mul.inputs[0].tensor == neg.output.tensor and mul.dim_lengths == (4, 128)
+    assert graph.dependencies(graph.ops.index(mul)) == (graph.ops.index(neg),)
     # a Concat with a Parameter (a cache with the new row appended) folds into it
     assert total.inputs[0].tensor == "n6" and total.dim_lengths == (4, 128, 8)
     assert graph.graph_inputs == {"n0", "n6"}

@@ -51,9 +51,9 @@ hand-written sample per construct is in ``tests/dumps/``):
   the input shapes, which must agree, then single-index affine expressions: ``N1 - 5120``
   on a 5120-long axis runs to 10240, ``N0 / 40`` on a 3-long one to 120.
 - **Data movement.** ``Reshape``, ``Broadcast``, ``Convert`` and ``Result`` nodes are
-  folded away: their consumers read what they read. A ``Concat`` with an input from HBM
-  or a ``Parameter`` folds into it (the KV cache with the new token appended). Any other
-  ``Concat`` becomes one copy per input, each writing its part of the output.
+  folded away: their consumers read what they read. So is a ``Concat``, as in the zoo and
+  the published pipeline: its consumers read its input from HBM or a ``Parameter`` (the
+  KV cache with the new token appended), else its first input.
 """
 
 from __future__ import annotations
@@ -300,9 +300,9 @@ class _Importer:
             roots = [root[s] for s in entry.sources]
             if entry.type in _FOLDED:
                 root[entry.id] = roots[0] if roots else entry.id
-            elif entry.type == "Concat":
+            elif entry.type == "Concat":  # folded, preferring a cache (`concat`)
                 sourced = [r for r in roots if type_of[r] in _SOURCES]
-                root[entry.id] = sourced[0] if sourced else entry.id
+                root[entry.id] = (sourced or roots or [entry.id])[0]
             else:
                 root[entry.id] = entry.id
         return {root[entry.sources[1]] for entry in self.entries
@@ -336,9 +336,8 @@ class _Importer:
             self.tensor_of[entry.id] = (self.tensor_of[entry.sources[0]] if entry.sources
                                         else self.source(f"n{entry.id}", hbm=True))
             return
-        cache = [self.tensor_of[s] for s in entry.sources if self.is_source(self.tensor_of[s])]
-        if entry.type == "Concat" and cache:  # a cache with the new entries appended
-            self.tensor_of[entry.id] = cache[0]
+        if entry.type == "Concat" and "einstein_v2" not in entry.text:  # a bare " - Concat "
+            self.concat(entry, [self.tensor_of[s] for s in entry.sources])
             return
         try:
             parsed = ein.parse_node_text(entry.text)
@@ -347,7 +346,7 @@ class _Importer:
             raise DumpError(f"{where}: {error}") from None
         local = self.inputs(entry, parsed.input_dict)
         if entry.type == "Concat":
-            self.concat(entry, local)
+            self.concat(entry, [tensor for tensor, _shape in local.values()])
             return
         if not statements:
             raise DumpError(f"{where}: expected an einstein_v2 expression, found none")
@@ -386,32 +385,23 @@ class _Importer:
         """Whether no operator computes `tensor` (a weight, a cache, a graph input)."""
         return tensor in self.storage or tensor in self.graph_inputs
 
-    def concat(self, entry: _Entry, local: dict[str, tuple[str, tuple[int, ...]]]) -> None:
-        """A Concat is folded into an input that comes from HBM or a Parameter (a KV cache
-        with the new token appended; `node` folds one fed by an edge); other concatenations
-        are one Slice per input, each writing its part of the output."""
-        sourced = [tensor for tensor, _shape in local.values() if self.is_source(tensor)]
-        out = f"n{entry.id}"
-        self.tensor_of[entry.id] = sourced[0] if sourced else out
-        if sourced:
-            return
-        if len(local) < 2:
-            raise DumpError(f"{entry.where}: expected two or more inputs to concatenate, got {len(local)}")
-        for k, (tensor, shape) in enumerate(local.values()):
-            dims = tuple(Dim(f"D{j}", n) for j, n in enumerate(shape)) or (Dim("D0", 1),)
-            names = tuple(d.name for d in dims)
-            self.ops.append(self.operator(
-                entry, f"{out}.part{k}", "Concat", OpKind.SLICE, dims, Operand(out, names, Storage.CHIP),
-                (self.operand(tensor, names if shape else ()),), part=(k, len(local))))
+    def concat(self, entry: _Entry, tensors: list[str]) -> None:
+        """A Concat is folded into its consumers, as the zoo and the published pipeline do:
+        they read an input from HBM or a Parameter if there is one (a KV cache with the new
+        token appended), else the first input. The other inputs' producers still run, in
+        program order."""
+        if not tensors:
+            raise DumpError(f"{entry.where}: expected inputs to concatenate, got none")
+        sourced = [tensor for tensor in tensors if self.is_source(tensor)]
+        self.tensor_of[entry.id] = (sourced or tensors)[0]
 
     def operand(self, tensor: str, dims: tuple[str, ...]) -> Operand:
         return Operand(tensor, dims, self.storage.get(tensor, Storage.CHIP))
 
     def operator(self, entry: _Entry, name: str, label: str, kind: OpKind, dims: tuple[Dim, ...],
-                 output: Operand, inputs: tuple[Operand, ...], reduce: str | None = None,
-                 part: tuple[int, int] | None = None) -> Operator:
+                 output: Operand, inputs: tuple[Operand, ...], reduce: str | None = None) -> Operator:
         try:
-            return Operator(name, label, kind, dims, output, inputs, reduce, part)
+            return Operator(name, label, kind, dims, output, inputs, reduce)
         except ValueError as error:
             raise DumpError(f"{entry.where}: {error}") from None
 
