@@ -18,14 +18,15 @@ too) and the importer (which reads without external data) only need their dims.
 
 Each layer follows the zoo's decomposition (`elkopt.graph.builders`) in ONNX operators, in the
 style of a torch.onnx export of the Hugging-Face model: norm, one fused q/k/v MatMul and
-three Slices (+ bias Adds for OPT), Reshape/Transpose to heads, rotary (rotate_half with
-Slice, Slice, Neg, Concat; Mul by cos, Mul by sin, Add, with cos/sin tables [4096, D] from
-HBM sliced at the new token's position once per model), `Concat(past, new)` on the key and
-value, scores MatMul with the concatenated key, Div by sqrt(D) (OPT: Mul of q by
-1/sqrt(D), then Max with the dtype minimum), the mask Add, Cast/Softmax/Cast, context
-MatMul, Transpose/Reshape, output projection, residual Add, norm, MLP (fused gate/up MatMul
-and two Slices, SiLU as Sigmoid*x or Gelu(approximate="tanh"), product, down MatMul; OPT: fc1,
-bias, Relu, fc2, bias), residual Add; then final norm and LM head. OPT adds its learned
+three Slices (+ bias Adds for OPT), Reshape/Transpose to heads, rotary in torch's
+evaluation order (Mul by cos; rotate_half: Slice, Slice, Neg, Concat; Mul by sin; Add; the
+cos/sin tables [4096, D] in HBM are sliced at the new token's position once per model),
+`Concat(past, new)` on the key and value, scores MatMul with the concatenated key, Div by
+sqrt(D) (OPT: Mul of q by 1/sqrt(D), then Max with the dtype minimum), the mask Add,
+Cast/Softmax/Cast, context MatMul, Transpose/Reshape, output projection, residual Add,
+norm, MLP (fused gate/up MatMul and two Slices, SiLU as Sigmoid*x or
+Gelu(approximate="tanh"), product, down MatMul; OPT: fc1, bias, Relu, fc2, bias), residual
+Add; then final norm and LM head. OPT adds its learned
 positions as a graph input `position_embeds` [1, 1, H] (the zoo's on-chip
 `embed.positions`). Grouped-query attention as the zoo does it (`--gqa broadcast`): q is
 reshaped to [B, Hkv, G, 1, D] and the caches unsqueezed to [B, Hkv, 1, S, D], so MatMul
@@ -49,26 +50,52 @@ How the imported graph differs from the zoo's (b32 KV 2048 on ipu_pod4, elkopt s
   whole model, -1.6e-5 with 2 layers). The decomposed RMSNorm has the zoo's 7 operators and
   its FLOPs: ReduceMean carries no division (the importer's rule: "the mean's division is
   not a separate operator", -B), Div(1, sqrt) adds one (+B), and the zoo's B x H normalising
-  Divide is a B x H Mul here. Cast, Reshape, Transpose, Unsqueeze, Identity and the Concat
-  with the past fold away.
-- Operators: +2 per rotary, so +4 per Llama / Gemma2 layer (Llama2-13B 2088 vs 1928):
-  rotate_half's Concat of two computed tensors (-x2, x1) becomes two SLICE parts
-  (`<node>.part0/1`, 0 FLOPs, costed as a re-layout), which the zoo folds into its sin
-  Multiply's input. Gemma2: -1 per layer (the Gelu). OPT's layers (no rotary, ReLU,
-  LayerNormalization) are the zoo's operator for operator (2269 both).
-- Latency: OPT's is the zoo's to the last digit, although the importer's dims differ (a
-  projection is a Dot over (B0, M=1, N, K) where the zoo has (B, N, K); MHA scores are
-  (B0, B1, M=1, N=S, K=D) where the zoo has (B, Hkv, G=1, T=1, S, D)): length-1 dims change
-  no plan. Llama2-13B is 1.6% slower (with 2 layers: 1.0%, Llama2-70B 1.3%, Gemma2 0.8%),
-  all from the rotary Concat parts: dropping them from the imported graph (the sin Mul
-  reading the Neg, as the zoo does) gives the zoo's latency exactly (Llama2-13B, 2 layers),
-  and `--norm onnx` gives the same latencies as `--norm decomposed`.
-- `--gqa repeat` (HF's repeat_kv): the importer reads each KV cache G times from HBM
-  (Llama2-70B, 2 layers: 1.84x the HBM bytes, 1.31x the latency). An Expand's input is read
-  at its own size, but the Reshape that follows loses that (`_fold` keeps `unexpanded`
-  only through Expand and the same-shape Identity/Cast/CastLike/Dropout), so the scores and
-  context MatMuls read the cache at the expanded [B, Hq, S, D]. The importer is left as
-  is; write GQA as the zoo does (`--gqa broadcast`, the default).
+  Divide is a B x H Mul here. Cast, Reshape, Transpose, Unsqueeze, Expand, Identity, the
+  Concat with the past and rotate_half's Concat fold away.
+- Operators: the zoo's, kind for kind (Llama2-13B 1928 both, OPT-30B 2269, Llama2-70B
+  3848), but Gemma2's Gelu, one operator where the zoo has two (2170 vs 2216, -1 per
+  layer). rotate_half's Concat(-x2, x1) of two computed tensors folds, as in the zoo: the
+  sin Mul reads the Neg's tensor at [B, H, 1, D], and x1's Slice runs unread, as the
+  zoo's `first_half`. (Before the importer folded it, it was two SLICE parts per rotary,
+  +4 operators per layer and +1.6% latency on Llama2-13B.) Labels differ only where the
+  decomposed RMSNorm is written as torch exports it (Power, ReduceMean, Div(1, x) for the
+  zoo's Multiply, Sum, Divide: same kinds and count); with `--norm onnx` only Gelu does.
+- Latency: the zoo's to the last digit for Llama2-13B (all 40 layers: 6.950414 ms both;
+  2 layers: 0.413105), OPT-30B (0.633953) and Llama2-70B (0.476594), with either norm,
+  although the importer's dims differ (a projection is a Dot over (B0, M=1, N, K) where
+  the zoo has (B, N, K); GQA scores are (B0, B1, B2, M=1, N=S, K=D) where the zoo has (B,
+  Hkv, G, T=1, S, D); element-wise ops run over the ONNX shapes): length-1 dims and axis
+  order change no plan. Gemma2 (2 layers) is 0.18% faster, 0.548772 vs 0.549757 ms: the
+  GELU Multiply the zoo has and the import has not (1304.5 cycles for the 2 layers,
+  exactly the difference); with SiLU in both, the latencies are equal. Program order
+  counts: written with rotate_half before the cos Mul (not torch's order), Gemma2 with
+  SiLU came out 0.12% faster than the zoo (other loads overlap the output projection,
+  less interconnect stall), Llama unchanged.
+- `--gqa repeat` (HF's repeat_kv: Unsqueeze, Expand to G, Reshape to [B, Hq, S, D]) reads
+  each cache once, the zoo's HBM bytes to the byte, and has the `--gqa broadcast`
+  latency (Llama2-70B and Gemma2, 2 layers: 0.476594 and 0.548772 ms; all 80 / 46 layers:
+  the same operators, HBM bytes and FLOPs). The importer keeps the Expand's broadcast
+  through the Reshape as a view, heads Hq = (Hkv read, G broadcast), and splits the
+  scores and context MatMuls' heads dim into (Hkv, G): the cache indexes Hkv only, q and
+  the output both, so the MatMuls are the broadcast graph's dim for dim. (Before, the
+  cache was read at the expanded [B, Hq, S, D]: Llama2-70B, 2 layers, 1.84x the HBM
+  bytes and 1.31x the latency.)
+
+`--layers 2`, without the gather column (0) and the timing columns (the 2-layer `--gqa
+repeat` runs of Llama2-70B and Gemma2 print the same rows)::
+
+    model       graph       ops matmul binary  unary reduce  slice      GFLOP     HBM bytes  latency ms
+    llama2_13b  zoo         104     13     53     11      9     18     53.811    4280864768    0.413105
+    llama2_13b  onnx        104     13     53     11      9     18     53.811    4280864768    0.413105
+    opt_30b     zoo         107     13     67      7     14      6    105.800    6945447936    0.633953
+    opt_30b     onnx        107     13     67      7     14      6    105.800    6945447936    0.633953
+    llama2_70b  zoo         104     13     53     11      9     18    130.658    4483794944    0.476594
+    llama2_70b  onnx        104     13     53     11      9     18    130.658    4483794944    0.476594
+    gemma2_27b  zoo         104     13     53     11      9     18    150.160    5698010112    0.549757
+    gemma2_27b  onnx        102     13     51     11      9     18    150.157    5698010112    0.548772
+
+`--models llama2_13b` (all 40 layers): 1928 operators, 876.984 GFLOP, 79391180800 HBM
+bytes and 6.950414 ms, zoo and ONNX alike (planning 22 to 27 s each, 50 s in all).
 
 The ONNX side is cheap: building and saving Llama2-70B (80 layers, 1.07 MB file) takes
 0.14 s and importing it 0.5 s; `--check` also passes `onnx.checker.check_model(full_check=
@@ -197,13 +224,14 @@ def _columns(w: _Writer, name: str, x: str, start: int, end: int) -> str:
 
 
 def _rotary(w: _Writer, p: str, x: str, head_dim: int, cos: str, sin: str) -> str:
-    """x * cos + rotate_half(x) * sin, rotate_half(x) = concat(-x2, x1), over [B, H, 1, D]."""
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = concat(-x2, x1), over [B, H, 1, D],
+    in torch's evaluation order (the order a trace exports): x * cos first."""
     half = head_dim // 2
+    by_cos = w.op("Mul", [x, cos], f"{p}/Mul")
     first = _columns(w, f"{p}/Slice", x, 0, half)
     second = _columns(w, f"{p}/Slice_1", x, half, head_dim)
     negated = w.op("Neg", [second], f"{p}/Neg")
     rotated = w.op("Concat", [negated, first], f"{p}/Concat", axis=-1)
-    by_cos = w.op("Mul", [x, cos], f"{p}/Mul")
     by_sin = w.op("Mul", [rotated, sin], f"{p}/Mul_1")
     return w.op("Add", [by_cos, by_sin], f"{p}/Add")
 

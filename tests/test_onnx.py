@@ -192,6 +192,11 @@ def test_an_expanded_input_is_read_at_its_own_size():
     (add,) = import_onnx(m, "g").ops
     assert add.inputs[1] == Operand("mask", ("D0", "D3"), CHIP)
 
+    along_k = model([node("Expand", ["x", "shape"], ["wide"]), node("MatMul", ["wide", "w"], ["y"])],
+                    [value("x", [4, 1])], ["y"], [ints("shape", 4, 8), weight("w", 8, 3)])
+    (dot,) = import_onnx(along_k, "g").ops  # a contracted dim is read whole: both inputs index it
+    assert dot.inputs[0] == Operand("x", ("M", "K"), CHIP) and dot.contracted_dims == ("K",)
+
 
 def test_where_reads_its_non_constant_inputs():
     fill = model([helper.make_node("Constant", [], ["low"], value_float=-1e4),
@@ -311,18 +316,85 @@ def test_concat_onto_a_past_kv_input_is_folded_into_the_hbm_cache():
     assert cached.storage == HBM
 
 
-def test_concat_of_computed_tensors_is_one_slice_part_per_input():
+def test_concat_of_computed_tensors_folds_into_a_read_of_the_first():
+    # rotate_half's concat(-x2, x1): the zoo folds it into the Multiply that reads the Neg
     m = model([node("Relu", ["x"], ["a"]),
                node("Sigmoid", ["z"], ["b"]),
-               node("Concat", ["a", "b"], ["cat"], axis=1),
+               node("Concat", ["c", "b", "a"], ["cat"], axis=1),
                node("Tanh", ["cat"], ["y"])],
-              [value("x", [4, 8]), value("z", [4, 4])], ["y"])
+              [value("x", [4, 8]), value("z", [4, 4]), value("c", [4, 2])], ["y"])
     graph = import_onnx(m, "g")
-    parts = graph.ops[2:4]
-    assert [(op.name, op.kind, op.part, op.output.tensor) for op in parts] == [
-        ("cat.part0", OpKind.SLICE, (0, 2), "cat"), ("cat.part1", OpKind.SLICE, (1, 2), "cat")]
-    assert [dims(op) for op in parts] == [[("D0", 4), ("D1", 8)], [("D0", 4), ("D1", 4)]]
-    assert graph.dependencies(4) == (2, 3) and graph.producers()["cat"] == (2, 3)
+    assert [op.name for op in graph.ops] == ["a", "b", "y"]  # no operator for the concat
+    tanh = graph.ops[2]
+    assert tanh.inputs == (Operand("b", ("D0", "D1"), CHIP),)  # the first computed input ...
+    assert dims(tanh) == [("D0", 4), ("D1", 14)]  # ... at the concatenation's shape
+    assert graph.dependencies(2) == (1,)  # the Relu still runs, but nothing reads it
+    assert "cat" not in graph.producers() and graph.graph_inputs == {"x", "z"}
+
+
+def gqa_attention(repeat, batch=2, kv_heads=2, group=4, length=16, d=8):
+    """q [B, Hq, 1, D] attending to the caches past_key / past_value [B, Hkv, S, D] (HBM), as
+    HF writes it (`repeat`: repeat_kv = Unsqueeze, Expand to the group, Reshape to Hq heads)
+    or as the zoo does (q grouped to [B, Hkv, G, 1, D], the caches unsqueezed to broadcast)."""
+    heads = kv_heads * group
+    nodes, weights = [], [ints("axis2", 2)]
+    if repeat:
+        for t in ("key", "value"):
+            nodes += [node("Unsqueeze", [f"past_{t}", "axis2"], [f"{t}5"]),
+                      node("Expand", [f"{t}5", "group"], [f"{t}_wide"]),
+                      node("Reshape", [f"{t}_wide", "heads"], [f"{t}s"])]
+        nodes += [node("Transpose", ["keys"], ["keys_t"], perm=[0, 1, 3, 2])]
+        query, weights = "q", weights + [ints("group", 1, 1, group, 1, 1),
+                                         ints("heads", batch, heads, length, d)]
+    else:
+        nodes += [node("Reshape", ["q", "grouped"], ["q5"]),
+                  node("Unsqueeze", ["past_key", "axis2"], ["key5"]),
+                  node("Transpose", ["key5"], ["keys_t"], perm=[0, 1, 2, 4, 3]),
+                  node("Unsqueeze", ["past_value", "axis2"], ["values"])]
+        query, weights = "q5", weights + [ints("grouped", batch, kv_heads, group, 1, d)]
+    nodes += [node("MatMul", [query, "keys_t"], ["scores"], name="scores"),
+              node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+              node("MatMul", ["probs", "values"], ["context"], name="context")]
+    cache = [batch, kv_heads, length, d]
+    return model(nodes, [value("q", [batch, heads, 1, d]), value("past_key", cache),
+                         value("past_value", cache)], ["context"], weights)
+
+
+def test_repeat_kv_reads_each_cache_once_the_query_heads_split_into_kv_heads_and_group():
+    batch, kv_heads, group, length, d = 2, 2, 4, 16, 8
+    repeated, grouped = (import_onnx(gqa_attention(r), "g") for r in (True, False))
+    scores, context = (op for op in repeated.ops if op.kind == OpKind.MATMUL)
+    # the Expand's group G is a factor of the merged heads axis: that dim splits into (Hkv, G),
+    # q and the output index both, the cache only Hkv
+    assert dims(scores) == [("B0", batch), ("B1_0", kv_heads), ("B1_1", group), ("M", 1),
+                            ("N", length), ("K", d)]
+    assert scores.inputs == (Operand("q", ("B0", "B1_0", "B1_1", "M", "K"), CHIP),
+                             Operand("past_key", ("B0", "B1_0", "K", "N"), HBM))
+    assert scores.output.dims == ("B0", "B1_0", "B1_1", "M", "N") and scores.label == "BatchMatMul"
+    assert context.inputs[1] == Operand("past_value", ("B0", "B1_0", "K", "N"), HBM)
+    assert context.output.dims == ("B0", "B1_0", "B1_1", "M", "N")
+    cache_bytes = batch * kv_heads * length * d * 2
+    assert repeated.hbm_bytes == grouped.hbm_bytes == 2 * cache_bytes  # once, not G times
+    assert repeated.total_flops == grouped.total_flops == 2 * (2 * batch * kv_heads * group * length * d) \
+        + sum(op.flops for op in repeated.ops if op.kind != OpKind.MATMUL)
+    # the matmuls are the zoo-style broadcast's, dim for dim: the same plans
+    assert [op.signature for op in repeated.ops if op.kind == OpKind.MATMUL] == [
+        op.signature for op in grouped.ops if op.kind == OpKind.MATMUL]
+
+
+def test_an_element_wise_op_splits_a_partly_broadcast_axis_too_unless_the_reshape_is_uneven():
+    m = model([node("Expand", ["x", "wide"], ["x_wide"]),  # [3, 1, 5] -> [3, 2, 5]
+               node("Reshape", ["x_wide", "merged"], ["x6"]),  # -> [6, 5]: axis 0 is (3, G = 2)
+               node("Add", ["x6", "z"], ["y"], name="add"),
+               node("Reshape", ["x_wide", "uneven"], ["x2"]),  # -> [2, 15]: 3 x 2 does not split at 2
+               node("Add", ["x2", "w"], ["y2"], name="add2")],
+              [value("x", [3, 1, 5]), value("z", [6, 5]), value("w", [2, 15])], ["y", "y2"],
+              [ints("wide", 3, 2, 5), ints("merged", 6, 5), ints("uneven", 2, 15)])
+    add, add2 = import_onnx(m, "g").ops
+    assert dims(add) == [("D0_0", 3), ("D0_1", 2), ("D1", 5)]
+    assert add.inputs == (Operand("x", ("D0_0", "D1"), CHIP), Operand("z", ("D0_0", "D0_1", "D1"), CHIP))
+    assert add.output.dims == ("D0_0", "D0_1", "D1") and add.flops == 6 * 5
+    assert add2.inputs[0] == Operand("x", ("D0", "D1"), CHIP)  # read plainly, at [2, 15]
 
 
 def test_slices_of_hbm_are_folded_slices_on_chip_are_operators_and_splits_fold():

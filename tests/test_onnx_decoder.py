@@ -1,6 +1,6 @@
 """The ONNX decode step written by experiments/onnx_decoder.py imports to the zoo's graph: HBM
-bytes to the byte, FLOPs within 1e-3 (equal with SiLU; Gelu is one operator where the zoo
-has two), two Concat parts more per rotary."""
+bytes to the byte (with HF's repeat_kv too), FLOPs within 1e-3 (equal with SiLU; Gelu is one
+operator where the zoo has two), the zoo's operators (rotate_half's Concat folds)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 
+from elkopt.graph.ir import OpKind
 from elkopt.graph.onnx_graph import read_onnx
 from elkopt.graph.zoo import get_architecture
 
@@ -29,17 +30,19 @@ def test_the_tiny_decode_step_in_onnx_reads_the_zoos_hbm_bytes_and_flops(tmp_pat
     script = load_script()
     tiny = get_architecture("tiny")  # GQA: 4 query heads on 2 KV heads
     batch, kv_len = 4, 64
-    for arch in (tiny, dataclasses.replace(tiny, name="tiny_gelu", activation="gelu")):
-        model = script.decode_step_onnx(arch, kv_len=kv_len)
+    for arch, gqa in ((tiny, "broadcast"), (tiny, "repeat"),
+                      (dataclasses.replace(tiny, name="tiny_gelu", activation="gelu"), "broadcast")):
+        case = f"{arch.name} {gqa}"
+        model = script.decode_step_onnx(arch, kv_len=kv_len, gqa=gqa)
         assert model.ByteSize() < 100_000  # weights are external and never materialised
-        onnx.save(model, tmp_path / f"{arch.name}.onnx")
-        ours = read_onnx(tmp_path / f"{arch.name}.onnx", sizes=script.onnx_sizes(batch, kv_len))
+        onnx.save(model, tmp_path / f"{arch.name}_{gqa}.onnx")
+        ours = read_onnx(tmp_path / f"{arch.name}_{gqa}.onnx", sizes=script.onnx_sizes(batch, kv_len))
         zoo = script.zoo_graph(arch, batch, kv_len)
-        assert ours.hbm_bytes == zoo.hbm_bytes, arch.name
-        assert abs(ours.total_flops / zoo.total_flops - 1) <= FLOP_TOLERANCE, arch.name
+        assert ours.hbm_bytes == zoo.hbm_bytes, case  # repeat_kv too: each cache is read once
+        assert abs(ours.total_flops / zoo.total_flops - 1) <= FLOP_TOLERANCE, case
         # the only FLOPs apart: the Multiply of the zoo's two-operator GELU, B x F per layer
         gelu = batch * arch.ffn * arch.n_layers if arch.activation == "gelu" else 0
-        assert zoo.total_flops - ours.total_flops == gelu, arch.name
-        # rotate_half's Concat is two parts on q and on k; Gelu is one operator, not two
-        extra = 4 - (arch.activation == "gelu")
-        assert ours.n_ops == zoo.n_ops + extra * arch.n_layers, arch.name
+        assert zoo.total_flops - ours.total_flops == gelu, case
+        # rotate_half's Concat folds as in the zoo; Gelu is one operator, not two
+        assert ours.n_ops == zoo.n_ops - (arch.activation == "gelu") * arch.n_layers, case
+        assert script.kind_counts(ours)[OpKind.SLICE] == script.kind_counts(zoo)[OpKind.SLICE], case

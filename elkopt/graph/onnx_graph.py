@@ -42,10 +42,9 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   comparisons; ``Relu``, ``Sigmoid``, ``Exp``, ``Sqrt``, ``Neg``, ``Clip``, ...): one BINARY or
   UNARY over the output's axes, labelled as the zoo does (``Subtract``, ``Multiply``,
   ``Negative``, ...; the op type otherwise). An input of size 1 or missing on an axis
-  does not index it (numpy broadcasting); a scalar is an operand with no dims. An
-  ``Expand``'s output is read the same way at its input's shape, so an expanded mask
-  costs its own size. A one-input ``Max``/``Min``/``Sum`` is folded; more than two inputs
-  are refused.
+  does not index it (numpy broadcasting); a scalar is an operand with no dims; nor does
+  an axis an ``Expand`` broadcast (below), so an expanded mask costs its own size. A
+  one-input ``Max``/``Min``/``Sum`` is folded; more than two inputs are refused.
 - ``Where`` (a select): one BINARY ``Where`` over its two non-constant inputs, so a masked
   fill ``where(mask, scores, -inf)`` reads the mask and the scores, like the zoo's mask
   ``Add``; with one non-constant input it reads that and the first constant one; with
@@ -71,12 +70,12 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   elements of its table.
 - ``Concat``: with an HBM input (a decode model's ``concat(past_key, new_key)``), consumers
   read that HBM tensor at the concatenated length and the new entries are the folded
-  cache write (with several, a new HBM tensor named after the output). Otherwise, from
-  the inputs computed by operators: none - the output is an on-chip graph input; one -
-  consumers read its tensor (constants and graph inputs appended to it are folded);
-  several - one SLICE per computed input labelled ``Concat``, named ``<node>.part<i>``,
-  each over its input's shape and writing part ``(i, n)`` of the output tensor
-  (`Operator.part`), so consumers depend on all of them.
+  cache write (with several, a new HBM tensor named after the output). Otherwise, with no
+  input computed by an operator, the output is an on-chip graph input; with one or more,
+  the concat is folded like the zoo's (rotate_half's ``concat(-x2, x1)`` is its sin
+  Multiply's input): consumers read the first computed input's tensor at their own view
+  of the shape. The other inputs' producers still run, in program order, but nothing
+  reads them through the concat (constants and graph inputs are dropped).
 - ``Slice`` of an HBM tensor is folded (consumers read the slice from HBM, as the zoo's
   rotary tables); of an on-chip tensor, a SLICE over the output's axes, as the zoo's
   q/k/v and rotary halves.
@@ -84,6 +83,24 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   shape): ``Reshape``, ``Transpose``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Identity``,
   ``Cast``, ``CastLike``, ``Expand``, ``Tile``, ``Pad``, ``Dropout`` (inference), ``Split``
   (every output reads the input tensor).
+- ``Expand`` is a broadcast, not a copy: its output's axes are remembered as factors of
+  the tensor read and factors broadcast (a new axis, or one of size 1 in its input).
+  Identity, Cast, CastLike, Dropout, Transpose (permuted) and the reshapes (``Reshape``,
+  ``Flatten``, ``Squeeze``, ``Unsqueeze``: factors regrouped row-major onto the new axes,
+  splitting one where an axis ends inside it) keep that; Tile, Pad, Split, Slice, Concat
+  and any reshape that would split a factor unevenly drop it. ``MatMul``, element-wise
+  ops and ``Where`` index an axis of such an input only through its read factors (other
+  readers - reductions, Softmax, Gather ... - read the whole shape): an all-broadcast
+  axis indexes nothing; a partly broadcast one - HF's ``repeat_kv``: past_key [B, Hkv,
+  S, D] unsqueezed, expanded to [B, Hkv, G, S, D] and reshaped to [B, Hq, S, D] has heads
+  Hq = (Hkv read, G broadcast) - splits that operator dim into one sub-dim per factor,
+  ``<dim>_0, <dim>_1, ...`` (major first), which the other operands and the output index
+  in its place, while that input indexes only the read ones. So the scores MatMul of q
+  [B, Hq, 1, D] with that cache runs over ``B0, B1_0 (Hkv), B1_1 (G), M, N, K``, reads the
+  cache once (B x Hkv x S x D) and keeps the FLOPs and the q and output volumes: the
+  zoo's grouped attention. A MatMul's contracted K is not split (an input broadcast
+  along it reads it whole, so both inputs index it), and the first input to split a dim sets its factors (another input with
+  other factors on that dim reads it whole).
 
 Not imported: control flow (``If``, ``Loop``, ``Scan``), local functions, ``ConvTranspose``,
 ``Resize``, ``GatherElements``/``GatherND``/``ScatterND``, ``TopK``, fused contrib operators
@@ -126,7 +143,8 @@ _REDUCE = {**{op: "sum" for op in ("ReduceSum", "ReduceMean", "ReduceL1", "Reduc
 _POOL = {"MaxPool": "max", "AveragePool": "sum", "GlobalAveragePool": "sum", "GlobalMaxPool": "max"}
 _FOLDED = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast",
                      "CastLike", "Expand", "Tile", "Pad", "Dropout"})
-_SAME_SHAPE = frozenset({"Identity", "Cast", "CastLike", "Dropout"})  # keep an Expand's broadcast
+_SAME_SHAPE = frozenset({"Identity", "Cast", "CastLike", "Dropout"})  # the view is kept
+_RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})  # the view is regrouped
 _SHAPE_SOURCES = frozenset({"Constant", "Shape", "Size", "ConstantOfShape", "Range", "EyeLike"})
 #: Inputs read as data, by position (all of them for op types not listed).
 _DATA_INPUTS: dict[str, tuple[int, ...]] = {
@@ -297,13 +315,73 @@ def _opset(model: onnx.ModelProto) -> int:
     return versions[0] if versions else onnx.defs.onnx_opset_version()
 
 
+#: How a value's axes lie on its tensor once broadcast by an Expand: per axis, major first,
+#: factors (length, read) whose lengths multiply to the axis length; a factor not read is
+#: broadcast (a new or size-1 axis of the Expand's input). Factors have length > 1.
+_View = tuple[tuple[tuple[int, bool], ...], ...]
+
+
+def _plain(shape: Sequence[int]) -> _View:
+    """The view of a tensor read at its own shape."""
+    return tuple(((n, True),) if n > 1 else () for n in shape)
+
+
+def _merged(factors: Sequence[tuple[int, bool]]) -> tuple[tuple[int, bool], ...]:
+    """Adjacent factors both read or both broadcast as one."""
+    axis: list[tuple[int, bool]] = []
+    for length, read in factors:
+        if axis and axis[-1][1] == read:
+            axis[-1] = (axis[-1][0] * length, read)
+        else:
+            axis.append((length, read))
+    return tuple(axis)
+
+
+def _broadcast_view(view: _View) -> _View | None:
+    """`view` if some factor is broadcast, else None (the value reads its tensor plainly)."""
+    return view if any(not read for axis in view for _, read in axis) else None
+
+
+def _expanded(view: _View, shape: Sequence[int]) -> _View:
+    """`view` expanded to `shape` (numpy broadcasting, aligned right)."""
+    offset = len(shape) - len(view)
+    axes = [() if n == 1 else ((n, False),) for n in shape[:offset]]
+    for factors, n in zip(view, shape[offset:]):
+        axes.append(factors if math.prod(f for f, _ in factors) == n else ((n, False),))
+    return tuple(axes)
+
+
+def _regrouped(view: _View, shape: Sequence[int]) -> _View | None:
+    """`view` reshaped (row-major) to `shape`, splitting factors where an axis ends inside one;
+    None if a factor does not divide evenly (the reshape then reads the tensor plainly)."""
+    factors = [f for axis in view for f in axis]
+    axes = []
+    for n in shape:
+        axis = []
+        while n > 1:
+            if not factors:
+                return None
+            length, read = factors.pop(0)
+            if n % length == 0:
+                axis.append((length, read))
+                n //= length
+            elif length % n == 0:  # the axis ends inside this factor: its major part
+                axis.append((n, read))
+                factors.insert(0, (length // n, read))
+                n = 1
+            else:
+                return None
+        axes.append(_merged(axis))
+    return None if factors else tuple(axes)
+
+
 @dataclass(frozen=True)
 class _Source:
     """What an ONNX value is in the IR: the tensor its readers read, and where it comes from."""
 
     tensor: str
     origin: str  # _COMPUTED (an operator's output), _INPUT (on-chip graph input), _HBM, _CONSTANT
-    unexpanded: str | None = None  # an Expand's input: broadcasting readers index its shape
+    view: _View | None = None  # set when broadcast by an Expand: readers skip the broadcast factors
 
     @property
     def storage(self) -> Storage:
@@ -420,9 +498,9 @@ class _Importer:
         self.taken.add(unique)
         return unique
 
-    def _alias(self, value: str, source: _Source, unexpanded: str | None = None) -> None:
-        """A folded node's output: its readers read `source`'s tensor."""
-        self.sources[value] = _Source(source.tensor, source.origin, unexpanded)
+    def _alias(self, value: str, source: _Source, view: _View | None = None) -> None:
+        """A folded node's output: its readers read `source`'s tensor (through `view`)."""
+        self.sources[value] = _Source(source.tensor, source.origin, view)
 
     def _computed(self, value: str, tensor: str) -> None:
         self.sources[value] = _Source(tensor, _COMPUTED)
@@ -434,22 +512,41 @@ class _Importer:
             self.graph_inputs.add(source.tensor)
         return Operand(source.tensor, tuple(dims), source.storage)
 
-    def _broadcast(self, value: str, names: Sequence[str], lengths: Sequence[int], where: str) -> Operand:
+    def _broadcast(self, value: str, names: Sequence[str], lengths: Sequence[int], where: str,
+                   splits: dict[str, tuple[int, ...]] | None = None) -> Operand:
         """`value` read within axes `names` of `lengths`, aligned right (numpy broadcasting):
-        an axis of size 1 where the space is longer, or missing, indexes nothing."""
+        an axis of size 1 where the space is longer, or missing, indexes nothing; nor does
+        an axis an Expand broadcast (its view's factors all broadcast).
+
+        An axis partly broadcast (an expanded axis merged with a read one by a Reshape: HF's
+        repeat_kv) splits its dim into one sub-dim ``<dim>_<i>`` per factor, of which the
+        operand indexes the read ones, when `splits` is given: the split is recorded there
+        (dim -> factor lengths) for `_split_dims`; the first operand to split a dim decides
+        its factors, and a dim recorded with no factors (``()``: a MatMul's contracted K) is
+        read whole, even where broadcast. Without `splits` a partly broadcast axis indexes
+        its whole dim (the tensor read at the broadcast size)."""
         source = self._source(value, where)
-        shape = self._shape(source.unexpanded or value, where)
+        shape = self._shape(value, where)
         offset = len(names) - len(shape)
         if offset < 0:
             raise OnnxImportError(f"{where}: input {value!r} of shape {list(shape)} has more axes "
                                   f"than {list(lengths)}")
+        view = source.view or _plain(shape)
         dims = []
-        for axis, size in enumerate(shape):
-            if size == lengths[offset + axis]:
-                dims.append(names[offset + axis])
-            elif size != 1:
+        for axis, (size, factors) in enumerate(zip(shape, view)):
+            name, length = names[offset + axis], lengths[offset + axis]
+            if size not in (1, length):
                 raise OnnxImportError(f"{where}: input {value!r} of shape {list(shape)} does not "
                                       f"broadcast to {list(lengths)}")
+            read = [r for _, r in factors]
+            if all(read) or splits is not None and splits.get(name) == ():  # () : read whole
+                dims += [name] if size == length else []
+            elif any(read):
+                parts = tuple(f for f, _ in factors)
+                if splits is not None and splits.setdefault(name, parts) == parts:
+                    dims += [f"{name}_{i}" for i, r in enumerate(read) if r]
+                else:
+                    dims.append(name)
         return self._read(value, dims, where)
 
     def _scalar(self, name: str) -> Operand:
@@ -459,40 +556,70 @@ class _Importer:
         return chip(tensor)
 
     def _emit(self, name: str, label: str, kind: OpKind, dims: Mapping[str, int],
-              out: Sequence[str], inputs: Sequence[Operand], where: str, reduce: str | None = None,
-              tensor: str | None = None, part: tuple[int, int] | None = None) -> str:
-        """Append an operator writing `tensor` (default: its name); the tensor's name.
+              out: Sequence[str], inputs: Sequence[Operand], where: str,
+              reduce: str | None = None) -> str:
+        """Append an operator writing the tensor named after it; the tensor's name.
 
         An element-wise operator over a scalar gets one dim of length 1 (operators need dims).
         """
         if not dims:
             dims, out = {"S": 1}, ("S",)
-        tensor = tensor or name
         try:
             op = Operator(name, label, kind, tuple(Dim(n, length) for n, length in dims.items()),
-                          Operand(tensor, tuple(out), Storage.CHIP), tuple(inputs), reduce, part)
+                          Operand(name, tuple(out), Storage.CHIP), tuple(inputs), reduce)
         except ValueError as error:
             raise OnnxImportError(f"{where}: {error}") from None
         self.ops.append(op)
-        return tensor
+        return name
+
+    @staticmethod
+    def _split_dims(splits: Mapping[str, tuple[int, ...]], dims: Mapping[str, int],
+                    out: Sequence[str], inputs: Sequence[Operand]
+                    ) -> tuple[dict[str, int], tuple[str, ...], tuple[Operand, ...]]:
+        """The space, output dims and inputs with each dim of `splits` replaced by its sub-dims
+        ``<dim>_0, <dim>_1, ...`` (major first) wherever it is indexed whole (`_broadcast`)."""
+
+        def sub(name: str) -> tuple[str, ...]:
+            parts = splits.get(name)
+            return tuple(f"{name}_{i}" for i in range(len(parts))) if parts else (name,)
+
+        space = {s: n for name, length in dims.items()
+                 for s, n in zip(sub(name), splits.get(name) or (length,))}
+        return (space, tuple(s for d in out for s in sub(d)),
+                tuple(Operand(x.tensor, tuple(s for d in x.dims for s in sub(d)), x.storage)
+                      for x in inputs))
 
     def _elementwise(self, name: str, label: str, kind: OpKind, value: str, inputs: Sequence[str],
                      where: str) -> str:
         """One element-wise operator over the axes of output `value`, inputs broadcast."""
         shape = self._shape(value, where)
         names = _axes(len(shape))
-        operands = [self._broadcast(v, names, shape, where) for v in inputs]
-        return self._emit(name, label, kind, dict(zip(names, shape)), names, operands, where)
+        splits: dict[str, tuple[int, ...]] = {}
+        operands = [self._broadcast(v, names, shape, where, splits) for v in inputs]
+        dims, out, operands = self._split_dims(splits, dict(zip(names, shape)), names, operands)
+        return self._emit(name, label, kind, dims, out, operands, where)
 
     # -- handlers: (node, where, base name) -------------------------------------------
     def _fold(self, node: onnx.NodeProto, where: str, base: str) -> None:
-        source = self._source(node.input[0], where)
-        unexpanded = None
+        """Readers read the input's tensor; an Expand's broadcast is kept as a view through
+        same-shape nodes, Transpose and reshapes (Tile and Pad read plainly)."""
+        x, out = node.input[0], node.output[0]
+        source = self._source(x, where)
+        view = None
         if node.op_type == "Expand":
-            unexpanded = source.unexpanded or node.input[0]
-        elif node.op_type in _SAME_SHAPE:
-            unexpanded = source.unexpanded
-        self._alias(node.output[0], source, unexpanded)
+            shapes = self.shapes.get(x), self.shapes.get(out)
+            if all(shape is not None and None not in shape for shape in shapes):
+                view = _broadcast_view(_expanded(source.view or _plain(shapes[0]), shapes[1]))
+        elif source.view is None or node.op_type in _SAME_SHAPE:
+            view = source.view
+        elif node.op_type == "Transpose":
+            perm = _attribute(node, "perm") or range(len(source.view) - 1, -1, -1)
+            view = tuple(source.view[p] for p in perm)
+        elif node.op_type in _RESHAPES:
+            shape = self.shapes.get(out)
+            if shape is not None and None not in shape:
+                view = _broadcast_view(_regrouped(source.view, shape) or ())
+        self._alias(out, source, view)
 
     def _split(self, node: onnx.NodeProto, where: str, base: str) -> None:
         source = self._source(node.input[0], where)
@@ -508,7 +635,8 @@ class _Importer:
     def _binary(self, node: onnx.NodeProto, where: str, base: str) -> None:
         inputs = [v for v in node.input if v]
         if len(inputs) == 1:  # a one-input Max / Min / Sum is the identity
-            self._alias(node.output[0], self._source(inputs[0], where))
+            source = self._source(inputs[0], where)
+            self._alias(node.output[0], source, source.view)
             return
         if len(inputs) != 2:
             raise OnnxImportError(f"{where}: expected 2 inputs, got {len(inputs)} (longer chains "
@@ -523,19 +651,21 @@ class _Importer:
         names = _axes(len(shape))
         dims = dict(zip(names, shape))
 
-        def select(name: str, *inputs: Operand) -> str:
-            return self._emit(self._claim(name), "Where", OpKind.BINARY, dims, names, inputs, where)
-
-        def read(i: int) -> Operand:
-            return self._broadcast(values[i], names, shape, where)
+        def select(name: str, *inputs: int | Operand) -> str:  # input positions or operands
+            splits: dict[str, tuple[int, ...]] = {}
+            operands = [self._broadcast(values[x], names, shape, where, splits)
+                        if isinstance(x, int) else x for x in inputs]
+            space, out_dims, operands = self._split_dims(splits, dims, names, operands)
+            return self._emit(self._claim(name), "Where", OpKind.BINARY, space, out_dims, operands,
+                              where)
 
         varying = [i for i, v in enumerate(values) if self._source(v, where).origin != _CONSTANT]
         if len(varying) == 3:
-            then = select(f"{base}.then", read(0), read(1))
-            tensor = select(f"{base}.else", chip(then, *names), read(2))
+            then = select(f"{base}.then", 0, 1)
+            tensor = select(f"{base}.else", chip(then, *names), 2)
         else:  # two inputs: the non-constant ones, then constants in input order
             constants = [i for i in range(3) if i not in varying]
-            tensor = select(base, *(read(i) for i in sorted(varying + constants[:2 - len(varying)])))
+            tensor = select(base, *sorted(varying + constants[:2 - len(varying)]))
         self._computed(out, tensor)
 
     def _matmul(self, node: onnx.NodeProto, where: str, base: str) -> None:
@@ -551,11 +681,13 @@ class _Importer:
         batch = out_shape[:len(out_shape) - len(m) - len(n)]
         batch_names = tuple(f"B{i}" for i in range(len(batch)))
         m_names, n_names = ("M",) * len(m), ("N",) * len(n)
-        left = self._broadcast(a, (*batch_names, *m_names, "K"), (*batch, *m, k), where)
-        right = self._broadcast(b, (*batch_names, "K", *n_names), (*batch, k, *n), where)
-        both = all(set(x.dims) & set(batch_names) for x in (left, right))
+        splits: dict[str, tuple[int, ...]] = {"K": ()}  # both inputs index the contracted dim
+        left = self._broadcast(a, (*batch_names, *m_names, "K"), (*batch, *m, k), where, splits)
+        right = self._broadcast(b, (*batch_names, "K", *n_names), (*batch, k, *n), where, splits)
         out_names = (*batch_names, *m_names, *n_names)
-        dims = dict(zip((*out_names, "K"), (*batch, *m, *n, k)))
+        dims, out_names, (left, right) = self._split_dims(
+            splits, dict(zip((*out_names, "K"), (*batch, *m, *n, k))), out_names, (left, right))
+        both = all(any(d.startswith("B") for d in x.dims) for x in (left, right))  # B0, B1_0 ...
         tensor = self._emit(self._claim(base), "BatchMatMul" if both else "Dot", OpKind.MATMUL,
                             dims, out_names, (left, right), where, reduce="sum")
         self._computed(node.output[0], tensor)
@@ -642,7 +774,8 @@ class _Importer:
         shape = self._shape(x, where)
         reduced = self._reduced_axes(node, len(shape), where)
         if not reduced:
-            self._alias(out, self._source(x, where))
+            source = self._source(x, where)
+            self._alias(out, source, source.view)
             return
         names = _axes(len(shape))
         kept = tuple(d for i, d in enumerate(names) if i not in reduced)
@@ -745,17 +878,8 @@ class _Importer:
             self.sources[out] = _Source(self._claim(out), _HBM)
         elif not computed:
             self.sources[out] = _Source(self._claim(out), _INPUT)
-        elif len(computed) == 1:
+        else:  # folded, as the zoo's rotate_half: readers read the first computed input
             self._alias(out, self._source(computed[0], where))
-        else:
-            tensor = self._claim(base)
-            for i, value in enumerate(computed):
-                shape = self._shape(value, where)
-                names = _axes(len(shape))
-                self._emit(self._claim(f"{tensor}.part{i}"), "Concat", OpKind.SLICE,
-                           dict(zip(names, shape)), names, (self._read(value, names, where),), where,
-                           tensor=tensor, part=(i, len(computed)))
-            self._computed(out, tensor)
 
     def _slice(self, node: onnx.NodeProto, where: str, base: str) -> None:
         x, out = node.input[0], node.output[0]
