@@ -5,6 +5,7 @@
     python experiments/onnx_decoder.py --layers 2 --norm onnx          # RMSNormalization ops
     python experiments/onnx_decoder.py --models llama2_70b --layers 2 --gqa repeat
     python experiments/onnx_decoder.py --no-plan --check               # all layers, no planning
+    python experiments/onnx_decoder.py --models llama2_13b --no-plan --save onnx/   # keep the file
 
 For each model, `decode_step_onnx` writes one decode step with `onnx.helper` (no torch):
 graph inputs `inputs_embeds` [batch_size, 1, H] (the embedding gather is left out, as the
@@ -415,6 +416,8 @@ def main() -> None:
     parser.add_argument("--check", action="store_true",
                         help="run onnx.checker (full) on each model, beside a sparse weights file")
     parser.add_argument("--profile", action="store_true", help="cProfile the import, top 12 by cumtime")
+    parser.add_argument("--save", metavar="DIR", help="keep the ONNX files in DIR (for python -m elkopt.run "
+                        "model=file model.format=onnx model.path=DIR/<model>.onnx)")
     args = parser.parse_args()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
     options = PlanningOptions(cache_dir=str(default_cache_dir()))
@@ -432,7 +435,9 @@ def main() -> None:
         result = compile_model(graph, chip, args.scheduler, options)
         return time.perf_counter() - start, result.timeline.latency_cycles * 1e3 / chip.clock_hz
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.save or scratch
+        Path(folder).mkdir(parents=True, exist_ok=True)
         for name in args.models:
             arch = get_architecture(name)
             zoo = zoo_graph(arch, args.batch, args.kv_len, args.layers)
