@@ -260,16 +260,14 @@ def _entry(node: Any, position: int) -> _Entry:
             and isinstance(node[1], str) and isinstance(node[2], str) and isinstance(node[3], list)):
         raise DumpError(f"entry {position}: a node is [id, text, type, [[producer, port], ...]], "
                         f"got {str(node)[:120]}")
-    entry = _Entry(node[0], node[1], node[2], ())
-    sources = []
+    where = f"node {node[0]} ({node[2]})"
     for k, edge in enumerate(node[3]):
         if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(v, int) for v in edge)):
-            raise DumpError(f"{entry.where}: edge {k} must be [producer_id, port], got {edge!r}")
+            raise DumpError(f"{where}: edge {k} must be [producer_id, port], got {edge!r}")
         if edge[1] != 0:
-            raise DumpError(f"{entry.where}: edge {k} reads output {edge[1]} of node {edge[0]}; "
+            raise DumpError(f"{where}: edge {k} reads output {edge[1]} of node {edge[0]}; "
                             "expected output 0 (nodes with several outputs are not imported)")
-        sources.append(edge[0])
-    return _Entry(entry.id, entry.text, entry.type, tuple(sources))
+    return _Entry(node[0], node[1], node[2], tuple(edge[0] for edge in node[3]))
 
 
 class _Importer:
@@ -420,8 +418,8 @@ class _Importer:
                             "plain index names on the left-hand side")
         lengths = self.lengths(statement, refs, local, where)
         out_dims = tuple(i.name for i in statement.output.indices)
-        operand_dims = {ref.name: _operand_dims(ref) for ref in refs}  # first reference wins
-        for ref in reversed(refs):
+        operand_dims: dict[str, tuple[str, ...]] = {}
+        for ref in refs:  # an input read twice is indexed as it is read first
             operand_dims.setdefault(ref.name, _operand_dims(ref))
         used = {d for dims in operand_dims.values() for d in dims}
         dims = (*out_dims, *(d for d in ein.reduced_indices(statement) if d in used and d not in out_dims))
