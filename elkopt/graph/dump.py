@@ -67,10 +67,8 @@ from pathlib import Path
 from typing import Any
 
 from elkopt.graph import einstein as ein
-from elkopt.graph.ir import Dim, Graph, Operand, Operator, OpKind, Storage
+from elkopt.graph.ir import BINARY_SYMBOLS, Dim, Graph, Operand, Operator, OpKind, Storage
 
-#: Binary labels written as an infix operator; others as ``.call(`name`, [...])``.
-_INFIX = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/"}
 _FOLDED = frozenset({"Reshape", "Broadcast", "Convert", "Result"})
 _SOURCES = frozenset({"Constant", "Parameter"})
 _DTYPES = {2: "float16", 4: "float32", 1: "int8", 8: "float64"}
@@ -135,8 +133,8 @@ def _statement(op: Operator) -> str:
     elif op.kind == OpKind.REDUCE:
         body = f"{out} {'+=!' if op.reduce == 'sum' else '>=!'} {refs[0]}"
     elif op.kind == OpKind.BINARY:
-        if op.label in _INFIX:
-            body = f"{out} = {refs[0]} {_INFIX[op.label]} {refs[1]}"
+        if op.label in BINARY_SYMBOLS:
+            body = f"{out} = {refs[0]} {BINARY_SYMBOLS[op.label]} {refs[1]}"
         else:
             body = f"{out} = {refs[0]}.call(`{op.label.lower()}`, [{refs[1]}])"
     elif op.kind == OpKind.UNARY:
@@ -545,7 +543,7 @@ def _strip_casts(expr: ein.Expr) -> ein.Expr:
     return expr
 
 
-_SYMBOL_LABELS = {symbol: label for label, symbol in _INFIX.items()}
+_SYMBOL_LABELS = {symbol: label for label, symbol in BINARY_SYMBOLS.items()}
 _REDUCTION_LABELS = {"sum": "Sum", "max": "Max", "min": "Min"}
 
 

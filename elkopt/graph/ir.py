@@ -52,7 +52,8 @@ _INPUT_COUNTS = {
     OpKind.GATHER: (1, 2),
 }
 _REDUCTIONS = ("sum", "max")
-_BINARY_SYMBOLS = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/"}
+#: Labels of binary operators written as an infix symbol (in `Operator.expression`, in dumps).
+BINARY_SYMBOLS = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/"}
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class Operator:
             op = "+=" if self.reduce == "sum" else "max="
             return f"{y} {op} {xs[0]}"
         if self.kind == OpKind.BINARY:
-            symbol = _BINARY_SYMBOLS.get(self.label)
+            symbol = BINARY_SYMBOLS.get(self.label)
             if symbol:
                 return f"{y} = {xs[0]} {symbol} {xs[1]}"
             return f"{y} = {self.label.lower()}({xs[0]}, {xs[1]})"
