@@ -225,6 +225,17 @@ def test_softmax_is_the_zoos_four_operators():
         (op.label, op.kind, op.reduce, op.signature) for op in zoo]
 
 
+def test_log_softmax_shares_the_softmax_max_exp_and_sum():
+    m = model([node("LogSoftmax", ["x"], ["y"], name="lsm", axis=-1)], [value("x", [4, 16])], ["y"])
+    graph = import_onnx(m, "g")
+    assert [(op.name, op.label, op.kind) for op in graph.ops] == [
+        ("lsm.max", "Max", OpKind.REDUCE), ("lsm.exp", "Subtract", OpKind.BINARY),
+        ("lsm.sum", "Sum", OpKind.REDUCE), ("lsm.log", "Log", OpKind.UNARY),
+        ("lsm.shift", "Add", OpKind.BINARY), ("lsm.subtract", "Subtract", OpKind.BINARY)]
+    assert [graph.dependencies(i) for i in range(6)] == [(), (0,), (1,), (2,), (0, 3), (4,)]
+    assert dims(graph.ops[3]) == [("D0", 4)] and graph.ops[5].inputs[0].tensor == "x"
+
+
 @pytest.mark.parametrize("op_type, kind, opset", [("LayerNormalization", "layernorm", 17),
                                                  ("SimplifiedLayerNormalization", "rmsnorm", 17),
                                                  ("RMSNormalization", "rmsnorm", 23)])

@@ -10,6 +10,7 @@ tensors named `<op>.weight` / `<op>.bias`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from .arch import Architecture, require_positive_int
 from .ir import Dim, Graph, Operand, OpKind, Operator, Storage
@@ -112,31 +113,69 @@ def _add_bias(g: _GraphBuilder, name: str, dims: Dims, x: str) -> str:
 def _norm(g: _GraphBuilder, name: str, rows: Dims, hidden: int, x: str, kind: str,
           affine: bool = True) -> str:
     """RMSNorm (7 ops) or LayerNorm (11 ops; 9 without affine) over the hidden dim H."""
-    r = tuple(rows)
-    dims = {**rows, "H": hidden}
-    xs = chip(x, *r, "H")
-    count = g.constant("hidden_size")
+    scale = hbm(f"{name}.weight", "H") if affine else None
+    shift = hbm(f"{name}.bias", "H") if affine and kind == "layernorm" else None
+    return norm_operators(g, name, rows, {"H": hidden}, chip(x, *rows, "H"), kind,
+                          g.constant("hidden_size"), g.constant("norm_eps"), scale, shift)
+
+
+class Builder(Protocol):
+    """What the shared decompositions need to add operators; each method returns the output
+    tensor's name. `_GraphBuilder` is one; the ONNX importer has another."""
+
+    def binary(self, name: str, label: str, dims: Dims, a: Operand, b: Operand) -> str: ...
+
+    def unary(self, name: str, label: str, dims: Dims, x: Operand) -> str: ...
+
+    def reduce(self, name: str, how: str, dims: Dims, x: Operand, out: tuple[str, ...]) -> str: ...
+
+
+def norm_operators(g: Builder, name: str, rows: Dims, features: Dims, x: Operand, kind: str,
+                   count: Operand, eps: Operand, scale: Operand | None = None,
+                   shift: Operand | None = None) -> str:
+    """RMSNorm (``kind`` "rmsnorm": 5 ops) or LayerNorm ("layernorm": 9 ops) of `x` over the
+    `features` dims, one per `rows`, as the published graphs write them; then a Multiply by
+    `scale` and an Add of `shift` when given. `count` (elements normalised) and `eps` are
+    scalar operands."""
+    r, dims = tuple(rows), {**rows, **features}
+    every = tuple(dims)
     if kind == "rmsnorm":
-        centered = xs
-        square = g.binary(f"{name}.square", "Multiply", dims, xs, xs)
-        total = g.reduce(f"{name}.sum", "sum", dims, chip(square, *r, "H"), r)
+        centered = x
+        square = g.binary(f"{name}.square", "Multiply", dims, x, x)
+        total = g.reduce(f"{name}.sum", "sum", dims, chip(square, *every), r)
         moment = g.binary(f"{name}.mean", "Divide", rows, chip(total, *r), count)
     else:
-        total = g.reduce(f"{name}.sum", "sum", dims, xs, r)
+        total = g.reduce(f"{name}.sum", "sum", dims, x, r)
         mean = g.binary(f"{name}.mean", "Divide", rows, chip(total, *r), count)
-        centered = chip(g.binary(f"{name}.center", "Subtract", dims, xs, chip(mean, *r)), *r, "H")
+        centered = chip(g.binary(f"{name}.center", "Subtract", dims, x, chip(mean, *r)), *every)
         square = g.binary(f"{name}.square", "Multiply", dims, centered, centered)
-        total = g.reduce(f"{name}.sum_squares", "sum", dims, chip(square, *r, "H"), r)
+        total = g.reduce(f"{name}.sum_squares", "sum", dims, chip(square, *every), r)
         moment = g.binary(f"{name}.variance", "Divide", rows, chip(total, *r), count)
-    shifted = g.binary(f"{name}.add_eps", "Add", rows, chip(moment, *r), g.constant("norm_eps"))
+    shifted = g.binary(f"{name}.add_eps", "Add", rows, chip(moment, *r), eps)
     root = g.unary(f"{name}.sqrt", "Sqrt", rows, chip(shifted, *r))
     y = g.binary(f"{name}.normalize", "Divide", dims, centered, chip(root, *r))
-    if affine:
-        y = g.binary(f"{name}.scale", "Multiply", dims, chip(y, *r, "H"),
-                     hbm(f"{name}.weight", "H"))
-        if kind == "layernorm":
-            y = g.binary(f"{name}.shift", "Add", dims, chip(y, *r, "H"), hbm(f"{name}.bias", "H"))
+    if scale is not None:
+        y = g.binary(f"{name}.scale", "Multiply", dims, chip(y, *every), scale)
+    if shift is not None:
+        y = g.binary(f"{name}.shift", "Add", dims, chip(y, *every), shift)
     return y
+
+
+def softmax_operators(g: Builder, name: str, space: Dims, rows: tuple[str, ...], scores: Operand,
+                      log: bool = False) -> str:
+    """Softmax of `scores` over the dims of `space` not in `rows`, as the published graphs
+    write it: max, exp(x - max) as one Subtract, sum, divide (4 ops). With `log`, log
+    softmax: the same max, exp and sum, then log(sum), plus the max, and x minus that (6)."""
+    every = tuple(space)
+    peak = g.reduce(f"{name}.max", "max", space, scores, rows)
+    exp = g.binary(f"{name}.exp", "Subtract", space, scores, chip(peak, *rows))
+    total = g.reduce(f"{name}.sum", "sum", space, chip(exp, *every), rows)
+    if not log:
+        return g.binary(f"{name}.divide", "Divide", space, chip(exp, *every), chip(total, *rows))
+    row_space = {d: space[d] for d in rows}
+    logged = g.unary(f"{name}.log", "Log", row_space, chip(total, *rows))
+    shift = g.binary(f"{name}.shift", "Add", row_space, chip(logged, *rows), chip(peak, *rows))
+    return g.binary(f"{name}.subtract", "Subtract", space, scores, chip(shift, *rows))
 
 
 def _activation(g: _GraphBuilder, name: str, activation: str, dims: Dims, x: str) -> str:
@@ -214,13 +253,7 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
     if arch.clamp_scores:
         scores = g.binary(f"{p}.clamp", "Maximum", space, chip(scores, *s_dims),
                           g.constant("dtype_min"))
-    peak = g.reduce(f"{p}.softmax.max", "max", space, chip(scores, *s_dims), row_dims)
-    # exp(x - max) is one operator in the published graph
-    exp = g.binary(f"{p}.softmax.exp", "Subtract", space, chip(scores, *s_dims),
-                   chip(peak, *row_dims))
-    total = g.reduce(f"{p}.softmax.sum", "sum", space, chip(exp, *s_dims), row_dims)
-    probs = g.binary(f"{p}.softmax.divide", "Divide", space, chip(exp, *s_dims),
-                     chip(total, *row_dims))
+    probs = softmax_operators(g, f"{p}.softmax", space, row_dims, chip(scores, *s_dims))
     context_space = {**{n: space[n] for n in row_dims}, "D": d, "S": step.keys}
     context = g.matmul(f"{p}.context", "BatchMatMul", context_space,
                        (*row_dims, "D"), chip(probs, *s_dims), values)

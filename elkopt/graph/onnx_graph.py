@@ -123,7 +123,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from elkopt.graph.builders import chip
+from elkopt.graph.builders import chip, norm_operators, softmax_operators
 from elkopt.graph.ir import Dim, Graph, Operand, Operator, OpKind, Storage
 
 DEFAULT_HBM_INPUTS = ("*past*", "*cache*")
@@ -386,6 +386,28 @@ class _Source:
     @property
     def storage(self) -> Storage:
         return Storage.HBM if self.origin == _HBM else Storage.CHIP
+
+
+class _Builder:
+    """The zoo's builder interface (`builders.Builder`) over an importer's operators, so
+    softmax and normalisations decompose as the zoo's do; names are claimed unique."""
+
+    def __init__(self, importer: _Importer, where: str) -> None:
+        self.importer, self.where = importer, where
+
+    def binary(self, name: str, label: str, dims: dict[str, int], a: Operand, b: Operand) -> str:
+        return self._emit(name, label, OpKind.BINARY, dims, tuple(dims), (a, b))
+
+    def unary(self, name: str, label: str, dims: dict[str, int], x: Operand) -> str:
+        return self._emit(name, label, OpKind.UNARY, dims, tuple(dims), (x,))
+
+    def reduce(self, name: str, how: str, dims: dict[str, int], x: Operand, out: tuple[str, ...]) -> str:
+        return self._emit(name, how.capitalize(), OpKind.REDUCE, dims, out, (x,), how)
+
+    def _emit(self, name: str, label: str, kind: OpKind, dims: dict[str, int], out: tuple[str, ...],
+              inputs: tuple[Operand, ...], reduce: str | None = None) -> str:
+        importer = self.importer
+        return importer._emit(importer._claim(name), label, kind, dims, out, inputs, self.where, reduce)
 
 
 # -- the importer ------------------------------------------------------------------------
@@ -784,75 +806,34 @@ class _Importer:
         self._computed(out, tensor)
 
     def _softmax(self, node: onnx.NodeProto, where: str, base: str) -> None:
+        """The zoo's softmax (`builders.softmax_operators`), or its log softmax."""
         x, out = node.input[0], node.output[0]
         shape = self._shape(x, where)
         axis = _axis(_attribute(node, "axis", -1 if self.opset >= 13 else 1), len(shape), where)
         names = _axes(len(shape))
         reduced = {axis} if self.opset >= 13 else set(range(axis, len(shape)))
         rows = tuple(d for i, d in enumerate(names) if i not in reduced)
-        dims, row_dims = dict(zip(names, shape)), {d: shape[i] for i, d in enumerate(names) if d in rows}
-
-        def emit(suffix: str, label: str, kind: OpKind, space: dict[str, int],
-                 out_dims: Sequence[str], *inputs: Operand, reduce: str | None = None) -> str:
-            return self._emit(self._claim(f"{base}.{suffix}"), label, kind, space, out_dims, inputs,
-                              where, reduce)
-
-        scores = self._read(x, names, where)
-        peak = emit("max", "Max", OpKind.REDUCE, dims, rows, scores, reduce="max")
-        exp = emit("exp", "Subtract", OpKind.BINARY, dims, names, scores, chip(peak, *rows))
-        total = emit("sum", "Sum", OpKind.REDUCE, dims, rows, chip(exp, *names), reduce="sum")
-        if node.op_type == "Softmax":
-            tensor = emit("divide", "Divide", OpKind.BINARY, dims, names, chip(exp, *names),
-                          chip(total, *rows))
-        else:  # log softmax: x - (max + log(sum))
-            log = emit("log", "Log", OpKind.UNARY, row_dims, rows, chip(total, *rows))
-            shift = emit("shift", "Add", OpKind.BINARY, row_dims, rows, chip(log, *rows),
-                         chip(peak, *rows))
-            tensor = emit("subtract", "Subtract", OpKind.BINARY, dims, names, scores,
-                          chip(shift, *rows))
+        tensor = softmax_operators(_Builder(self, where), base, dict(zip(names, shape)), rows,
+                                   self._read(x, names, where), log=node.op_type == "LogSoftmax")
         self._computed(out, tensor)
 
     def _norm(self, node: onnx.NodeProto, where: str, base: str) -> None:
-        """The zoo's LayerNorm (LayerNormalization) or RMSNorm decomposition (`builders._norm`)."""
+        """The zoo's LayerNorm (LayerNormalization) or RMSNorm decomposition
+        (`builders.norm_operators`) over the axes from `axis` on."""
         x, out = node.input[0], node.output[0]
         shape = self._shape(x, where)
         self.shapes[out] = shape  # contrib norms have no shape inference; the shape is kept
         axis = _axis(_attribute(node, "axis", -1), len(shape), where)
         names = _axes(len(shape))
-        rows = names[:axis]
-        dims, row_dims = dict(zip(names, shape)), dict(zip(rows, shape[:axis]))
-
-        def binary(suffix: str, label: str, space: dict[str, int], a: Operand, b: Operand) -> str:
-            return self._emit(self._claim(f"{base}.{suffix}"), label, OpKind.BINARY, space,
-                              tuple(space), (a, b), where)
-
-        def total(suffix: str, value: Operand) -> str:
-            return self._emit(self._claim(f"{base}.{suffix}"), "Sum", OpKind.REDUCE, dims, rows,
-                              (value,), where, reduce="sum")
-
-        xs = self._read(x, names, where)
-        count = self._scalar(f"{base}.count")
-        if node.op_type == "LayerNormalization":
-            mean = binary("mean", "Divide", row_dims, chip(total("sum", xs), *rows), count)
-            centered = chip(binary("center", "Subtract", dims, xs, chip(mean, *rows)), *names)
-            square = binary("square", "Multiply", dims, centered, centered)
-            moment = binary("variance", "Divide", row_dims,
-                            chip(total("sum_squares", chip(square, *names)), *rows), count)
-        else:
-            centered = xs
-            square = binary("square", "Multiply", dims, xs, xs)
-            moment = binary("mean", "Divide", row_dims, chip(total("sum", chip(square, *names)), *rows),
-                            count)
-        shifted = binary("add_eps", "Add", row_dims, chip(moment, *rows), self._scalar(f"{base}.epsilon"))
-        root = self._emit(self._claim(f"{base}.sqrt"), "Sqrt", OpKind.UNARY, row_dims, rows,
-                          (chip(shifted, *rows),), where)
-        y = binary("normalize", "Divide", dims, centered, chip(root, *rows))
-        y = binary("scale", "Multiply", dims, chip(y, *names),
-                   self._broadcast(node.input[1], names, shape, where))
-        bias = _optional_input(node, 2) if node.op_type == "LayerNormalization" else None
-        if bias is not None:
-            y = binary("shift", "Add", dims, chip(y, *names), self._broadcast(bias, names, shape, where))
-        self._computed(out, y)
+        layer = node.op_type == "LayerNormalization"
+        bias = _optional_input(node, 2) if layer else None
+        tensor = norm_operators(
+            _Builder(self, where), base, dict(zip(names[:axis], shape[:axis])),
+            dict(zip(names[axis:], shape[axis:])), self._read(x, names, where),
+            "layernorm" if layer else "rmsnorm", self._scalar(f"{base}.count"),
+            self._scalar(f"{base}.epsilon"), self._broadcast(node.input[1], names, shape, where),
+            None if bias is None else self._broadcast(bias, names, shape, where))
+        self._computed(out, tensor)
 
     def _gather(self, node: onnx.NodeProto, where: str, base: str) -> None:
         data, indices, out = node.input[0], node.input[1], node.output[0]
