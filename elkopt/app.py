@@ -43,6 +43,7 @@ from elkopt.config import (
     to_solver_options, to_workload,
 )
 from elkopt.graph import zoo
+from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningError, RunResult, compile_model
 from elkopt.published import PUBLISHED_MS
@@ -74,14 +75,19 @@ class RunInputs:
     source: str | None = None  # the file of model=file
     source_sha256: str | None = None  # its digest, taken when it was read
     sizes: dict[Any, int] | None = None  # the file's placeholders met -> the sizes they stood for
+    notes: ImportNotes | None = None  # what reading an einstein dump resolved
 
     def describe_workload(self) -> str:
         """The workload's label; for a graph read from a file, the file (whose shapes hold)
-        and the sizes its placeholders stood for."""
+        and the sizes its placeholders stood for, or the decode step made of it."""
         if self.source is None:
             return self.workload.describe()
+        name = Path(self.source).name
+        if self.notes is not None and self.notes.decode_from_prefill:
+            return (f"{self.workload.describe()} from {name} "
+                    f"(a prefill graph, {self.notes.decode_from_prefill} rule)")
         sizes = ", ".join(f"{k} = {v}" for k, v in (self.sizes or {}).items())
-        return f"shapes from {Path(self.source).name}" + (f" ({sizes})" if sizes else "")
+        return f"shapes from {name}" + (f" ({sizes})" if sizes else "")
 
 
 def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
@@ -231,9 +237,9 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
                          f"known: {', '.join(sorted(zoo.ARCHITECTURES))} (or file, with model.path)")
     workload = to_workload(run_config.workload)
     chip = to_chip(run_config.chip)
-    source = digest = sizes = None
+    source = digest = sizes = notes = None
     if model == "file":
-        graph, sizes = read_model_file(run_config.model, workload)
+        graph, sizes, notes = read_model_file(run_config.model, workload)
         model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
@@ -243,7 +249,7 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)
     return RunInputs(model=model, workload=workload, chip=chip, graph=graph, source=source,
-                     source_sha256=digest, sizes=sizes)
+                     source_sha256=digest, sizes=sizes, notes=notes)
 
 
 #: model.format values `read_model_file` reads.
@@ -252,10 +258,12 @@ MODEL_FORMATS = ("einstein", "onnx")
 ONNX_BATCH_DIMS = ("batch", "batch_size")
 
 
-def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
-    """The graph of `model=file`, the file at model.path in model.format, and the sizes
-    its placeholders stood for. Its shapes are used as they are, placeholders substituted;
-    the workload gives the element size and the placeholders' defaults."""
+def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int], ImportNotes | None]:
+    """The graph of `model=file`, the file at model.path in model.format, the sizes its
+    placeholders stood for and (einstein dumps) the notes of what reading it resolved. Its
+    shapes are used as they are, placeholders substituted (a prefill dump read as a decode
+    step by model.decode_from_prefill); the workload gives the element size and the
+    placeholders' defaults."""
     if model.format not in MODEL_FORMATS:
         raise ValueError(f"model.format must be one of {', '.join(MODEL_FORMATS)}, got {model.format!r}")
     if not model.path:
@@ -265,21 +273,35 @@ def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict
                          f"elkopt.run is started from, {os.getcwd()})")
     log.info("reading %s (%s); the workload gives the element size (%d bytes)", model.path,
              model.format, workload.elem_bytes)
+    notes = None
     if model.format == "onnx":
         graph, sizes = _read_onnx(model, workload)
     else:
-        graph, sizes = _read_einstein(model, workload)
+        graph, notes = _read_einstein(model, workload)
+        sizes = dict(notes.sizes)
+        log.info("read %s: %s", Path(model.path).name, notes.summary())
     if sizes:
         log.info("placeholders: %s", ", ".join(f"{k} stands for {v}" for k, v in sizes.items()))
-    return graph, sizes
+    return graph, sizes, notes
 
 
-def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
-    from elkopt.graph.dump import Placeholders, read_einstein
+#: model.decode_from_prefill values.
+DECODE_FROM_PREFILL = ("published", "exact", "off")
 
-    placeholders = Placeholders(model_placeholders(model, workload))
-    graph = read_einstein(model.path, workload.elem_bytes, placeholders=placeholders)
-    return graph, {k: v for k, v in placeholders.values.items() if k in placeholders.used}
+
+def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, ImportNotes]:
+    from elkopt.graph.dump import SEQUENCE_PLACEHOLDER, PrefillDecode, read_dump
+
+    if model.decode_from_prefill not in DECODE_FROM_PREFILL:
+        raise ValueError(f"model.decode_from_prefill must be one of {', '.join(DECODE_FROM_PREFILL)}, "
+                         f"got {model.decode_from_prefill!r}")
+    decode = None
+    explicit = str(SEQUENCE_PLACEHOLDER) in {str(k) for k in model.placeholders}
+    if workload.kind is WorkloadKind.DECODE and model.decode_from_prefill != "off" and not explicit:
+        decode = PrefillDecode(workload.tokens, model.decode_from_prefill)
+    read = read_dump(model.path, workload.elem_bytes, placeholders=model_placeholders(model, workload),
+                     decode=decode)
+    return read.graph, read.notes
 
 
 def _read_onnx(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
@@ -365,6 +387,9 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "workload": inputs.describe_workload(),
         "model_file_sha256": inputs.source_sha256,
         "model_file_sizes": {str(k): v for k, v in (inputs.sizes or {}).items()} or None,
+        "model_file_import": inputs.notes.to_dict() if inputs.notes is not None else None,
+        "flops": inputs.graph.total_flops,
+        "hbm_bytes": inputs.graph.hbm_bytes,
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,
@@ -462,8 +487,13 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"{metrics['model']} {metrics['workload']} on {metrics['chip']}: "
         f"{latency:.3f} ms, HBM {metrics['hbm_util']:.0%}, interconnect {metrics['noc_util']:.0%}, "
         f"compiled in {metrics['compile_s']:.1f} s",
-        f"  {'':<24}{'latency ms':>12}{'run / ref':>12}",
     ]
+    if metrics.get("flops") is not None:  # absent in the metrics of older runs
+        lines.append(f"  {metrics['flops'] / 1e9:.1f} GFLOP, "
+                     f"{metrics['hbm_bytes'] / 1e9:.2f} GB read from HBM")
+    if metrics.get("model_file_import"):
+        lines.append(f"  read {metrics['model']}: {ImportNotes(**metrics['model_file_import']).summary()}")
+    lines.append(f"  {'':<24}{'latency ms':>12}{'run / ref':>12}")
     for label, value in rows:
         if value is None:
             continue

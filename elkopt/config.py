@@ -53,12 +53,20 @@ class ModelConfig:
     numbers: 99 stands for workload.batch and 66 for the sequence (decode: KV) length
     unless set here (`+model.placeholders.99=16`; a number mapped to itself is left
     alone). In an ONNX model they are the graph inputs' symbolic dim names
-    (`+model.placeholders.seq=128`); `batch` and `batch_size` default to workload.batch."""
+    (`+model.placeholders.seq=128`); `batch` and `batch_size` default to workload.batch.
+
+    `decode_from_prefill` says how a decode workload reads an einstein dump with no KV
+    cache input (a prefill graph, as the published LLM graphs are): `published` (the
+    published parser's rule: 1 new token, the attention BatchMatMuls read a KV cache of
+    workload.kv_len; the scores' softmax path sized [B, H, 1, 1]), `exact` (the same, with
+    the softmax path sized by the KV length, as a real decode step) or `off` (66 is
+    workload.kv_len wherever it appears, as does `+model.placeholders.66=<n>`)."""
 
     name: str = MISSING
     path: Optional[str] = None
     format: str = "einstein"
     placeholders: Dict[str, int] = field(default_factory=dict)
+    decode_from_prefill: str = "published"
 
 
 @dataclass

@@ -78,8 +78,12 @@ def test_weights_parameters_folding_and_where_bounds():
 @pytest.mark.parametrize("nodes, message", [
     ({"not": "a list"}, "a dump is a JSON list of nodes"),
     ([[0, "x", "Add"]], r"entry 0: a node is \[id, text, type"),
-    ([node(0, "output0[N] = input0[N]", "Relu", [[4, 0]], {"input0": [4]})],
-     r"node 0 \(Relu\): input 0 comes from node 4, which is not listed before it"),
+    ([node(0, "output0[N] = input0[N]", "Relu", [[0, 0]], {"input0": [4]})],
+     r"node 0 \(Relu\): input 0 comes from the node itself"),
+    ([node(0, "output0[N] = input0[N]", "Relu", [[1, 0]], {"input0": [4]}),
+      node(1, "output0[N] = input0[N]", "Relu", [[7, 0]], {"input0": [4]})],
+     r"node 0 \(Relu\): input 0 comes from node 1 \(Relu\), which is listed after it \(entry 1, the "
+     r"reader is entry 0\) and computes its output"),
     ([[0, " - Parameter ", "Parameter", []],
       node(1, "output0[N] = input0[N", "Relu", [[0, 0]], {"input0": [4]})],
      r"node 1 \(Relu\): expected '\]' to close the index list of input0 at column \d+"),

@@ -300,6 +300,107 @@ def test_to_source_refuses_what_text_cannot_hold():
         to_source(Statement(ref("o", N), "=", ref("i", N), annotation="a; b"))
 
 
+# ---------------------------------------------------------------------- infix gather
+
+# The two forms of the published Elk dumps, and the nested form each stands for.
+EMBEDDING = "output0[N0, N1, N2] = input0[G3, N2] g input1[N0, N1]"
+EMBEDDING_NESTED = "output0[N0, N1, N2] = input0[input1[N0, N1], N2]"
+LENGTH_ONE = "output0[N0, N1] = input0[N0, G3, N1] g input1[N2]"
+LENGTH_ONE_NESTED = "output0[N0, N1] = input0[N0, input1[N2], N1]"
+
+
+def test_infix_gather_of_an_embedding_lookup_is_the_nested_form():
+    s = one(EMBEDDING)
+    N0, N1, N2 = Index("N0"), Index("N1"), Index("N2")
+    assert s.rhs == ref("input0", ref("input1", N0, N1), N2)
+    assert parse_expressions(EMBEDDING) == parse_expressions(EMBEDDING_NESTED)
+    assert [t.name for t in tensors(s.rhs)] == ["input0", "input1"]
+    assert reduced_indices(s) == []
+
+
+def test_infix_gather_with_a_length_one_index_tensor():
+    s = one(LENGTH_ONE)
+    assert s.rhs == ref("input0", Index("N0"), ref("input1", Index("N2")), Index("N1"))
+    assert parse_expressions(LENGTH_ONE) == parse_expressions(LENGTH_ONE_NESTED)
+    assert reduced_indices(s) == ["N2"]
+
+
+def test_infix_gather_axis_is_found_by_use_not_by_name():
+    # Any name used only on the gathered axis qualifies; one starting with G need not.
+    assert one("o[N, F] = e[X, F] g t[N]") == one("o[N, F] = e[t[N], F]")
+    assert one("o[N, G] = e[Q, G] g t[N]") == one("o[N, G] = e[t[N], G]")
+    # Methods after the gather apply to the gathered value.
+    assert one("o[N, F] = e[X, F] g t[N].cast(`float32`) + 1") == one(
+        "o[N, F] = e[t[N], F].cast(`float32`) + 1")
+    # Several gathers in one statement, each with its own fresh name.
+    assert one("o[N] = a[G1] g i[N] * b[G2] g j[N] where N in 4") == one(
+        "o[N] = a[i[N]] * b[j[N]] where N in 4")
+
+
+def test_g_is_an_ordinary_index_name_elsewhere():
+    g = Index("g")
+    s = one("output0[g] = input0[g, N] * g where g in 4")
+    assert s == Statement(ref("output0", g), "=", Binary("*", ref("input0", g, N), g), {"g": 4})
+    assert one("o[N] = input0[g]").rhs == ref("input0", g)
+    assert one("o[N] = g[N]").rhs == ref("g", N)  # a tensor called g
+    assert one("o[N] = g[G] g g[N]").rhs == ref("g", ref("g", N))
+
+
+@pytest.mark.parametrize("source", [EMBEDDING, LENGTH_ONE])
+def test_infix_gather_round_trips_through_the_nested_form(source):
+    statements = parse_expressions(source)
+    text = to_source(statements)
+    assert text == {EMBEDDING: EMBEDDING_NESTED, LENGTH_ONE: LENGTH_ONE_NESTED}[source]
+    assert " g " not in text
+    assert parse_expressions(text) == statements
+
+
+@pytest.mark.parametrize("source, at, expected, found", [
+    # 'g' not followed by a tensor reference
+    ("output0[N0] = input0[G3] g K", "K", "a tensor reference after 'g'", "'K'"),
+    ("output0[N0] = input0[G3] g (input1[N0])", "(", "a tensor reference after 'g'", "'('"),
+    ("output0[N0] = input0[G3] g", None, "a tensor reference after 'g'", "end of input"),
+    # no candidate for the gathered axis: every index is used elsewhere
+    ("output0[N0, N1] = input0[N0, N1] g input1[N0]", "input0",
+     "exactly one index of input0[N0, N1] used nowhere else in the statement", "none"),
+    ("output0[N0] = input0[G3] g input1[N0] where G3 in 4", "input0",
+     "exactly one index of input0[G3] used nowhere else", "none"),
+    ("output0[N0] = input0[G3] g input1[N0] + input2[G3]", "input0",
+     "exactly one index of input0[G3] used nowhere else", "none"),
+    # more than one candidate
+    ("output0[N0] = input0[G3, G4] g input1[N0]", "input0",
+     "exactly one index of input0[G3, G4] used nowhere else", "G3 and G4"),
+    ("output0[N0] = input0[A, B, C] g input1[N0]", "input0",
+     "exactly one index of input0[A, B, C] used nowhere else", "A, B and C"),
+    # 'g' after something that is not a tensor reference
+    ("output0[N0] = N0 g input1[N0]", "N0 g",
+     "a tensor reference such as input0[G, N] before 'g'", "'N0'"),
+    ("output0[N0] = (input0[G3]) g input1[N0]", "(",
+     "a tensor reference such as input0[G, N] before 'g'", "'(input0[G3])'"),
+    ("output0[N0] = input0[G3].cast(`int32`) g input1[N0]", "input0",
+     "a tensor reference such as input0[G, N] before 'g'", "'input0[G3].cast(`int32`)'"),
+    ("output0[N0] = input0[G3] g input1[G4] g input2[N0]", "input0",
+     "a tensor reference such as input0[G, N] before 'g'", "'input0[G3] g input1[G4]'"),
+])
+def test_infix_gather_errors(source, at, expected, found):
+    """`at` is the first occurrence of the text the error points at (None: the end)."""
+    error = _error(source)
+    column = len(source) if at is None else source.index(at)
+    assert error.position == error.column == column
+    assert error.expected.startswith(expected)
+    assert error.found == found
+    assert str(error).startswith(f"expected {error.expected} at column {column}, found {found}")
+
+
+def test_infix_gather_error_names_the_axis_rule_and_underlines_the_table():
+    source = "output0[N0] = input0[G3, G4] g input1[N0]"
+    lines = str(_error(source)).splitlines()
+    assert lines[0] == (
+        "expected exactly one index of input0[G3, G4] used nowhere else in the statement"
+        " (the axis that 'g' gathers) at column 14, found G3 and G4")
+    assert lines[2] == "    " + " " * 14 + "^" * len("input0[G3, G4]")
+
+
 # ------------------------------------------------------------------------- node text
 
 # One entry of a JSON graph dump, as the file holds it.
@@ -341,6 +442,17 @@ def test_node_text_with_empty_input_dict_and_extra_arguments():
     assert parse_node_text("- einstein_v2()").statements() == []
 
 
+def test_node_text_with_an_annotation_after_the_call():
+    # The published graphs annotate their re-layouts after the call, not in the string.
+    text = (' - einstein_v2(" output0[N0, N1, N2] = input0[N0, N1] where N2 in 1;  ", '
+            'input_dict={ "input0" : { "dtype" : "float32", "shape" : [99, 66]} }) ## @: memcpy ')
+    node = parse_node_text(text)
+    assert node.annotation == "memcpy" and node.input_dict["input0"]["shape"] == [99, 66]
+    assert node.statements()[0].bounds == {"N2": 1}
+    assert parse_node_text(' - einstein_v2("o[N] = i[N]") ## fused ').annotation == "fused"
+    assert parse_node_text(' - einstein_v2("o[N] = i[N]")  ').annotation is None
+
+
 @pytest.mark.parametrize("text, expected, found", [
     ("- einsum(\"o[N] = i[N]\")", "'einstein_v2('", "'e'"),
     ('- einstein_v2("o[N] = i[N]", input_dict={"i": {"dtype": "float16", "shape": [4]}',
@@ -351,6 +463,7 @@ def test_node_text_with_empty_input_dict_and_extra_arguments():
      "a JSON object for input_dict (Expecting ',' delimiter)", "'\"'"),
     ('- einstein_v2("o[N] = i[N]) ', "a closing \" for the string opened here", "end of text"),
     ('- einstein_v2("o[N] = i[N]" input_dict={})', "',' or ')' after an argument", "'i'"),
+    ('- einstein_v2("o[N] = i[N]") memcpy', "'## <annotation>' or the end of the node text", "'m'"),
 ])
 def test_node_text_errors(text, expected, found):
     with pytest.raises(EinsteinSyntaxError) as info:
