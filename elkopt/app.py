@@ -46,7 +46,7 @@ from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningError, RunResult, compile_model
-from elkopt.published import PUBLISHED_MS
+from elkopt.published import PUBLISHED_GRAPHS, PUBLISHED_MS
 from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
@@ -364,7 +364,18 @@ def percent_of(reference: float | None, latency: float) -> float | None:
     return 100.0 * reference / latency
 
 
-def published_ms(model: str, workload: Workload, chip: Chip) -> dict[str, float] | None:
+def published_model(inputs: RunInputs) -> str | None:
+    """The zoo model whose published numbers this run's graph stands beside: the zoo model
+    itself, or for a file the published graph it is, byte for byte, read as the published
+    parser reads it (a decode step by the published rule)."""
+    if inputs.source is None:
+        return inputs.model
+    if inputs.notes is not None and inputs.notes.decode_from_prefill == "published":
+        return PUBLISHED_GRAPHS.get(inputs.source_sha256 or "")
+    return None
+
+
+def published_ms(model: str | None, workload: Workload, chip: Chip) -> dict[str, float] | None:
     """The published latencies for this exact setup, or None if it is not a published one."""
     reference_setup = (
         workload.kind is WorkloadKind.DECODE and workload.batch == 32 and workload.tokens == 2048
@@ -400,7 +411,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "static_ms": refs.get("static"),
         "pct_of_ideal": percent_of(refs.get("ideal"), latency_ms),
         "pct_of_lower_bound": percent_of(refs.get("lower_bound"), latency_ms),
-        "published_ms": None if inputs.source else published_ms(inputs.model, inputs.workload, inputs.chip),
+        "published_ms": published_ms(published_model(inputs), inputs.workload, inputs.chip),
         "simulated_ms": None,  # with simulate: true, filled by simulate_run
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,

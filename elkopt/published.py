@@ -15,3 +15,24 @@ PUBLISHED_CONFIG = (32, 2048)
 #: Averages over 4 models x batch {16, 32, 64} x KV {2048, 4096}: Elk-Full's share of
 #: Ideal (%) and its speed-ups over Basic and Static.
 PUBLISHED_SUMMARY = {"pct_of_ideal": 94.84, "speedup_vs_basic": 1.87, "speedup_vs_static": 1.37}
+
+#: The published graph files (models/original/ of the published artifact, head 8c6e814) by
+#: the SHA-256 of their bytes: the zoo model whose published numbers were computed on
+#: them. A run of one of these files, read as a decode step by the published rule, is the
+#: published setup on the published graph itself.
+PUBLISHED_GRAPHS: dict[str, str] = {
+    "cc5d648c0998320b18932e675da218c9476ada58ad005b91ada81e242fef0a38": "llama2_13b",  # llama2-13.json
+    "d520a504a965a4e283fcb5e653ad13be57adb1a3308e93ae37906003ecf1b49d": "gemma2_27b",  # gemma2.json
+    "b884126af18be8f065eae6502df8042e222982e70d00e672c9de28846654f5d9": "opt_30b",  # opt-30.json
+    "fdfe606baddacf8cc743a6982f5e77aa15f0fd4e1f06978ff5a4e962873cee52": "llama2_70b",  # llama2-70.json
+}
+#: What the published parser makes of those files (decode, batch 32, KV 2048; ELK_REFERENCE
+#: section 2.4): operators, GFLOP (2 per multiply-accumulate, 1 per element of every other
+#: operator, slices included) and GB read from HBM (1e9 B; inputs it loads, the residual
+#: stream re-read included).
+PUBLISHED_PARSER_TOTALS: dict[str, tuple[int, float, float]] = {
+    "llama2_13b": (1928, 876.5, 79.57),
+    "gemma2_27b": (2216, 1246.7, 63.15),
+    "opt_30b": (2269, 2007.8, 150.38),
+    "llama2_70b": (3848, 3775.7, 139.38),
+}

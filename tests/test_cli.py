@@ -221,6 +221,32 @@ def test_a_graph_file_plans_like_the_zoo_model_it_was_exported_from(tmp_path):
 
 
 
+def test_a_prefill_dump_plans_as_a_decode_step_and_says_what_it_resolved(tmp_path):
+    from elkopt.graph.dump import PrefillDecode, read_dump
+    sample = Path(__file__).parent / "dumps" / "prefill_attention.json"
+    sizes = ("workload.batch=4", "workload.kv_len=64", "scheduler=static")
+    run = run_cli(tmp_path, "model=file", f"model.path={sample}", *sizes, "hydra.run.dir=decode")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "decode" / "metrics.json").read_text())
+    assert metrics["workload"] == "decode b4 kv64 from prefill_attention.json (a prefill graph, published rule)"
+    assert metrics["model_file_sizes"] == {"99": 4, "66": 1, "66 (KV)": 64}
+    read = metrics["model_file_import"]
+    assert (read["operators"], read["decode_from_prefill"], read["attention_matmuls"]) == (21, "published", 2)
+    graph = read_dump(sample, placeholders={99: 4, 66: 64}, decode=PrefillDecode(64)).graph
+    assert (metrics["flops"], metrics["hbm_bytes"]) == (graph.total_flops, graph.hbm_bytes)
+    assert "read prefill_attention: 44 nodes -> 21 operators" in run.stdout
+    assert metrics["published_ms"] is None  # not one of the published graphs
+    forward = run_cli(tmp_path, "model=file", f"model.path={sample}", "workload=forward", "workload.batch=2",
+                      "workload.seq_len=8", "scheduler=static", "hydra.run.dir=forward")
+    assert forward.returncode == 0, forward.stderr
+    metrics = json.loads((tmp_path / "forward" / "metrics.json").read_text())
+    assert metrics["model_file_import"]["operators"] == 22 and metrics["model_file_sizes"] == {"99": 2, "66": 8}
+    wrong = run_cli(tmp_path, "model=file", f"model.path={sample}", "model.decode_from_prefill=sideways",
+                    "hydra.run.dir=wrong")
+    assert wrong.returncode == 2
+    assert "model.decode_from_prefill must be one of published, exact, off, got 'sideways'" in wrong.stderr
+
+
 def test_an_onnx_file_plans_with_its_symbolic_dims_from_the_workload_and_placeholders(tmp_path):
     import numpy as np
     import onnx

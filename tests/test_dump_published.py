@@ -175,7 +175,7 @@ def test_a_truncated_dump_names_the_entry_and_the_position(tmp_path):
     text = (DUMPS / "repeated_ids.json").read_text()
     cut = tmp_path / "cut.json"
     cut.write_text(text[: text.index('[4, " - einstein') + 60])
-    with pytest.raises(DumpError, match=r"cut.json: not JSON: .* at line 7 column \d+, in the entry of node 4"):
+    with pytest.raises(DumpError, match=r"cut.json: not JSON \(.*\) at line 7 column \d+, in the entry of node 4"):
         read_dump(cut)
 
 
@@ -206,3 +206,20 @@ def test_the_decode_step_plans(rule, tmp_path):
     ms = result.timeline.latency_cycles * 1e3 / chip.clock_hz
     assert 0 < result.references["lower_bound"] <= ms * (1 + 1e-9)
     assert result.graph.n_ops >= 21
+
+
+def test_a_published_graph_file_stands_beside_the_published_numbers_only_as_the_parser_reads_it():
+    from elkopt.app import RunInputs, published_model
+    from elkopt.config import Workload, WorkloadKind
+    from elkopt.graph.dump import ImportNotes
+    from elkopt.published import PUBLISHED_GRAPHS
+    digest = next(d for d, model in PUBLISHED_GRAPHS.items() if model == "llama2_13b")
+    graph = read_dump(DUMPS / "repeated_ids.json").graph
+    workload = Workload(WorkloadKind.DECODE, 32, 2048)
+
+    def inputs(sha, rule):
+        return RunInputs("llama2-13", workload, Chip(name="pod", n_chips=4), graph, source="llama2-13.json",
+                         source_sha256=sha, notes=ImportNotes(decode_from_prefill=rule))
+    assert published_model(inputs(digest, "published")) == "llama2_13b"
+    assert published_model(inputs(digest, "exact")) is None  # not the graph the numbers are for
+    assert published_model(inputs("0" * 64, "published")) is None  # another file of that name

@@ -92,7 +92,7 @@ def read_dump(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = N
     try:
         nodes = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DumpError(f"{path}: not JSON: {error.msg} at line {error.lineno} column {error.colno}, "
+        raise DumpError(f"{path}: not JSON ({error.msg}) at line {error.lineno} column {error.colno}, "
                         f"{describe_json_error(text, error.pos)}") from None
     if not isinstance(placeholders, Placeholders):
         placeholders = Placeholders(placeholders)

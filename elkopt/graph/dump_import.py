@@ -193,7 +193,7 @@ class _Importer:
         for entry in self.entries:
             if entry.type != "BatchMatMul" or "einstein_v2" not in entry.text:
                 continue
-            statements, input_dict = self.parse(entry)
+            statements, input_dict, _source = self.parse(entry)
             for statement in statements:
                 refs = {r.name: r for r in ein.tensors(statement.rhs)}
                 if "input0" not in refs or "input1" not in refs or "input0" not in input_dict:
@@ -266,7 +266,7 @@ class _Importer:
         source = self.link_view(links[k])
         if "einstein_v2" not in entry.text:  # a bare node, " - Reshape "
             return source
-        statements, _inputs = self.parse(entry)
+        statements, _inputs, _source = self.parse(entry)
         written = [s for s in statements if s.output.name == "output0"]
         refs = [r for s in written for r in ein.tensors(s.rhs) if r.name == f"input{k}"]
         if not written or not refs:
@@ -285,10 +285,11 @@ class _Importer:
         return View(source.tensor, axes)
 
     @staticmethod
-    def parse(entry: Entry) -> tuple[list[ein.Statement], dict]:
+    def parse(entry: Entry) -> tuple[list[ein.Statement], dict, str]:
+        """The node's statements, input_dict and expression text."""
         try:
             parsed = ein.parse_node_text(entry.text)
-            return parsed.statements(), parsed.input_dict
+            return parsed.statements(), parsed.input_dict, parsed.source
         except ValueError as error:  # EinsteinSyntaxError is one
             raise DumpError(f"{entry.where}: {error}") from None
 
@@ -299,7 +300,7 @@ class _Importer:
             raise DumpError(f"{where}: expected an einstein_v2(...) expression for a {entry.type} node, "
                             f"found {entry.text.strip()[:60]!r} (only {', '.join(sorted({'Parameter', 'Constant'}))} "
                             "and data-movement nodes go without one)")
-        statements, input_dict = self.parse(entry)
+        statements, input_dict, source = self.parse(entry)
         local = self.inputs(entry, input_dict)
         if not statements:
             raise DumpError(f"{where}: expected an einstein_v2 expression, found none")
@@ -316,7 +317,7 @@ class _Importer:
             out = statement.output.name
             written = tensor if out == "output0" else f"{tensor}.{out}"
             label = entry.type if len(statements) == 1 else _label(statement, entry.type)
-            local[out] = self.statement(statement, local, written, label, entry, made)
+            local[out] = self.statement(statement, local, written, label, entry, made, source)
         self.ops.extend(made)
         self.views[entry.position] = local["output0"].view
 
@@ -364,19 +365,20 @@ class _Importer:
         return self.kind[tensor]
 
     def statement(self, statement: ein.Statement, local: dict[str, _Input], tensor: str, label: str,
-                  entry: Entry, made: list[Operator]) -> _Input:
+                  entry: Entry, made: list[Operator], source: str) -> _Input:
         """Append the operators of one statement to `made`; what the statement writes."""
-        where = entry.where
+        out_name = statement.output.name
+        where = _at(entry.where, source, out_name)
         refs = ein.tensors(statement.rhs)
         for ref in refs:
             if ref.name not in local:
-                raise DumpError(f"{where}: the expression reads {ref.name}, which is neither in "
-                                "input_dict nor written by an earlier statement")
+                raise DumpError(f"{_at(entry.where, source, ref.name)}: the expression reads {ref.name}, which "
+                                "is neither in input_dict nor written by an earlier statement")
         bad = [ein.to_source(i) for i in statement.output.indices if not isinstance(i, ein.Index)]
         if bad:
-            raise DumpError(f"{where}: {statement.output.name} is indexed by {', '.join(bad)}; expected "
+            raise DumpError(f"{where}: {out_name} is indexed by {', '.join(bad)}; expected "
                             "plain index names on the left-hand side")
-        raw = _raw_lengths(statement, refs, local, where)
+        raw = _raw_lengths(statement, refs, local, entry.where, source)
         self.computed.add(tensor)
         written = View(tensor)  # readers index it as they please (dumps reshape implicitly)
         shape = tuple(raw[i.name] for i in statement.output.indices)
@@ -503,8 +505,14 @@ def _operand_dims(ref: ein.TensorRef, view: View) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _at(where: str, source: str, name: str) -> str:
+    """`where` and the column of the expression at which tensor `name` is first indexed."""
+    column = source.find(f"{name}[")
+    return f"{where} at column {column}" if column >= 0 else where
+
+
 def _raw_lengths(statement: ein.Statement, refs: list[ein.TensorRef], local: dict[str, _Input],
-                 where: str) -> dict[str, int]:
+                 node: str, source: str) -> dict[str, int]:
     """Index name -> length as written: `where` bounds first, then plain indices of the
     inputs (which must agree), then what single-index affine expressions allow (the smallest)."""
     lengths = dict(statement.bounds)
@@ -513,13 +521,14 @@ def _raw_lengths(statement: ein.Statement, refs: list[ein.TensorRef], local: dic
     for ref in refs:
         shape = local[ref.name].shape
         if len(shape) != len(ref.indices) and not (shape in ((), (1,)) and not ref.indices):
-            raise DumpError(f"{where}: {ref.name} has shape {list(shape)} but {len(ref.indices)} indices")
+            raise DumpError(f"{_at(node, source, ref.name)}: {ref.name} has shape {list(shape)} but "
+                            f"{len(ref.indices)} indices")
         for index, length in zip(ref.indices, shape):
             if isinstance(index, ein.Index):
                 seen = plain.setdefault(index.name, (length, ref.name))
                 if seen[0] != length and index.name not in lengths:
-                    raise DumpError(f"{where}: index {index.name} has length {seen[0]} in {seen[1]} "
-                                    f"and {length} in {ref.name}")
+                    raise DumpError(f"{_at(node, source, ref.name)}: index {index.name} has length {seen[0]} "
+                                    f"in {seen[1]} and {length} in {ref.name}")
             elif ein.is_affine(index) and len(ein.index_names(index)) == 1:
                 [name] = ein.index_names(index)
                 extent = _extent(index, length)
@@ -533,7 +542,8 @@ def _raw_lengths(statement: ein.Statement, refs: list[ein.TensorRef], local: dic
         n for ref in refs for i in ref.indices for n in ein.index_names(i)}
     missing = sorted(needed - set(lengths))
     if missing:
-        raise DumpError(f"{where}: indices {missing} have no length (no input indexes them and no "
+        raise DumpError(f"{_at(node, source, statement.output.name)}: indices {missing} have no length "
+                        "(no input indexes them and no "
                         f"`where` bounds them); expected `where {missing[0]} in <n>`")
     return lengths
 
