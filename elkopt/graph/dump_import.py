@@ -101,8 +101,9 @@ def import_dump(nodes: Any, name: str, elem_bytes: int = 2, placeholders: Placeh
     """The operator graph of a dump's node list and what reading it resolved.
 
     `placeholders` gives the sizes of the dump's symbolic lengths as written (its `used`
-    records those met). With `decode`, a dump with no KV cache input is read as one decode
-    step by that rule (`PrefillDecode`); a dump with a KV cache input is read as written.
+    records those met). With `decode`, a prefill dump (no KV cache input, or an attention
+    over a sequence of queries) is read as one decode step by that rule (`PrefillDecode`);
+    a decode step's dump is read as written.
     """
     entries = read_entries(nodes)
     importer = _Importer(link_entries(entries), placeholders or Placeholders(), decode)
@@ -298,8 +299,8 @@ class _Importer:
         where = entry.where
         if "einstein_v2" not in entry.text:
             raise DumpError(f"{where}: expected an einstein_v2(...) expression for a {entry.type} node, "
-                            f"found {entry.text.strip()[:60]!r} (only {', '.join(sorted({'Parameter', 'Constant'}))} "
-                            "and data-movement nodes go without one)")
+                            f"found {entry.text.strip()[:60]!r} (only Constant, Parameter and data-movement "
+                            "nodes go without one)")
         statements, input_dict, source = self.parse(entry)
         local = self.inputs(entry, input_dict)
         if not statements:
@@ -409,8 +410,8 @@ class _Importer:
         out_dims = tuple(d for d in out_dims if d in kept)
         operand_dims = {k: tuple(d for d in v if d in kept) for k, v in operand_dims.items()}
         iteration = tuple(Dim(d, lengths[d]) for d in dims)
-        if self.exact:
-            self.kv_axes[tensor] = frozenset(j for j, d in enumerate(out_dims) if d in kv)
+        if self.exact:  # by the output's axes as written, as its readers index them
+            self.kv_axes[tensor] = frozenset(j for j, i in enumerate(statement.output.indices) if i.name in kv)
 
         def operand(key: str) -> Operand:
             view = local[key].view

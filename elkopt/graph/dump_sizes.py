@@ -84,8 +84,9 @@ class Placeholders:
 class PrefillDecode:
     """Read a prefill-shaped dump as one decode step with a KV cache of `kv_len` positions.
 
-    It applies to a dump with no KV cache input (no BatchMatMul reads its second operand
-    from outside the graph): every sequence placeholder becomes 1 token, except in the
+    It applies to a prefill dump: one with no KV cache input (no BatchMatMul reads its
+    second operand from outside the graph), or whose attention has a sequence of queries
+    (the published prefill_kv.json). Every sequence placeholder becomes 1 token, except in the
     attention BatchMatMuls, where the dims indexing the second operand (the keys of
     q x K^T, the values of P x V) become `kv_len` and that operand becomes a KV cache read
     from HBM; the embedding gathers are dropped (their output is the step's input). `rule`
