@@ -4,6 +4,8 @@ imported are refused naming the node and what was expected."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -12,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from elkopt.chip import Chip
 from elkopt.graph import builders
 from elkopt.graph.ir import Operand, OpKind, Storage
-from elkopt.graph.onnx_graph import OnnxImportError, import_onnx, read_onnx
+from elkopt.graph.onnx_graph import OnnxImportError, import_onnx, load_onnx, read_onnx
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
 
@@ -487,6 +489,32 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\xff\xff not a model")
     with pytest.raises(OnnxImportError, match="junk.onnx: not an ONNX model"):
         read_onnx(tmp_path / "junk.onnx")
+
+
+@pytest.mark.parametrize("file_name", ["dump.json", "dump.onnx"])
+def test_an_einstein_dump_is_refused_with_the_fix(tmp_path, file_name):
+    """A .json name makes onnx.load parse JSON (a protobuf ParseError), any other protobuf."""
+    path = tmp_path / file_name
+    path.write_text('\n  [[0, " - einstein_v2(...)", "Exp", []]]\n')
+    with pytest.raises(OnnxImportError, match=rf"{re.escape(file_name)}: not an ONNX model \(.*\); it looks "
+                                              r"like JSON: an einstein dump is read with model.format=einstein"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".json", ".textproto"])
+def test_random_bytes_are_refused_naming_the_file(tmp_path, suffix):
+    """The suffix picks onnx.load's reader: protobuf (DecodeError), or text (UnicodeDecodeError)."""
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(np.random.default_rng(7).integers(0, 256, 512, dtype=np.uint8).tobytes())
+    with pytest.raises(OnnxImportError, match=rf"noise{re.escape(suffix)}: not an ONNX model") as refused:
+        load_onnx(path)
+    assert "looks like JSON" not in str(refused.value)
+
+
+def test_an_empty_file_is_refused(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")  # parses as an empty ModelProto
+    with pytest.raises(OnnxImportError, match=r"empty.onnx: not an ONNX model \(it has no graph\)"):
+        load_onnx(tmp_path / "empty.onnx")
 
 
 # -- a transformer block, end to end ----------------------------------------------------------
