@@ -118,7 +118,13 @@ class SchedulerConfig:
 @dataclass
 class SolverConfig:
     """MILP solver settings (HiGHS), converted by `to_solver_options`; the MILP
-    schedulers use them, Basic and Static do not."""
+    schedulers use them, Basic and Static do not.
+
+    options: any other HiGHS option by its HiGHS name
+    (`+solver.options.mip_heuristic_effort=0.2`); each name and value is checked
+    by HiGHS (a ValueError names `solver.options.<name>`). The options the
+    fields above set (time_limit, mip_rel_gap, threads, random_seed, presolve,
+    mip_max_nodes) are refused there."""
 
     name: str = "highs"
     time_limit_s: float = 60.0
@@ -127,6 +133,7 @@ class SolverConfig:
     seed: int = 0
     presolve: str = "choose"
     max_nodes: Optional[int] = None
+    options: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -279,6 +286,7 @@ def to_solver_options(cfg: SolverConfig) -> SolverOptions:
         seed=cfg.seed,
         presolve=cfg.presolve,
         max_nodes=cfg.max_nodes,
+        extra=dict(cfg.options),
     )
 
 

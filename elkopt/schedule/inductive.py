@@ -31,13 +31,18 @@ choices.
 
 Windows recur layer after layer, so solutions are memoised on the window's
 signature (the two operators' tables, op i+1's plan and the free SRAM);
-`InductiveStats` counts solves and cache hits.
+`InductiveStats` counts solves and cache hits. A window MILP that ends
+without a usable solution (e.g. a time limit too short to find one) takes
+the greedy choice for that window (`elkopt.schedule.window.greedy_window`);
+the stats count these fallbacks by reason, and one warning per run says so.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,10 +55,12 @@ from elkopt.schedule.baselines import DEFAULT_MAX_PRELOAD_OPS, Evaluated, _sched
 from elkopt.schedule.schedule import PROLOGUE
 from elkopt.schedule.timeline import compute_timeline
 from elkopt.schedule.window import Group, WindowInfeasible, solve_window
-from elkopt.solve import SolverOptions
+from elkopt.solve import SolverOptions, describe_fallbacks
 
 #: The contention share rho is rounded up to a multiple of 1/RHO_STEPS.
 RHO_STEPS = 8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,18 +72,27 @@ class InductiveStats:
     cache_hits: int = 0
     trivial: int = 0  # windows with one candidate left after dominance pruning
     infeasible: int = 0  # windows where nothing fits (that preload number is skipped)
+    fallbacks: Counter[str] = field(default_factory=Counter)  # reason -> MILPs replaced by the greedy choice
+    retries: int = 0  # MILPs retried after a HiGHS error
     solve_s: float = 0.0
     max_gap: float = 0.0
     wall_s: float = 0.0
     backward_cycles: float = 0.0  # latency the induction predicted
 
-    def as_dict(self) -> dict[str, float | int]:
+    @property
+    def fallback_windows(self) -> int:
+        return sum(self.fallbacks.values())
+
+    def as_dict(self) -> dict[str, float | int | dict[str, int]]:
         return {
             "windows": self.windows,
             "milps_solved": self.milps_solved,
             "cache_hits": self.cache_hits,
             "trivial_windows": self.trivial,
             "infeasible_windows": self.infeasible,
+            "fallback_windows": self.fallback_windows,
+            "fallback_reasons": dict(sorted(self.fallbacks.items())),
+            "solver_retries": self.retries,
             "solve_s": round(self.solve_s, 3),
             "max_gap": self.max_gap,
             "scheduler_s": round(self.wall_s, 3),
@@ -234,7 +250,11 @@ def schedule_inductive(
         else:
             stats.milps_solved += 1
             stats.solve_s += sol.solve.wall_s
-            stats.max_gap = max(stats.max_gap, sol.solve.gap or 0.0)
+            stats.retries += sol.solve.retried
+            if sol.fallback is not None:
+                stats.fallbacks[sol.fallback] += 1
+            else:
+                stats.max_gap = max(stats.max_gap, sol.solve.gap or 0.0)
         picks = (sol.picks[0], int(rows[sol.picks[1]]) if rows is not None else -1)
         memo[key] = (picks, sol.cost)
         return memo[key]
@@ -303,6 +323,12 @@ def schedule_inductive(
     stats.wall_s = time.perf_counter() - begin
     first_load = float(b.load_start[loads].min()) if len(loads) else 0.0
     stats.backward_cycles = -min(float(b.start.min()), first_load)
+    if stats.fallbacks:
+        log.warning(
+            "inductive: %d of %d window MILPs gave no usable solution and took the greedy choice, "
+            "a valid plan that may be slower (%s)",
+            stats.fallback_windows, stats.milps_solved, describe_fallbacks(stats.fallbacks),
+        )
     return Evaluated(schedule, timeline), stats
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -48,7 +49,9 @@ from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
 from elkopt.schedule.schedule import PROLOGUE, Schedule
 from elkopt.schedule.timeline import ScheduleError, compute_timeline, load_duration_and_rate
-from elkopt.solve import SolveResult, SolverOptions, solve
+from elkopt.solve import SolveResult, SolverOptions, describe_fallbacks, solve
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class PeriodicStats:
     order_s: float = 0.0
     wall_s: float = 0.0
 
-    def as_dict(self) -> dict[str, float | int | str | None]:
+    def as_dict(self) -> dict[str, float | int | str | dict[str, int] | None]:
         r = self.milp
         return {
             "layer_ops": self.layer_ops,
@@ -119,6 +122,9 @@ class PeriodicStats:
             "path_layer_cycles": round(self.path_period_cycles, 1),
             "path_s": round(self.path_s, 3),
             "layer_milp_status": str(r.status) if r else "not run",
+            # no usable solution: the shortest-path layer plan is kept
+            "layer_milp_fallbacks": int(r is not None and not r.has_solution),
+            "layer_milp_fallback_reasons": {r.fallback_reason: 1} if r and not r.has_solution else {},
             "layer_milp_layer_cycles": None if self.milp_period_cycles is None else round(self.milp_period_cycles, 1),
             "layer_milp_binaries": self.milp_binaries,
             "layer_milp_s": round(r.wall_s, 3) if r else 0.0,
@@ -318,6 +324,9 @@ def stitch(
         stats.milp_binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
         _warm_start(model, best_layer, best.schedule, best.timeline, first)
         stats.milp = solve(model, solver, warm_start=True)
+        if not stats.milp.has_solution:
+            log.warning("elkopt: the layer MILP gave no usable solution; the shortest-path layer plan "
+                        "is kept (%s)", describe_fallbacks({stats.milp.fallback_reason: 1}))
         if stats.milp.has_solution:
             stats.milp_period_cycles = float(pyo.value(model.T))
             picked = _chosen(model, block.period)

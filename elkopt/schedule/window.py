@@ -16,6 +16,12 @@ Choices dominated inside their group (no lighter and no cheaper) are
 dropped before the model is built; that never changes the optimum. The
 model is solved by HiGHS through `elkopt.solve`; `brute_force_window` is
 the reference it is tested against.
+
+A solve that ends without a usable solution (a time or node limit hit
+before any incumbent, a solver error after its retry, an incumbent that
+breaks the capacity) never fails the caller: the window takes the greedy
+choice (`greedy_window`, always feasible) and `WindowSolution.fallback`
+says why.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class WindowSolution:
     cost: float
     weight: float
     solve: SolveResult | None  # None when no MILP was needed (one candidate left)
+    fallback: str | None = None  # why the greedy choice replaced the MILP's (None: it did not)
 
 
 class WindowInfeasible(ValueError):
@@ -93,7 +100,9 @@ def solve_window(
     """The cheapest feasible pick, one item per group (exact up to the MIP gap).
 
     Raises WindowInfeasible (naming the capacity and the lightest total) when
-    nothing fits, and RuntimeError if the solver returns no solution.
+    nothing fits. When the solver gives no usable solution, the pick is
+    `greedy_window`'s and `fallback` names the reason (a `SolveResult.fallback_reason`,
+    or "invalid_incumbent" for a solution over the capacity).
     """
     lightest = sum(float(np.min(g.weight)) for g in groups)
     if lightest > capacity:
@@ -107,18 +116,60 @@ def solve_window(
         return _solution(groups, picks, None)
     result = solve(model, options)
     if not result.has_solution:
-        raise RuntimeError(f"window MILP ended {result.status}: {result.message}")
+        return _solution(groups, greedy_window(groups, capacity), result, result.fallback_reason)
     picks = []
     for g, idx in enumerate(kept):
         values = [pyo.value(model.x[g, k]) for k in range(len(idx))]
         picks.append(int(idx[int(np.argmax(values))]))  # binaries come back slightly off 0/1
-    return _solution(groups, tuple(picks), result)
+    solution = _solution(groups, tuple(picks), result)
+    # HiGHS has returned wrong answers under some options: check the incumbent
+    if solution.weight > capacity + 1e-6 * max(1.0, abs(capacity)):
+        return _solution(groups, greedy_window(groups, capacity), result, "invalid_incumbent")
+    return solution
 
 
-def _solution(groups: Sequence[Group], picks: tuple[int, ...], result: SolveResult | None) -> WindowSolution:
+def greedy_window(groups: Sequence[Group], capacity: float) -> tuple[int, ...]:
+    """A feasible pick without a solver (the fallback when the MILP gives none).
+
+    Start from every group's lightest item (cheapest among equally light),
+    then repeatedly make the one upgrade, within a group's non-dominated
+    items, that saves the most cycles per extra byte and still fits. Assumes
+    the lightest items fit (`solve_window` checks that first).
+
+    Example: capacity 350 affords the fast plan (40 cycles saved for 200
+    bytes), and then no room is left for the broadcast layout:
+        >>> fast_but_big = Group("exec", np.array([100.0, 300.0]), np.array([50.0, 10.0]))
+        >>> layout = Group("preload", np.array([50.0, 150.0]), np.array([20.0, 0.0]))
+        >>> greedy_window([fast_but_big, layout], 350)
+        (1, 0)
+    """
+    fronts = [_front(g) for g in groups]  # indices sorted by weight, cost falling
+    at = [0] * len(groups)  # position in each front
+    used = sum(float(g.weight[f[0]]) for g, f in zip(groups, fronts))
+    while True:
+        best: tuple[float, int, int] | None = None  # (cycles saved per byte, group, position)
+        for g, (group, front) in enumerate(zip(groups, fronts)):
+            here = front[at[g]]
+            for q in range(at[g] + 1, len(front)):
+                extra = float(group.weight[front[q]] - group.weight[here])
+                if used + extra > capacity:
+                    break  # heavier still: fits even less
+                saving = float(group.cost[here] - group.cost[front[q]]) / max(extra, 1e-9)
+                if best is None or saving > best[0]:
+                    best = (saving, g, q)
+        if best is None:
+            return tuple(int(f[a]) for f, a in zip(fronts, at))
+        _, g, q = best
+        used += float(groups[g].weight[fronts[g][q]] - groups[g].weight[fronts[g][at[g]]])
+        at[g] = q
+
+
+def _solution(
+    groups: Sequence[Group], picks: tuple[int, ...], result: SolveResult | None, fallback: str | None = None
+) -> WindowSolution:
     cost = sum(float(g.cost[k]) for g, k in zip(groups, picks))
     weight = sum(float(g.weight[k]) for g, k in zip(groups, picks))
-    return WindowSolution(picks, cost, weight, result)
+    return WindowSolution(picks, cost, weight, result, fallback)
 
 
 def brute_force_window(groups: Sequence[Group], capacity: float) -> tuple[float, tuple[int, ...]] | None:
@@ -141,5 +192,6 @@ __all__ = [
     "WindowInfeasible",
     "build_window_model",
     "solve_window",
+    "greedy_window",
     "brute_force_window",
 ]

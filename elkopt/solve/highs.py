@@ -3,9 +3,12 @@
 Raw Pyomo and HiGHS enums never leave this module. What it adds to calling
 the solver directly:
 
-- option names are checked against HiGHS's own list (Pyomo passes a
-  misspelt option through and HiGHS then silently uses its default);
-- a time limit returns the incumbent with its gap instead of raising;
+- option names and value types are checked against HiGHS's own (Pyomo
+  passes a misspelt option or a wrong type through and HiGHS then silently
+  uses its default);
+- a time limit returns the incumbent with its gap instead of raising, and a
+  solve that found nothing says why (`SolveResult.fallback_reason`), so the
+  caller can fall back to a heuristic choice instead of failing;
 - a rare HiGHS solve error is retried once with another seed;
 - wall time is measured here (HiGHS's own clock accumulates across solves).
 
@@ -18,7 +21,11 @@ interface that passes a start on (`pyomo.contrib.solver` does not).
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +34,7 @@ from typing import Any
 
 import highspy
 import pyomo.environ as pyo  # noqa: F401  (registers the solver plugins)
+from pyomo.common.tee import capture_output
 from pyomo.contrib.solver.common.factory import SolverFactory
 from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
 
@@ -39,6 +47,25 @@ class SolveStatus(StrEnum):
     ERROR = "error"  # the solver failed (after one retry)
 
 
+#: solver.threads may be at most this: HiGHS starts one worker per thread, and
+#: a count in the thousands hangs the first solve. 64, or the machine's cores
+#: if it has more.
+MAX_THREADS = max(64, os.cpu_count() or 1)
+
+#: HiGHS options elkopt sets from its own solver.* fields: not settable
+#: again through solver.options.
+DEDICATED_OPTIONS = {
+    "time_limit": "solver.time_limit_s",
+    "mip_rel_gap": "solver.mip_rel_gap",
+    "threads": "solver.threads",
+    "random_seed": "solver.seed",
+    "presolve": "solver.presolve",
+    "mip_max_nodes": "solver.max_nodes",
+}
+
+OPTIONS_URL = "https://ergo-code.github.io/HiGHS/stable/options/definitions/"
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     """HiGHS settings. time_limit_s: wall-clock seconds per solve; mip_rel_gap:
@@ -46,7 +73,8 @@ class SolverOptions:
     random_seed (fixed: same model, same answer); max_nodes: stop a MIP
     after this many branch-and-bound nodes (None: no limit), the
     reproducible way to bound a long solve, unlike a time limit; extra: any
-    other HiGHS option by its HiGHS name, checked before use."""
+    other HiGHS option by its HiGHS name (config: solver.options), its name
+    and value checked by HiGHS before use; not one of DEDICATED_OPTIONS."""
 
     time_limit_s: float = 60.0
     mip_rel_gap: float = 1e-4
@@ -61,13 +89,21 @@ class SolverOptions:
             raise ValueError(f"solver.time_limit_s must be > 0, got {self.time_limit_s}")
         if not 0 <= self.mip_rel_gap < 1:
             raise ValueError(f"solver.mip_rel_gap must be in [0, 1), got {self.mip_rel_gap}")
-        if self.threads < 1:
-            raise ValueError(f"solver.threads must be >= 1, got {self.threads}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                or not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"solver.threads must be an integer from 1 to {MAX_THREADS}, got {self.threads!r} "
+                             f"(this machine has {os.cpu_count()} cores; more threads than cores do not help)")
         if self.max_nodes is not None and self.max_nodes < 1:
             raise ValueError(f"solver.max_nodes must be >= 1 or null, got {self.max_nodes}")
         if self.presolve not in ("choose", "on", "off"):
             raise ValueError(f"solver.presolve must be choose, on or off, got {self.presolve!r}")
-        check_highs_options(self.extra)
+        for name in self.extra:
+            if name in DEDICATED_OPTIONS:
+                raise ValueError(
+                    f"solver.options.{name}: elkopt sets the HiGHS option {name!r} itself; "
+                    f"set {DEDICATED_OPTIONS[name]} instead"
+                )
+        object.__setattr__(self, "extra", check_highs_options(self.extra))
 
     def highs_options(self, seed: int | None = None) -> dict[str, Any]:
         limits = {} if self.max_nodes is None else {"mip_max_nodes": self.max_nodes}
@@ -92,26 +128,127 @@ class SolveResult:
     nodes: int | None
     retried: bool = False
     message: str = ""
+    limit: str | None = None  # "time_limit", or "node_limit" (a node, leaf, solution or iteration limit)
 
     @property
     def has_solution(self) -> bool:
         return self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
 
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why a caller has no solution to use, as a stats key (None when it
+        has one): time_limit_no_solution, node_limit_no_solution,
+        no_solution (stopped otherwise), solver_error (after the retry) or
+        infeasible."""
+        if self.has_solution:
+            return None
+        if self.status is SolveStatus.NO_SOLUTION:
+            return f"{self.limit}_no_solution" if self.limit else "no_solution"
+        return "solver_error" if self.status is SolveStatus.ERROR else "infeasible"
+
+
+@lru_cache(maxsize=1)
+def _scratch_highs() -> highspy.Highs:
+    """A silent HiGHS instance that only answers questions about options."""
+    with capture_output(capture_fd=True):  # HiGHS prints a banner when constructed
+        highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
+@lru_cache(maxsize=1)
+def _option_listing() -> dict[str, str]:
+    """Per option HiGHS documents in its own listing (`writeOptions`): what
+    values it allows, e.g. "range: [0, 1]" or 'Presolve: "off", "choose" or "on"'."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "options.txt")
+        with capture_output(capture_fd=True):
+            _scratch_highs().writeOptions(path)
+        text = open(path).read() if os.path.exists(path) else ""
+    allowed = {}
+    for description, kind, name in re.findall(r"^# (.*)\n# \[type: (.*)\]\n([a-z0-9_]+) *=", text, re.MULTILINE):
+        bounds = re.search(r"range: ([\[{].*?[\]}])", kind)
+        allowed[name] = bounds.group(1) if bounds else description.strip().rstrip(",")
+    return allowed
+
 
 @lru_cache(maxsize=1)
 def highs_option_names() -> frozenset[str]:
-    """Every option name this HiGHS build knows."""
-    return frozenset(name for name in dir(highspy.HighsOptions()) if not name.startswith("_"))
+    """The option names this HiGHS build lists (for suggestions; whether a
+    name exists is asked of HiGHS itself)."""
+    names = {name for name in dir(highspy.HighsOptions()) if not name.startswith("_")}
+    return frozenset(names | set(_option_listing()))
 
 
-def check_highs_options(options: dict[str, Any]) -> None:
-    """Raise ValueError naming any option HiGHS does not know."""
-    unknown = sorted(set(options) - highs_option_names())
-    if unknown:
-        raise ValueError(
-            f"unknown HiGHS option(s) {', '.join(map(repr, unknown))}; "
-            "see https://ergo-code.github.io/HiGHS/stable/options/definitions/ for the names"
-        )
+_TYPES = {  # HiGHS option type -> (accepted Python types, how to say it)
+    highspy.HighsOptionType.kBool: ((bool,), "true or false"),
+    highspy.HighsOptionType.kInt: ((int,), "an integer"),
+    highspy.HighsOptionType.kDouble: ((int, float), "a number"),
+    highspy.HighsOptionType.kString: ((str,), "a string"),
+}
+
+
+def check_highs_options(options: dict[str, Any], field: str = "solver.options") -> dict[str, Any]:
+    """Check every option's name and value against HiGHS itself; return the
+    options with integers given for real-valued options made floats.
+
+    Raises ValueError naming `field.<name>` and the fix: an unknown name
+    (with the closest known names), a value of the wrong type, or one HiGHS
+    rejects (out of its range, or not one of a string option's values).
+    """
+    highs = _scratch_highs()
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        where = f"{field}.{name}"
+        status, kind = highs.getOptionType(str(name))
+        if status != highspy.HighsStatus.kOk or kind not in _TYPES:
+            close = difflib.get_close_matches(str(name), sorted(highs_option_names()), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ValueError(f"{where}: unknown HiGHS option {name!r}; {hint}"
+                             f"the options are listed at {OPTIONS_URL}")
+        accepted, wanted = _TYPES[kind]
+        is_bool = kind == highspy.HighsOptionType.kBool
+        if isinstance(value, bool) is not is_bool or not isinstance(value, accepted):
+            raise ValueError(f"{where} must be {wanted} (HiGHS option type {kind.name[1:].lower()}), "
+                             f"got {value!r} ({type(value).__name__})")
+        if kind == highspy.HighsOptionType.kDouble:
+            value = float(value)
+            if math.isnan(value):
+                raise ValueError(f"{where} must be a number, got nan")
+        if not name.endswith("_file"):  # HiGHS opens a *_file option's file when it is set
+            _check_value(highs, name, value, where)
+        checked[name] = value
+    return checked
+
+
+def _check_value(highs: highspy.Highs, name: str, value: Any, where: str) -> None:
+    """Let HiGHS itself judge a value (range, allowed strings) on the scratch
+    instance, then put the option back."""
+    _, before = highs.getOptionValue(name)
+    with capture_output(capture_fd=True):  # HiGHS prints why it refuses
+        status = highs.setOptionValue(name, value)
+        highs.setOptionValue(name, before)
+        highs.setOptionValue("output_flag", False)
+    if status != highspy.HighsStatus.kOk:
+        allowed = _option_listing().get(name)
+        allowed = f"HiGHS allows {allowed}" if allowed else f"see {name} at {OPTIONS_URL}"
+        raise ValueError(f"{where}={value!r} is refused by HiGHS (out of the option's range, or not one of "
+                         f"its values): {allowed}")
+
+
+#: What to change when solves end without a solution, by fallback reason.
+_FIXES = {
+    "time_limit_no_solution": "raise solver.time_limit_s",
+    "node_limit_no_solution": "raise solver.max_nodes",
+}
+
+
+def describe_fallbacks(reasons: dict[str, int]) -> str:
+    """One line for a warning: the fallback counts by reason, and what to
+    change (e.g. "time_limit_no_solution: 12; raise solver.time_limit_s")."""
+    counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
+    fixes = sorted({_FIXES[reason] for reason in reasons if reason in _FIXES})
+    return f"{counts}; {' and '.join(fixes)}" if fixes else counts
 
 
 def solve(model: Any, options: SolverOptions | None = None, warm_start: bool = False) -> SolveResult:
@@ -143,6 +280,7 @@ def _with(result: SolveResult, **changes: Any) -> SolveResult:
 
 
 def _solve_once(model: Any, options: SolverOptions, seed: int) -> SolveResult:
+    """One solve through `pyomo.contrib.solver`; any exception becomes an ERROR result."""
     solver = SolverFactory("highs")
     try:
         raw = solver.solve(
@@ -154,14 +292,14 @@ def _solve_once(model: Any, options: SolverOptions, seed: int) -> SolveResult:
             threads=options.threads,
             solver_options=options.highs_options(seed),
         )
+        status = _status(raw.termination_condition, raw.solution_status)
+        objective = raw.incumbent_objective if status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) else None
+        if objective is not None:
+            raw.solution_loader.load_vars()
+        nodes = dict(raw.extra_info.items()).get("mip_node_count")
+        return _result(status, objective, raw.objective_bound, nodes, raw.termination_condition.name)
     except Exception as error:  # noqa: BLE001  (any solver failure becomes a result)
-        return SolveResult(SolveStatus.ERROR, None, None, None, 0.0, None, message=str(error))
-    status = _status(raw.termination_condition, raw.solution_status)
-    objective = raw.incumbent_objective if status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) else None
-    if objective is not None:
-        raw.solution_loader.load_vars()
-    nodes = dict(raw.extra_info.items()).get("mip_node_count")
-    return _result(status, objective, raw.objective_bound, nodes, raw.termination_condition.name)
+        return _failed(error)
 
 
 def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveResult:
@@ -177,24 +315,33 @@ def _solve_once_started(model: Any, options: SolverOptions, seed: int) -> SolveR
     solver.highs_options = {"threads": options.threads, **options.highs_options(seed)}
     try:
         raw = solver.solve(model)
+        termination = raw.termination_condition
+        objective = raw.best_feasible_objective
+        if termination is Appsi.infeasible:
+            status = SolveStatus.INFEASIBLE
+        elif termination is Appsi.error:
+            status = SolveStatus.ERROR
+        elif objective is None:
+            status = SolveStatus.NO_SOLUTION
+        elif termination is Appsi.optimal:
+            status = SolveStatus.OPTIMAL
+        else:
+            status = SolveStatus.FEASIBLE
+        if objective is not None:
+            raw.solution_loader.load_vars()
+        nodes = solver._solver_model.getInfo().mip_node_count  # noqa: SLF001  (no public accessor)
+        return _result(status, objective, raw.best_objective_bound, nodes, termination.name)
     except Exception as error:  # noqa: BLE001  (any solver failure becomes a result)
-        return SolveResult(SolveStatus.ERROR, None, None, None, 0.0, None, message=str(error))
-    termination = raw.termination_condition
-    objective = raw.best_feasible_objective
-    if termination is Appsi.infeasible:
-        status = SolveStatus.INFEASIBLE
-    elif termination is Appsi.error:
-        status = SolveStatus.ERROR
-    elif objective is None:
-        status = SolveStatus.NO_SOLUTION
-    elif termination is Appsi.optimal:
-        status = SolveStatus.OPTIMAL
-    else:
-        status = SolveStatus.FEASIBLE
-    if objective is not None:
-        raw.solution_loader.load_vars()
-    nodes = solver._solver_model.getInfo().mip_node_count  # noqa: SLF001  (no public accessor)
-    return _result(status, objective, raw.best_objective_bound, nodes, termination.name)
+        return _failed(error)
+
+
+def _failed(error: Exception) -> SolveResult:
+    return SolveResult(SolveStatus.ERROR, None, None, None, 0.0, None,
+                       message=f"{type(error).__name__}: {error}")
+
+
+#: Termination names (of either Pyomo interface) of a solve stopped by a limit.
+_LIMITS = {"maxTimeLimit": "time_limit", "iterationLimit": "node_limit", "maxIterations": "node_limit"}
 
 
 def _result(
@@ -210,6 +357,7 @@ def _result(
         wall_s=0.0,
         nodes=None if nodes is None or nodes < 0 else int(nodes),
         message=str(message),
+        limit=_LIMITS.get(str(message)),
     )
 
 
