@@ -4,15 +4,16 @@ A table row pairs a preload layout (cold bytes per core) with an executing
 plan (hot bytes per core, cycles) and the distribution cost between them.
 Rows dominated in (cold, hot, cycles) are dropped. Tables are computed once
 per operator signature and chip, and cached on disk as .npz files so a sweep
-never recomputes them.
+never recomputes them; every cached file is verified before use
+(`elkopt.plans.cache`) and recomputed if it fails.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,24 +23,34 @@ import numpy as np
 
 from elkopt.chip import CALIBRATION_FIELDS, Chip
 from elkopt.graph.ir import Graph, Operator, Storage
+from elkopt.plans import cache
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
 from elkopt.plans.space import CostedPlans, OpShape, divisors, enumerate_plans, pareto_2d, replicas
 
-#: Bump when the cost model or the table layout changes: old cache files then miss.
-TABLE_FORMAT = 1
+log = logging.getLogger(__name__)
 
-_ARRAYS = (
-    "cold_bytes",
-    "hot_bytes",
-    "exec_cycles",
-    "exchange_cycles",
-    "distribution_cycles",
-    "spatial",
-    "temporal",
-    "cold_split",
-    "front",
-)
+#: Bump when the cost model or the table layout changes: old cache files then miss.
+#: 2: cache files carry their format, key and a checksum.
+TABLE_FORMAT = 2
+
+#: The arrays of a table and their dtypes (what a cache file must hold).
+_DTYPES = {
+    "cold_bytes": np.dtype(np.int64),
+    "hot_bytes": np.dtype(np.int64),
+    "exec_cycles": np.dtype(np.float64),
+    "exchange_cycles": np.dtype(np.float64),
+    "distribution_cycles": np.dtype(np.float64),
+    "spatial": np.dtype(np.int64),
+    "temporal": np.dtype(np.int64),
+    "cold_split": np.dtype(np.int64),
+    "front": np.dtype(np.int64),
+}
+_ARRAYS = tuple(_DTYPES)
+
+# Corrupt cache files this process warned about but could not replace: read again in the
+# same run (a graph is planned whole and cut), they are not warned about again.
+_left_corrupt: set[Path] = set()
 
 
 class InfeasibleOperatorError(ValueError):
@@ -272,26 +283,6 @@ def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> s
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _load(path: Path) -> PlanTable | None:
-    try:
-        with np.load(path) as data:
-            return PlanTable(**{name: data[name] for name in _ARRAYS})
-    except (OSError, KeyError, ValueError):
-        return None  # a corrupt or stale file is recomputed
-
-
-def _save(path: Path, table: PlanTable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **table.to_arrays())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 @dataclass(frozen=True)
 class TableSet:
     """Plan tables of a whole graph: one per op, shared by identical ops."""
@@ -349,17 +340,80 @@ def cached_table(
     cache_dir: str | Path | None,
 ) -> tuple[PlanTable, bool]:
     """`build_table` through the disk cache: (table, whether it came from the cache).
-    Empty tables (the operator fits in no plan) are not cached."""
+
+    A cache file that fails verification (unreadable, wrong format or key, checksum
+    mismatch, arrays that do not fit the operator) is logged as one warning, rebuilt and
+    replaced. Empty tables (the operator fits in no plan) are not cached.
+    """
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
+    if not cache_dir:
+        return build_table(shape, chip, elem_bytes, max_splits), False
     key = table_key(shape, chip, elem_bytes, max_splits)
-    path = Path(cache_dir) / f"{key}.npz" if cache_dir else None
-    table = _load(path) if path and path.exists() else None
-    if table is not None:
-        return table, True
+    path = Path(cache_dir) / f"{key}.npz"
+    try:
+        arrays = cache.read_entry(path, key, TABLE_FORMAT, _ARRAYS)
+        problem = None if arrays is None else _layout_problem(arrays, shape, chip)
+        if arrays is not None and problem is None:
+            return PlanTable(**arrays), True
+    except cache.CorruptEntry as err:
+        problem = str(err)
     table = build_table(shape, chip, elem_bytes, max_splits)
-    if path is not None and len(table):
-        _save(path, table)
+    if len(table):
+        not_saved = cache.write_entry(path, key, TABLE_FORMAT, table.to_arrays())
+    else:  # nothing to cache, but a bad file in its place must go
+        not_saved = cache.remove_entry(path) if problem else None
+    if problem is not None and (not_saved is None or path not in _left_corrupt):
+        outcome = "rebuilt" if not_saved is None else f"rebuilt but not replaced ({not_saved})"
+        log.warning("plan table cache: %s is corrupt (%s); %s", path, problem, outcome)
+    if problem is not None and not_saved is not None:
+        _left_corrupt.add(path)
     return table, False
+
+
+def _layout_problem(arrays: dict[str, np.ndarray], shape: OpShape, chip: Chip) -> str | None:
+    """Why `arrays` cannot be a (non-empty) table of `shape` on `chip`, or None if they can.
+
+    Checks what a writer bug or a hand-edited file with a fresh checksum could get wrong:
+    dtypes, shapes that match the operator, equal row counts, and values no table holds.
+    """
+    for name, dtype in _DTYPES.items():
+        if arrays[name].dtype != dtype:
+            return f"{name} has dtype {arrays[name].dtype}, expected {dtype}"
+    if arrays["cold_bytes"].ndim != 1:
+        return f"cold_bytes has shape {arrays['cold_bytes'].shape}, expected one axis"
+    n = len(arrays["cold_bytes"])
+    if n == 0:
+        return "no rows"
+    n_dims, n_operands, n_hbm = shape.n_dims, len(shape.uses), len(shape.hbm_operands)
+    rows = {"spatial": (n_dims,), "temporal": (n_dims, n_operands), "cold_split": (n_hbm,)}
+    for name in _ARRAYS:
+        if name == "front":  # a subset of the rows, checked below
+            continue
+        expected = (n, *rows.get(name, ()))
+        if arrays[name].shape != expected:
+            return f"{name} has shape {arrays[name].shape}, expected {expected}"
+    cycles = np.concatenate([arrays[name] for name in ("exec_cycles", "exchange_cycles", "distribution_cycles")])
+    if not (np.isfinite(cycles).all() and (cycles >= 0).all()):
+        return "negative or non-finite cycles"
+    if (arrays["cold_bytes"] < 0).any() or (arrays["hot_bytes"] < 0).any():
+        return "negative bytes"
+    if (arrays["hot_bytes"] > chip.usable_sram_bytes_per_core).any():
+        return "hot bytes above the SRAM of a core"
+    spatial = arrays["spatial"]
+    if (spatial < 1).any() or (spatial > np.array(shape.lengths)).any() or (spatial > chip.cores).any():
+        return "spatial splits outside the operator's dims"
+    if spatial.prod(axis=1, dtype=np.float64).max() > chip.cores:
+        return "spatial splits use more cores than the chip has"
+    if (arrays["temporal"] < 1).any() or (arrays["cold_split"] < 1).any():
+        return "temporal or cold splits below 1"
+    front = arrays["front"]
+    if front.ndim != 1 or not 1 <= len(front) <= n:
+        return f"front has shape {front.shape}, expected 1 to {n} rows"
+    if front[0] < 0 or front[-1] >= n or (np.diff(front) <= 0).any():
+        return "front rows out of range or not increasing"
+    if (arrays["distribution_cycles"][front] != 0).any():
+        return "front rows with a distribution cost"
+    return None
 
 
 def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> InfeasibleOperatorError:
@@ -371,11 +425,12 @@ def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> In
     need = sum(-(-s // chip.cores) for s in sizes) * elem_bytes
     have = chip.usable_sram_bytes_per_core
     dims = dict((d.name, d.length) for d in op.dims)
-    if need <= have:
+    if need <= have:  # the plan space always holds a split, so the padding is what does not fit
         return InfeasibleOperatorError(
-            f"operator {op.name!r} ({op.label}, dims {dims}) has no plan within the plan-space "
-            f"rules on {chip.cores} cores ({chip.topology}): no spatial split reaches the core-use "
-            "and padding floors with the dims it may partition. Use another chip shape."
+            f"operator {op.name!r} ({op.label}, dims {dims}) fits in no plan of its plan space on "
+            f"{chip.cores} cores ({chip.topology}): spread evenly over all cores it would need "
+            f"{need:,} B per core of the {have:,} B of SRAM, but every split it may use pads it past "
+            "that. Use a chip with more SRAM per core or another core count, or a smaller batch or sequence."
         )
     return InfeasibleOperatorError(
         f"operator {op.name!r} ({op.label}, dims {dims}) fits in no plan: it needs at least "
