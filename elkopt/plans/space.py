@@ -5,7 +5,9 @@ temporally (`t[d][v]` rotating pieces per dim and operand). Enumeration runs
 in two stages, both vectorised with numpy:
 
 1. every spatial split that passes the reference pruning (core use and
-   padding floors) is costed without temporal splitting;
+   padding floors; on a mesh at most two split dims) is costed without
+   temporal splitting. An operator left with no split widens the core-use
+   floor once (`enumerate_spatial`) instead of failing;
 2. the `max_spatial_splits` most promising splits (the fastest, and those on
    the front of fastest vs smallest possible footprint) get the full
    temporal enumeration under the divisibility rules.
@@ -78,7 +80,21 @@ def _padding(lengths: np.ndarray, splits: np.ndarray) -> np.ndarray:
 
 
 def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = None) -> np.ndarray:
-    """All spatial splits (n, D) passing the reference pruning, as int64."""
+    """All spatial splits (n, D) passing the pruning floors, as int64.
+
+    A split uses at most `cores` cores, keeps the padding floor and, on a mesh
+    or torus, partitions at most `max_split_dims` dims (spec section 6). The
+    core-use floor is a fraction of the cores a split could reach: the chip's
+    cores, or on a mesh the product of the widest dims if smaller (the
+    reference rule). If no split reaches that within the padding floor (a
+    small operator whose dims divide badly on a mesh: Llama2-70B's rotary
+    [32, 1, 64, 128] on 5888 cores), the space widens once, deterministically:
+    the floor becomes the same fraction of the most cores any allowed split
+    uses within the padding floor. The padding floor never moves, and an
+    operator with splits under the reference rule keeps exactly those, so the
+    widened space is never empty (one core is always a split) and never
+    changes an operator that already had plans.
+    """
     lengths = np.array(shape.lengths, dtype=np.int64)
     core_use, pad_floor = pruning_floors(shape, cores)
     reachable = cores
@@ -87,7 +103,27 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
         # widest dims; the floor then applies to what those dims can reach.
         widest = sorted(shape.lengths, reverse=True)[:max_split_dims]
         reachable = min(cores, math.prod(widest))
-    min_cores = max(1, math.ceil(core_use * reachable - 1e-9))
+    partial, last, last_cands = _partial_splits(lengths, cores, pad_floor, max_split_dims)
+    rows = _complete_splits(
+        partial, last, last_cands, lengths, cores, _min_cores(core_use, reachable), pad_floor, max_split_dims
+    )
+    if len(rows) == 0:
+        reachable = _most_cores(partial, last, last_cands, lengths, cores, pad_floor, max_split_dims)
+        rows = _complete_splits(
+            partial, last, last_cands, lengths, cores, _min_cores(core_use, reachable), pad_floor, max_split_dims
+        )
+    return rows
+
+
+def _min_cores(core_use: float, reachable: int) -> int:
+    return max(1, math.ceil(core_use * reachable - 1e-9))
+
+
+def _partial_splits(
+    lengths: np.ndarray, cores: int, pad_floor: float, max_split_dims: int | None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Splits of every dim but the one with most candidates (`last`), and that dim's
+    candidates: (partial rows (n, D) with 1 at `last`, last, candidates ascending)."""
     cands = []
     for length in lengths:
         s = np.arange(1, min(int(length), cores) + 1, dtype=np.int64)
@@ -107,9 +143,22 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
         if max_split_dims is not None:
             rows = rows[(rows > 1).sum(axis=1) <= max_split_dims]
         partial = rows
+    return partial, last, cands[last]
 
-    # The last dim takes every candidate in [ceil(min_cores/p), cores/p].
-    c = cands[last]
+
+def _complete_splits(
+    partial: np.ndarray,
+    last: int,
+    c: np.ndarray,
+    lengths: np.ndarray,
+    cores: int,
+    min_cores: int,
+    pad_floor: float,
+    max_split_dims: int | None,
+) -> np.ndarray:
+    """The partial splits completed with every candidate of the last dim that
+    brings them into [min_cores, cores] cores, within the padding floor and
+    the dim limit."""
     p = partial.prod(axis=1)
     lo = np.searchsorted(c, -(-min_cores // p), side="left")
     hi = np.searchsorted(c, cores // p, side="right")
@@ -123,6 +172,35 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
     if max_split_dims is not None:
         rows = rows[(rows > 1).sum(axis=1) <= max_split_dims]
     return rows
+
+
+#: Rows materialised at once while searching for the most cores a split can use.
+_CHUNK_ROWS = 1 << 20
+
+
+def _most_cores(
+    partial: np.ndarray,
+    last: int,
+    c: np.ndarray,
+    lengths: np.ndarray,
+    cores: int,
+    pad_floor: float,
+    max_split_dims: int | None,
+) -> int:
+    """The most cores any split within the padding floor and the dim limit uses
+    (at least 1: no split at all always qualifies). Partial rows are completed
+    in chunks, so memory stays bounded even with no core-use floor."""
+    counts = np.searchsorted(c, cores // partial.prod(axis=1), side="right")
+    ends = np.cumsum(counts)
+    best, start = 1, 0
+    while start < len(partial):
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + _CHUNK_ROWS, side="right")))
+        rows = _complete_splits(partial[start:stop], last, c, lengths, cores, 1, pad_floor, max_split_dims)
+        if len(rows):
+            best = max(best, int(rows.prod(axis=1).max()))
+        start = stop
+    return best
 
 
 @lru_cache(maxsize=4096)
