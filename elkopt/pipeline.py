@@ -103,6 +103,7 @@ def compile_model(
     """
     if scheduler not in SCHEDULERS:
         raise PlanningError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    check_static_sweep(chip, options)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     cut, split = _split(graph, chip, options)
@@ -126,6 +127,23 @@ def compile_model(
     stats = {**faster.stats, "split_cut_ms": with_cut.timeline.latency_ms,
              "split_whole_ms": whole.timeline.latency_ms}
     return replace(faster, stats=stats, compile_s=time.perf_counter() - start)
+
+
+#: At most this many execution-space steps in the Static sweep (each step schedules the
+#: whole graph twice; the default 10 KiB step over 624 KiB makes 62).
+MAX_STATIC_STEPS = 2000
+
+
+def check_static_sweep(chip: Chip, options: PlanningOptions) -> None:
+    """ValueError when the Static sweep would take more than MAX_STATIC_STEPS steps."""
+    sram = chip.usable_sram_bytes_per_core
+    steps = -(-sram // options.static_step_bytes)
+    if steps > MAX_STATIC_STEPS:
+        least = -(-sram // MAX_STATIC_STEPS)
+        raise ValueError(
+            f"planning.static_step_bytes={options.static_step_bytes} sweeps the {sram:,} B of SRAM per core "
+            f"(chip.sram_bytes_per_core) in {steps:,} steps, more than {MAX_STATIC_STEPS:,}: set "
+            f"planning.static_step_bytes to at least {least:,}")
 
 
 def _split(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Graph, SplitReport]:
@@ -168,7 +186,7 @@ def _compile(
     basic = baselines.schedule_basic(graph, tables, chip)
     say("scheduling: Static (sweeping the execution space)")
     static = baselines.schedule_static(
-        graph, tables, chip, options.static_step_bytes, options.max_preload_ops
+        graph, tables, chip, options.static_step_bytes, options.max_preload_ops, progress=say
     )
     say("scheduling: Ideal")
     ideal = baselines.schedule_ideal(graph, tables, chip, options.max_preload_ops)
@@ -195,7 +213,7 @@ def _compile(
             chosen, periodic = schedule_periodic(
                 graph, [("inductive", inductive), ("static", static)], chip, solver=solver,
                 max_preload_ops=options.max_preload_ops, layer_milp=options.layer_milp,
-                alternatives=plan_alternatives(tables.tables),
+                alternatives=plan_alternatives(tables.tables), progress=say,
             )
             solve_stats.update(periodic.as_dict())
             say(

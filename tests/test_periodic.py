@@ -236,3 +236,62 @@ def test_the_layer_milp_with_sequencing_bounds_every_preload_order(seed):
     assert free.objective <= best_order + 1e-6
     if seed != 0:  # program order is not the best order here: the MILP sees it
         assert free.objective < fixed.objective - 1.0
+
+
+class FakeClock:
+    """A clock one second later at every reading: every Ticker update is due."""
+
+    def __init__(self, step=1.0):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def ticking(clock):
+    """A Ticker class whose lines are due whenever `clock` has moved a second."""
+    from elkopt.progress import Ticker
+    return lambda say, label, total: Ticker(say, label, total, every_s=1.0, clock=clock)
+
+
+def test_the_preload_order_search_says_how_far_it_is(monkeypatch):
+    import re
+    from elkopt.schedule import preloadorder
+    monkeypatch.setattr(preloadorder, "Ticker", ticking(FakeClock()))
+    layer = layer_loads(random_layers(0, ops_per_layer=6, n_layers=8, n_loads=4), UNIT, 18, 6, 6)
+    heavy = len(preloadorder.heavy_loads(layer))
+    total = 3 * heavy * (heavy - 1) // 2  # three passes over every pair
+    lines = []
+    _, tried, kept = search_order(layer, 0, progress=lines.append)
+    *updates, last = lines
+    counts = []
+    for line in updates:
+        found = re.fullmatch(rf"elkopt: preload orders: (\d+)/{total} after \d+ s, about \d+ s left; "
+                             r"best layer \d+ cycles", line)
+        assert found, line
+        counts.append(int(found[1]))
+    assert counts == list(range(1, tried + 1))  # one line per order tried, with the clock this fast
+    assert re.fullmatch(rf"elkopt: preload orders: {tried}/{total} done in \d+ s; {kept} swaps kept; "
+                        r"best layer \d+ cycles", last)
+
+
+def test_stitch_counts_the_seams_and_is_quiet_when_quick(monkeypatch):
+    from elkopt.schedule import periodic
+    schedule = random_layers(1)  # 25 operators
+    n = len(schedule.ops)
+    start = Evaluated(schedule, compute_timeline(schedule, UNIT))
+    args = ([("start", start)], UNIT, [i % 5 for i in range(n)], [[i - 1] if i else [] for i in range(n)], [0] * n)
+    monkeypatch.setattr(periodic, "Ticker", ticking(FakeClock()))
+    lines = []
+    stitch(*args, progress=lines.append)
+    seams = [line for line in lines if line.startswith("elkopt: seams (load timing over all ops): ")]
+    counts = [line.split(": ")[2].split(" ")[0] for line in seams]
+    assert counts == [f"{k}/{n}" for k in range(1, n + 1)] + [f"{n}/{n}"]  # one per op, then done
+    assert seams[-1].startswith(f"elkopt: seams (load timing over all ops): {n}/{n} done in ")
+    assert any(line.startswith("elkopt: layer load timing (start plans x cuts): 1/") for line in lines)
+    # a clock that stands still: every phase ends within every_s, nothing is said
+    monkeypatch.setattr(periodic, "Ticker", ticking(FakeClock(step=0.0)))
+    quiet = []
+    stitch(*args, progress=quiet.append)
+    assert quiet == []

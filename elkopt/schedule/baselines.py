@@ -17,7 +17,7 @@ layout itself) and keep the faster, as the published baselines do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
 from elkopt.plans.table import PlanTable, TableSet
+from elkopt.progress import Ticker
 from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
 from elkopt.schedule.timeline import Timeline, compute_timeline
 
@@ -166,6 +167,7 @@ def schedule_static(
     chip: Chip,
     step_bytes: int = 10 * 1024,
     max_preload_ops: int = DEFAULT_MAX_PRELOAD_OPS,
+    progress: Callable[[str], None] | None = None,
 ) -> Evaluated:
     """Static: the best fixed execution/preload split, swept in `step_bytes`."""
     sram = chip.usable_sram_bytes_per_core
@@ -175,7 +177,11 @@ def schedule_static(
     smallest = max(t.min_hot_bytes for t in tables.tables)
     first = -(-smallest // step_bytes) * step_bytes
     best: Evaluated | None = None
-    for execution in [*range(first, sram, step_bytes), sram]:
+    spaces = [*range(first, sram, step_bytes), sram]
+    ticker = Ticker(progress, "Static: execution spaces", len(spaces))
+    for k, execution in enumerate(spaces):
+        if best is not None:
+            ticker.update(k, f"best {best.timeline.latency_cycles * 1e3 / chip.clock_hz:.3f} ms")
         for variant in ("min", "same"):
             rows = _best_rows(tables, float(execution), variant)
             if rows is None:
@@ -187,6 +193,8 @@ def schedule_static(
             timeline = compute_timeline(schedule, chip, flops)
             if best is None or timeline.latency_cycles < best.timeline.latency_cycles:
                 best = Evaluated(schedule, timeline)
+    ticker.update(len(spaces))
+    ticker.finish()
     if best is None:
         raise ValueError("Static: no execution/preload split fits every operator")
     return best

@@ -51,6 +51,7 @@ import numpy as np
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
 from elkopt.plans.table import PlanTable, TableSet
+from elkopt.progress import Ticker
 from elkopt.schedule.baselines import DEFAULT_MAX_PRELOAD_OPS, Evaluated, _schedule
 from elkopt.schedule.schedule import PROLOGUE
 from elkopt.schedule.timeline import compute_timeline
@@ -267,9 +268,9 @@ def schedule_inductive(
     b.exec_start[last] = -hp.exec[b.plan[last]]
     b.reach[last] = last
 
+    ticker = Ticker(progress, "inductive: operators", n - 1)
     for i in range(n - 2, -1, -1):
-        if progress and (n - 1 - i) % 500 == 0:
-            progress(f"inductive: {n - 1 - i}/{n} operators, {stats.milps_solved} window MILPs solved")
+        ticker.update(n - 2 - i, f"{stats.milps_solved} window MILPs solved")
         nxt = i + 1
         p_max = min(int(b.reach[nxt]) - i, max_preload_ops, n - 1 - i)
         ahead = [int(j) for j in loads[np.searchsorted(loads, nxt):] if j <= i + p_max]
@@ -314,6 +315,8 @@ def schedule_inductive(
     if has_load[0]:
         place_load(0)
 
+    ticker.update(n - 1)
+    ticker.finish(f"{stats.milps_solved} window MILPs solved")
     windows = np.full(n, PROLOGUE, dtype=np.int64)
     for j in loads:
         w = int(np.searchsorted(b.reach, j, side="left"))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,10 +92,12 @@ class Timing:
     cut: int  # the op at which the HBM is idle in every layer
 
 
-def best_offsets(layer: LayerLoads, cuts: list[int] | None = None) -> Timing | None:
+def best_offsets(
+    layer: LayerLoads, cuts: list[int] | None = None, tick: Callable[[], None] | None = None
+) -> Timing | None:
     """The shortest steady-state layer over the given cuts (default: the
     layer start and the op that can least afford a load); None if no
-    schedule keeps SRAM within bounds."""
+    schedule keeps SRAM within bounds. tick(): called after each cut."""
     if cuts is None:
         ratio = np.divide(layer.exchange, layer.nominal, out=np.zeros(layer.n_ops), where=layer.nominal > 0)
         cuts = sorted({0, int(np.argmax(ratio * layer.nominal))})
@@ -102,6 +105,8 @@ def best_offsets(layer: LayerLoads, cuts: list[int] | None = None) -> Timing | N
     for cut in cuts:
         rotated, order = layer.rotated(cut)
         found = _shortest_cycle(rotated)
+        if tick:
+            tick()
         if found is None:
             continue
         period, offsets = found
@@ -124,20 +129,23 @@ def _shortest_cycle(layer: LayerLoads) -> tuple[float, np.ndarray] | None:
     return best
 
 
-def best_path(ops: LayerLoads) -> Timing | None:
+def best_path(ops: LayerLoads, tick: Callable[[], None] | None = None) -> Timing | None:
     """The same shortest path over a whole sequence of ops, not a cycle: from
     (0, 0) (nothing loaded, time 0) to (K, H) (every op run). Exact for the
     fixed plans; `offsets` as in `best_offsets`; None if SRAM cannot hold
-    what the ops need."""
-    found = _cycle_from(ops, 0, periodic=False)
+    what the ops need. tick(): called after each op's states are expanded
+    (K times; over a whole graph this path can take a minute)."""
+    found = _cycle_from(ops, 0, periodic=False, tick=tick)
     if found is None:
         return None
     return Timing(found[0], found[1], 0)
 
 
-def _cycle_from(layer: LayerLoads, g0: int, periodic: bool = True) -> tuple[float, np.ndarray] | None:
+def _cycle_from(
+    layer: LayerLoads, g0: int, periodic: bool = True, tick: Callable[[], None] | None = None
+) -> tuple[float, np.ndarray] | None:
     """Shortest path (0, g0) -> (K, g0 + H), loads numbered over two layers
-    (periodic), or (0, 0) -> (K, H) over one sequence."""
+    (periodic), or (0, 0) -> (K, H) over one sequence; tick() after each op."""
     K, H = layer.n_ops, layer.n_loads
     nominal = layer.nominal.tolist()
     exchange = layer.exchange.tolist()
@@ -181,6 +189,8 @@ def _cycle_from(layer: LayerLoads, g0: int, periodic: bool = True) -> tuple[floa
                     held, layer.sram, layer.max_offset, own,
                 ):
                     _relax(dist, back, target, here + cost, ((k, g), "period", issued))
+        if tick:
+            tick()
     end = (K, last)
     if end not in dist:
         return None

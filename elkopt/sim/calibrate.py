@@ -125,7 +125,9 @@ def calibrate(
         has_load = np.array([op.has_load for op in result.schedule.ops])
         scale = np.where(has_load, measured, scale)
         calibrated_chip = dataclasses.replace(base, load_time_scale=tuple(scale))
-        replanned = compile_model(planned, calibrated_chip, scheduler, fixed, solver=solver)
+        say(f"calibration round {k} of at most {rounds}: re-planning with the measured load factors")
+        replanned = compile_model(planned, calibrated_chip, scheduler, fixed, solver=solver,
+                                  progress=lambda line, k=k: say(f"  round {k}: {line}"))
         run = simulate(replanned.schedule)
         timeline = compute_timeline(replanned.schedule, chip, [op.flops for op in planned.ops])
         result = dataclasses.replace(replanned, chip=chip, timeline=timeline, references=references)
@@ -138,8 +140,14 @@ def calibrate(
         if run.latency_cycles < best[0]:
             best = (run.latency_cycles, k, result, run)
         if not improved:
+            say(f"calibration stops after round {k} of {rounds}: the simulated latency did not improve "
+                f"by {min_gain:.1%} on the best round's")
             break
+    else:
+        if rounds:
+            say(f"calibration: all {rounds} rounds done")
     _, best_round, best_result, best_run = best
+    say(f"calibration keeps round {best_round}: simulated {best[0] * 1e3 / chip.clock_hz:.3f} ms")
     best_result = dataclasses.replace(best_result, compile_s=time.perf_counter() - begin)
     return Calibrated(best_result, best_run, tuple(history), best_round)
 

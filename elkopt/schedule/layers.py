@@ -1,0 +1,138 @@
+"""The repeating layer of a graph: finding it (`find_layers`), one layer's
+loads as load-timing data (`layer_loads`, `seam_candidates`), and unrolling
+one layer's load windows over every layer (`unroll`), deferring loads that
+would overflow SRAM at the seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Hashable
+
+import numpy as np
+
+from elkopt.chip import Chip
+from elkopt.schedule.baselines import Evaluated
+from elkopt.schedule.loadtiming import LayerLoads
+from elkopt.schedule.schedule import PROLOGUE, Schedule
+from elkopt.schedule.timeline import ScheduleError, compute_timeline, load_duration_and_rate
+
+
+@dataclass(frozen=True)
+class LayerBlock:
+    """ops[start + l * period + k] is op k of layer l, for l < count."""
+
+    start: int
+    period: int
+    count: int
+
+
+def find_layers(signatures: list[Hashable], min_count: int = 2, max_period: int = 400) -> LayerBlock | None:
+    """The longest run of a repeating block of operators (by signature), or None.
+
+    The period is the smallest whose repetition covers at least 90% of the
+    graph; the block starts at the first operator of that run.
+    """
+    n = len(signatures)
+    codes = np.unique(np.array([hash(s) for s in signatures]), return_inverse=True)[1]
+    for period in range(2, min(max_period, n // min_count) + 1):
+        same = codes[:-period] == codes[period:]
+        if same.sum() < 0.9 * (n - period):
+            continue
+        # longest run of matches
+        best_len, best_start, run = 0, 0, 0
+        for i, ok in enumerate(same):
+            run = run + 1 if ok else 0
+            if run > best_len:
+                best_len, best_start = run, i - run + 1
+        count = (best_len + period) // period
+        if count >= min_count:
+            return LayerBlock(best_start, period, count)
+    return None
+
+
+def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_offset: int) -> LayerLoads:
+    """The decisions of the layer starting at op `first`, as load-timing data;
+    its loads in the order the schedule issues them."""
+    ops = schedule.ops[first : first + period]
+    duration, rate = load_duration_and_rate(schedule, chip)
+    loads = [j for j in schedule.preload_order if first <= j < first + period]
+    duration, rate = duration[loads], rate[loads]
+    loads = [j - first for j in loads]
+    return LayerLoads(
+        nominal=np.array([o.option.total_cycles for o in ops]),
+        exchange=np.array([o.option.exchange_cycles + o.option.distribution_cycles for o in ops]),
+        hot=np.array([o.option.hot_bytes for o in ops], dtype=np.float64),
+        load_op=np.array(loads, dtype=np.int64),
+        duration=duration,
+        rate=rate,
+        cold=np.array([ops[k].option.cold_bytes for k in loads], dtype=np.float64),
+        sram=float(chip.usable_sram_bytes_per_core),
+        max_offset=max_offset,
+    )
+
+
+def seam_candidates(layer: LayerLoads) -> list[int]:
+    """Ops at which to cut the cycle: the layer start, and around every op
+    that is (nearly) all exchange and long enough to matter: the HBM is
+    likely idle there."""
+    total = float(layer.nominal.sum())
+    cuts = {0}
+    for k in range(layer.n_ops):
+        if layer.exchange[k] >= 0.9 * layer.nominal[k] and layer.nominal[k] >= 0.02 * total:
+            cuts |= {k, (k + 1) % layer.n_ops}
+    return sorted(cuts)
+
+
+def unroll(
+    schedule: Schedule, block: LayerBlock, load_op: np.ndarray, offsets: np.ndarray, chip: Chip,
+    flops: list[int], name: str,
+) -> tuple[Evaluated | None, int]:
+    """Apply per-layer window offsets to every layer, issuing each layer's
+    loads in the order of `load_op` (the ops before and after the layers keep
+    their order); returns the evaluated schedule and the number of loads
+    deferred to fit SRAM. The schedule is None if the timeline finds a
+    deadlock (a load queued behind one issued after its own operator)."""
+    windows = np.array([o.preload_window for o in schedule.ops], dtype=np.int64)
+    layered = []
+    for layer in range(block.count):
+        base = block.start + layer * block.period
+        for k, offset in zip(load_op, offsets):
+            j = base + int(k)
+            windows[j] = j if offset == 0 else max(PROLOGUE, j - int(offset))
+            layered.append(j)
+    end = block.start + block.count * block.period
+    order = [j for j in schedule.preload_order if j < block.start]
+    order += layered + [j for j in schedule.preload_order if j >= end]
+    windows, moved = _fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
+    ops = tuple(
+        replace(o, preload_window=int(windows[i])) if o.has_load else o for i, o in enumerate(schedule.ops)
+    )
+    candidate = replace(schedule, ops=ops, preload_order=tuple(order), scheduler=name)
+    try:
+        return Evaluated(candidate, compute_timeline(candidate, chip, flops)), moved
+    except ScheduleError:
+        return None, moved  # a deadlock: the caller keeps what it had
+
+
+def _fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.ndarray, int]:
+    """Defer loads until, at every op, hot bytes + cold bytes of loads issued
+    at or before it and not yet consumed fit; returns (windows, loads moved)."""
+    ops = schedule.ops
+    n = len(ops)
+    windows = windows.copy()
+    cold = np.array([o.option.cold_bytes if o.has_load else 0 for o in ops], dtype=np.float64)
+    loads = [j for j in range(n) if ops[j].has_load]
+    moved = set()
+    for i in range(n):
+        while True:
+            held = [j for j in loads if j > i and max(windows[j], 0) <= i and windows[j] != j]
+            if ops[i].option.hot_bytes + cold[held].sum() <= sram or not held:
+                break
+            j = max(held)
+            windows[j] = i + 1 if i + 1 < j else j
+            moved.add(j)
+    return windows, len(moved)
+
+
+__all__ = ["LayerBlock", "find_layers", "layer_loads", "seam_candidates", "unroll"]
