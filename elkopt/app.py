@@ -40,7 +40,7 @@ import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
     ModelConfig, RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
-    to_solver_options, to_workload,
+    to_run_config, to_solver_options, to_workload,
 )
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
@@ -51,6 +51,7 @@ from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
 from elkopt.plans.space import OpShape
+from elkopt.schedule.checker import CHECKS
 from elkopt.schedule.trace import write_chrome_trace
 from elkopt.sim.mapping import MAPPINGS
 
@@ -90,6 +91,30 @@ class RunInputs:
         return f"shapes from {name}" + (f" ({sizes})" if sizes else "")
 
 
+def run_job(cfg: Any, output_dir: str | os.PathLike, multirun: bool = False) -> int:
+    """One job of `python -m elkopt.run`: the composed Hydra config checked and converted,
+    then `main`. A bad config is one line and error.json (exit status 2). In a sweep an
+    unexpected exception becomes the job's error.json instead of stopping the sweep (the
+    end-of-sweep collector then reports the job as failed)."""
+    try:
+        run_config = to_run_config(cfg)
+    except ValueError as error:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        message = _one_line(error)
+        print(f"elkopt: error: {message}", file=sys.stderr)
+        write_json_atomic(out / "error.json", {"error": message, "type": type(error).__name__,
+                                               "planning_error": False, "config": None})
+        return EXIT_BAD_INPUT
+    if not multirun:
+        return main(run_config, output_dir)
+    try:
+        return main(run_config, output_dir)
+    except Exception as error:  # noqa: BLE001 - every failure becomes a result row
+        record_crash(Path(output_dir), run_config, error)
+        return 1
+
+
 def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     """Compile one model, write plan.json, trace.json and metrics.json; return an exit status.
 
@@ -108,11 +133,16 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
     for stale in ("metrics.json", "error.json", "network.png"):
         (out / stale).unlink(missing_ok=True)
     calibrated = None
+    phase = ["reading the inputs"]  # the last progress line, named if the run is cut short
+
+    def say(line: str) -> None:
+        phase[0] = line
+        log.info(line)
+
     try:
         inputs = build_inputs(run_config)
-        log.info("compiling %s (%d ops, %s) on %s with the %s scheduler",
-                 inputs.model, inputs.graph.n_ops, inputs.describe_workload(),
-                 inputs.chip.name, run_config.scheduler.name)
+        say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
+            f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
         if run_config.simulate and run_config.sim.calibrate_rounds > 0:
             from elkopt.sim.calibrate import calibrate
 
@@ -120,20 +150,23 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
                                    to_planning_options(run_config.planning), solver_options(run_config),
                                    rounds=run_config.sim.calibrate_rounds,
                                    exchange_first=run_config.sim.exchange_first, bins=run_config.sim.bins,
-                                   mapping=run_config.sim.mapping, progress=log.info)
+                                   mapping=run_config.sim.mapping, progress=say)
             result = calibrated.result
         else:
             result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
-                                   to_planning_options(run_config.planning), progress=log.info,
+                                   to_planning_options(run_config.planning), progress=say,
                                    solver=solver_options(run_config))
+        metrics = build_metrics(run_config, inputs, result)
+        extra_events: list[dict] = []
+        if run_config.simulate:
+            phase[0] = "simulating the plan over the network"
+            extra_events = simulate_run(run_config, result, metrics, out, calibrated)
+        metrics["run_s"] = time.perf_counter() - began
+        write_outputs(out, result, metrics, extra_events)
     except ValueError as error:  # includes PlanningError and the domain objects' checks
         return _fail(out, run_config, error)
-    metrics = build_metrics(run_config, inputs, result)
-    extra_events: list[dict] = []
-    if run_config.simulate:
-        extra_events = simulate_run(run_config, result, metrics, out, calibrated)
-    metrics["run_s"] = time.perf_counter() - began
-    write_outputs(out, result, metrics, extra_events)
+    except KeyboardInterrupt:
+        return _interrupted(out, run_config, phase[0], time.perf_counter() - began)
     print(format_summary(metrics))
     return 0
 
@@ -190,11 +223,22 @@ def finished_with(out: Path, run_config: RunConfig) -> dict[str, Any] | None:
         done = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    if done.get("config") != json.loads(json.dumps(to_plain_dict(run_config))):
+    if _results_config(done.get("config")) != _results_config(json.loads(json.dumps(to_plain_dict(run_config)))):
         return None
     if run_config.model.name == "file" and done.get("model_file_sha256") != model_file_digest(run_config):
         return None  # the same path, another graph
     return done
+
+
+#: Settings that change how a run behaves, not its results: a finished run with other
+#: values of them still holds this config's results.
+NOT_RESULTS = ("resume", "fail_on_job_error")
+
+
+def _results_config(config: Any) -> Any:
+    if not isinstance(config, dict):
+        return config
+    return {key: value for key, value in config.items() if key not in NOT_RESULTS}
 
 
 def model_file_digest(run_config: RunConfig) -> str | None:
@@ -205,6 +249,26 @@ def model_file_digest(run_config: RunConfig) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+#: Command-line keys naming a folder Hydra creates before the run starts.
+OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_places(argv: list[str]) -> None:
+    """Create the run or sweep folder named on the command line, or exit with one line
+    saying why it cannot be (Hydra would fail later with a traceback). Folders whose name
+    Hydra interpolates (``${now:...}``) are left to Hydra."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") not in OUTPUT_KEYS or not value or "${" in value:
+            continue
+        try:
+            Path(value).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"elkopt: error: {key}={value}: cannot create that folder ({error.strerror or error}); "
+                  "choose a writable place", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+
+
 def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None:
     """error.json for an unexpected exception (a bug, not bad input), with its traceback."""
     log.error("the job failed: %s: %s\n%s", type(error).__name__, error, traceback.format_exc())
@@ -213,6 +277,21 @@ def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None
         "error": _one_line(error), "type": type(error).__name__, "planning_error": False,
         "traceback": traceback.format_exc(), "config": to_plain_dict(run_config),
     })
+
+
+#: Exit status of a run cut short by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(out: Path, run_config: RunConfig, phase: str, seconds: float) -> int:
+    """A run cut short: say where, leave error.json (never a metrics.json); EXIT_INTERRUPTED."""
+    message = f"interrupted after {seconds:.0f} s, during: {phase}"
+    print(f"elkopt: {message}; no results written", file=sys.stderr)
+    write_json_atomic(out / "error.json", {
+        "error": message, "type": "KeyboardInterrupt", "planning_error": False,
+        "config": to_plain_dict(run_config),
+    })
+    return EXIT_INTERRUPTED
 
 
 def _fail(out: Path, run_config: RunConfig, error: ValueError) -> int:
@@ -235,6 +314,11 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     if model != "file" and model not in zoo.ARCHITECTURES:
         raise ValueError(f"model.name {model!r} is not in the model zoo; "
                          f"known: {', '.join(sorted(zoo.ARCHITECTURES))} (or file, with model.path)")
+    if model != "file" and run_config.model.placeholders:
+        keys = ", ".join(str(k) for k in run_config.model.placeholders)
+        raise ValueError(f"model.placeholders ({keys}) size a graph file's symbolic dims (model=file); the zoo "
+                         f"model {model} has none: set its sizes with workload.batch, workload.kv_len, "
+                         "workload.seq_len")
     workload = to_workload(run_config.workload)
     chip = to_chip(run_config.chip)
     source = digest = sizes = notes = None
@@ -301,6 +385,11 @@ def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, Impor
         decode = PrefillDecode(workload.tokens, model.decode_from_prefill)
     read = read_dump(model.path, workload.elem_bytes, placeholders=model_placeholders(model, workload),
                      decode=decode)
+    held = list(dict.fromkeys(key.split()[0] for key in read.notes.sizes))
+    for key in model.placeholders:
+        if str(key) not in held:
+            raise ValueError(f"model.placeholders.{key}: {Path(model.path).name} holds no placeholder {key} "
+                             f"(it holds {', '.join(held) or 'none'})")
     return read.graph, read.notes
 
 
@@ -310,10 +399,14 @@ def _read_onnx(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any,
     from elkopt.graph.onnx_graph import import_onnx, load_onnx, symbolic_dims
 
     proto = load_onnx(model.path)
+    dims = symbolic_dims(proto)
     for key, value in model.placeholders.items():
         _check_size(key, value)
+        if key not in dims:
+            raise ValueError(f"model.placeholders.{key}: {Path(model.path).name} has no symbolic dim {key!r} "
+                             f"(its graph inputs have {', '.join(map(repr, dims)) or 'none'})")
     values = {**{name: workload.batch for name in ONNX_BATCH_DIMS}, **model.placeholders}
-    sizes = {name: values[name] for name in symbolic_dims(proto) if name in values}
+    sizes = {name: values[name] for name in dims if name in values}
     return import_onnx(proto, Path(model.path).stem, workload.elem_bytes, sizes), sizes
 
 
@@ -337,10 +430,16 @@ def _check_size(key: Any, value: Any) -> None:
         raise ValueError(f"model.placeholders.{key} must be a positive int, got {value!r}")
 
 
+#: At most this many time bins per link in the simulation's traffic record (a mesh of
+#: 5888 cores has about 24,000 links; 4096 bins of float32 each is 0.4 GB).
+MAX_SIM_BINS = 4096
+
+
 def check_sim_config(cfg: SimConfig) -> None:
     """ValueError naming the sim.* field that cannot work."""
-    if cfg.bins < 2 or cfg.bins % 2:
-        raise ValueError(f"sim.bins must be an even number >= 2, got {cfg.bins}")
+    if not 2 <= cfg.bins <= MAX_SIM_BINS or cfg.bins % 2:
+        raise ValueError(f"sim.bins must be an even number from 2 to {MAX_SIM_BINS} (a link's traffic is "
+                         f"recorded in that many time bins), got {cfg.bins}")
     if cfg.top_links < 0:
         raise ValueError(f"sim.top_links must be >= 0, got {cfg.top_links}")
     if cfg.mapping not in MAPPINGS:
@@ -353,6 +452,8 @@ def solver_options(run_config: RunConfig) -> SolverOptions | None:
     """The solver group as SolverOptions, for the MILP schedulers only (None
     otherwise: Basic and Static never import Pyomo)."""
     if run_config.scheduler.name in ("basic", "static"):
+        if run_config.solver.options:  # checked all the same: a typo should not wait for another scheduler
+            to_solver_options(run_config.solver)
         return None
     return to_solver_options(run_config.solver)
 
@@ -417,6 +518,8 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "noc_util": timeline.noc_util,
         "tflops": timeline.tflops,
         "peak_sram_bytes": timeline.peak_sram_bytes,
+        "verified": True,  # compile_model raises unless the independent checker passes
+        "verified_checks": list(CHECKS),
         "n_ops": result.graph.n_ops,  # as planned: after any operator splitting
         "compile_s": result.compile_s,
         "peak_rss_mb": peak_rss_mb(),

@@ -8,6 +8,7 @@ per millisecond, and the per-core exchange "5.5 GB/s" is 5.5 x 2**30 bytes/s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +24,10 @@ REFERENCE_CORE_LINK_BYTES_PER_S = 5.5 * PUBLISHED_GB_PER_S
 
 #: Grid edges that may hold HBM controllers (mesh and torus).
 HBM_SIDES = ("west", "east", "north", "south")
+#: Limits of what elkopt plans: beyond them, plan enumeration and the SRAM sweeps would
+#: run out of memory or time long before they said so.
+MAX_CORES = 2**20
+MAX_SRAM_BYTES_PER_CORE = 2**30
 
 
 #: Chip fields that are not hardware and never come from configs (set by elkopt.sim.calibrate).
@@ -86,14 +91,23 @@ class Chip:
             "inter_chip_bytes_per_s": self.inter_chip_bytes_per_s,
         }
         for field, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"chip {self.name!r}: {field} must be > 0, got {value}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"chip {self.name!r}: {field} must be a finite number > 0, got {value}")
+        for field in ("n_chips", "cores_per_chip", "hbm_controllers_per_chip"):
+            if getattr(self, field) != int(getattr(self, field)):
+                raise ValueError(f"chip {self.name!r}: {field} must be a whole number, got {getattr(self, field)}")
+        if self.cores > MAX_CORES:
+            raise ValueError(f"chip {self.name!r}: n_chips x cores_per_chip = {self.cores:,} cores; elkopt plans "
+                             f"at most {MAX_CORES:,}")
+        if self.sram_bytes_per_core > MAX_SRAM_BYTES_PER_CORE:
+            raise ValueError(f"chip {self.name!r}: sram_bytes_per_core must be at most "
+                             f"{MAX_SRAM_BYTES_PER_CORE:,} B (1 GiB), got {self.sram_bytes_per_core:,}")
         if not 0 <= self.reserved_sram_bytes_per_core < self.sram_bytes_per_core:
             raise ValueError(
                 f"chip {self.name!r}: reserved_sram_bytes_per_core must be in "
                 f"[0, sram_bytes_per_core), got {self.reserved_sram_bytes_per_core}"
             )
-        if not self.link_latency_cycles >= 0:
+        if not (self.link_latency_cycles >= 0 and math.isfinite(self.link_latency_cycles)):
             raise ValueError(f"chip {self.name!r}: link_latency_cycles must be >= 0, "
                              f"got {self.link_latency_cycles}")
         object.__setattr__(self, "hbm_sides", tuple(self.hbm_sides))
@@ -110,13 +124,16 @@ class Chip:
                              f"{list(HBM_SIDES)}, at least one, got {list(self.hbm_sides)}")
         object.__setattr__(self, "topology", Topology(self.topology))
         if self.topology is not Topology.ALL_TO_ALL:
+            if not (self.mesh_rows > 0 and self.mesh_cols > 0):
+                raise ValueError(f"chip {self.name!r}: a {self.topology} needs mesh_rows and mesh_cols > 0, "
+                                 f"got {self.mesh_rows} x {self.mesh_cols}")
             if self.mesh_rows * self.mesh_cols != self.cores:
                 raise ValueError(
                     f"chip {self.name!r}: a {self.topology} needs mesh_rows x mesh_cols = cores "
                     f"({self.cores}), got {self.mesh_rows} x {self.mesh_cols}; "
                     "set chip.mesh_rows and chip.mesh_cols"
                 )
-            if not self.mesh_link_bytes_per_s > 0:
+            if not (self.mesh_link_bytes_per_s > 0 and math.isfinite(self.mesh_link_bytes_per_s)):
                 raise ValueError(
                     f"chip {self.name!r}: a {self.topology} needs mesh_link_bytes_per_s > 0"
                 )

@@ -63,7 +63,10 @@ def job_row(job: Path) -> dict[str, Any]:
     """One job folder as a row (module docs)."""
     row: dict[str, Any] = {"job": job.name}
     metrics, error = job / "metrics.json", job / "error.json"
-    if metrics.exists():
+    broken = next((problem for path in (metrics, error) if (problem := _unreadable(path))), None)
+    if broken:  # written atomically, so damaged afterwards: say which file, keep the job's row
+        row["status"], row["error"], row["error_type"] = "error", broken, "UnreadableResult"
+    elif metrics.exists():
         data = json.loads(metrics.read_text())
         row["status"], row["error"] = "ok", None
         row.update(flatten(data))
@@ -80,6 +83,21 @@ def job_row(job: Path) -> dict[str, Any]:
             config.pop("hydra", None)
             row.update(flatten({"config": config}))
     return row
+
+
+#: Exit status of a sweep in which a job failed (fail_on_job_error: true).
+EXIT_JOBS_FAILED = 1
+
+
+def _unreadable(path: Path) -> str | None:
+    """What is wrong with a job's result file, or None when it is absent or a JSON object."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        return f"{path}: unreadable ({problem})"
+    return None if isinstance(data, dict) else f"{path}: not a JSON object"
 
 
 def collect(sweep_dir: str | os.PathLike, write: bool = True) -> pd.DataFrame:
@@ -132,6 +150,13 @@ class CollectCallback(Callback):
         log.info("collected %s into %s", describe(table), sweep / RESULTS)
         for path in figures:
             log.info("drew %s", path)
+        failed = int((table["status"] != "ok").sum()) if len(table) else 0
+        if failed:
+            log.error("%d of %d jobs did not finish: see the status and error columns of %s",
+                      failed, len(table), sweep / RESULTS)
+            # Past Hydra's own error handling, so the sweep ends with a non-zero status.
+            if OmegaConf.select(config, "fail_on_job_error", default=True):
+                raise SystemExit(EXIT_JOBS_FAILED)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,9 @@ in these converters, and raise `ValueError` naming the field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from enum import StrEnum
@@ -174,6 +176,37 @@ class RunConfig:
     simulate: bool = False
     sim: SimConfig = field(default_factory=SimConfig)
     resume: bool = True
+    fail_on_job_error: bool = True
+
+
+def to_run_config(cfg: Any) -> RunConfig:
+    """The typed `RunConfig` of a composed config. Hydra's `+key=value` adds keys that no
+    schema has (`+workload.bach=4`), which the conversion would drop in silence: they are
+    a ValueError naming the key and the closest field."""
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False), RunConfig)
+    if unknown:
+        raise ValueError("; ".join(unknown))
+    return OmegaConf.to_object(cfg)
+
+
+def unknown_keys(values: Any, schema: type, prefix: str = "") -> list[str]:
+    """Messages for the keys of `values` (nested dicts) that `schema` (a dataclass) lacks;
+    dict-valued fields (placeholders, solver options) take any key."""
+    if not isinstance(values, dict):
+        return []
+    hints = typing.get_type_hints(schema)
+    problems = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in hints:
+            fields = list(hints)
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            where = prefix.rstrip(".") or "the config"
+            problems.append(f"{name} is not a setting ({where} has {', '.join(fields)}){hint}")
+        elif dataclasses.is_dataclass(hints[key]):
+            problems += unknown_keys(value, hints[key], f"{name}.")
+    return problems
 
 
 def register_configs() -> None:

@@ -5,33 +5,25 @@ Kept a few lines long on purpose: under a process launcher the globals of
 """
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from elkopt import app
-from elkopt.config import RunConfig, config_path  # importing registers the config schemas
+from elkopt.config import config_path  # importing registers the config schemas
 
 
 @hydra.main(config_path=config_path(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_config: RunConfig = OmegaConf.to_object(cfg)
     hydra_config = HydraConfig.get()
-    if hydra_config.mode == RunMode.RUN:
-        status = app.main(run_config, hydra_config.runtime.output_dir)
-        if status:
-            sys.exit(status)
-        return
-    # A multirun keeps going past a failed job; its error.json records the failure (a
-    # raised exception would stop the sweep's end-of-sweep callbacks, the collector).
-    try:
-        app.main(run_config, hydra_config.runtime.output_dir)
-    except Exception as error:  # noqa: BLE001 - every failure becomes a result row
-        app.record_crash(Path(hydra_config.runtime.output_dir), run_config, error)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    status = app.run_job(cfg, hydra_config.runtime.output_dir, multirun)
+    if status and not multirun:
+        sys.exit(status)
 
 
 if __name__ == "__main__":
+    app.check_output_places(sys.argv[1:])
     main()

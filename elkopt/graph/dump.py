@@ -88,7 +88,13 @@ def read_dump(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = N
     resolved; element size from the caller (a dump's dtypes say nothing about the study's
     element size), placeholders and `decode` as `import_dump`."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DumpError(f"{path}: not a text file (byte {error.start} is {error.object[error.start]:#04x}); "
+                        "an einstein dump is JSON (an ONNX model is read with model.format=onnx)") from None
+    except OSError as error:
+        raise DumpError(f"{path}: cannot read ({error.strerror or error})") from None
     try:
         nodes = json.loads(text)
     except json.JSONDecodeError as error:

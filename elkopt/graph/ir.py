@@ -52,6 +52,9 @@ _INPUT_COUNTS = {
     OpKind.GATHER: (1, 2),
 }
 _REDUCTIONS = ("sum", "max")
+#: The largest iteration space an operator may have: plan costs and footprints are
+#: computed in float64 and int64, exact up to here.
+MAX_ITERATIONS = 2**53
 #: Labels of binary operators written as an infix symbol (in `Operator.expression`, in dumps).
 BINARY_SYMBOLS = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/"}
 
@@ -121,6 +124,9 @@ class Operator:
             for d in self.dims
             if not isinstance(d.length, int) or d.length <= 0
         ]
+        if not problems and math.prod(d.length for d in self.dims) > MAX_ITERATIONS:
+            problems.append(f"its iteration space of {math.prod(d.length for d in self.dims):.3g} points "
+                            f"is beyond what the cost model computes exactly (at most 2**53, {MAX_ITERATIONS:.3g})")
         for operand in self.operands:
             unknown = [d for d in operand.dims if d not in names]
             if unknown:

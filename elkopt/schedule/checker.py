@@ -13,7 +13,19 @@ from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
 from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
 
-__all__ = ["ScheduleError", "assert_valid", "check_schedule"]
+__all__ = ["CHECKS", "ScheduleError", "assert_valid", "check_schedule"]
+
+#: What `check_schedule` verifies, in words (metrics.json `verified_checks`).
+CHECKS = (
+    "every operator's hot footprint fits the usable SRAM",
+    "every operator with HBM data is loaded exactly once, in a window at or before it",
+    "no load waits on a load issued after its own operator (no deadlock)",
+    "operators run in program order, each after the operators whose outputs it reads, "
+    "for at least its plan's cycles",
+    "every load lasts at least its HBM and interconnect time and ends before its operator starts",
+    "hot footprints of running operators and cold footprints of waiting loads never exceed "
+    "the SRAM at any instant",
+)
 
 
 def check_schedule(
