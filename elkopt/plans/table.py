@@ -27,6 +27,7 @@ from elkopt.plans import cache
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
 from elkopt.plans.space import CostedPlans, OpShape, divisors, enumerate_plans, pareto_2d, replicas
+from elkopt.progress import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,7 @@ def build_tables(
         members.setdefault(OpShape.of(op), i)
     by_shape: dict[OpShape, PlanTable] = {}
     hits = 0
+    ticker = Ticker(progress, "plan tables: unique operators", len(members))
     for n, (shape, first) in enumerate(members.items(), 1):
         op = graph.ops[first]
         table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir)
@@ -326,11 +328,8 @@ def build_tables(
         if len(table) == 0:
             raise _infeasible(op, shape, chip, graph.elem_bytes)
         by_shape[shape] = table
-        if progress and (n % 10 == 0 or n == len(members)):
-            progress(
-                f"plan tables: {n}/{len(members)} unique operators "
-                f"({hits} from cache, {time.perf_counter() - start:.1f} s)"
-            )
+        ticker.update(n, f"{hits} from cache")
+    ticker.finish(f"{hits} from cache")
     tables = tuple(by_shape[OpShape.of(op)] for op in graph.ops)
     return TableSet(tables, len(members), hits, time.perf_counter() - start)
 

@@ -47,6 +47,7 @@ import numpy as np
 from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
 from elkopt.plans.space import OpShape
+from elkopt.progress import Ticker
 from elkopt.sim.flows import Flows, longest_route, max_min_rates
 from elkopt.sim.mapping import Mapper, OpPlacement
 from elkopt.sim.network import Network, network_from_chip
@@ -222,6 +223,7 @@ def simulate_schedule(
             compute_end = t + option.total_cycles - option.exchange_cycles - option.distribution_cycles
             running, next_op = i, i + 1
 
+    ticker = Ticker(progress, "simulation: operators started", n)
     while next_op < n or running is not None:
         issue_loads()
         start_ops()
@@ -281,8 +283,8 @@ def simulate_schedule(
                                                   for p in phases):
             load_end[load_in_flight] = t
             load_in_flight = None
-        if progress and running is None and next_op % 500 == 0 and next_op:
-            progress(f"simulated {next_op}/{n} operators")
+        ticker.update(next_op)
+    ticker.finish()
     return SimulatedRun(exec_start, exec_end, exchange_start, load_start, load_end, link_bytes, events,
                         record.data, record.width)
 
