@@ -223,3 +223,40 @@ def test_a_published_graph_file_stands_beside_the_published_numbers_only_as_the_
     assert published_model(inputs(digest, "published")) == "llama2_13b"
     assert published_model(inputs(digest, "exact")) is None  # not the graph the numbers are for
     assert published_model(inputs("0" * 64, "published")) is None  # another file of that name
+
+
+def test_the_published_graph_rules():
+    from elkopt.conventions import Conventions
+    published = read_dump(DUMPS / "prefill_attention.json", placeholders=SIZES, decode=PrefillDecode(64),
+                          conventions=Conventions.published())
+    plain = read_dump(DUMPS / "prefill_attention.json", placeholders=SIZES, decode=PrefillDecode(64))
+    ops = by_name(published.graph)
+
+    def storage(name):
+        return [(x.tensor, x.storage) for x in ops[name].inputs]
+    # reload_activations: only the previous operator's output and inputs stay on chip
+    assert storage("n17.Multiply") == [("n14", Storage.CHIP)] * 2  # the dropped gather counts as one
+    assert storage("n53.Add") == [("n14.reload", Storage.HBM), ("n52", Storage.CHIP)]  # the residual
+    assert storage("n26.Divide")[0] == ("n14.reload", Storage.HBM)
+    assert storage("n30.Slice") == [("n28", Storage.CHIP)]  # the QKV output, read by the Slice before
+    assert storage("n36.BatchMatMul")[0] == ("n29.reload", Storage.HBM)  # two operators back
+    assert storage("n22.Add")[1] == ("n8.reload", Storage.HBM)  # eps: a [1] input, not adjacent
+    assert storage("n19.Divide")[1] == ("n7", Storage.CHIP)  # a scalar is never reloaded
+    assert storage("n41.Add")[1] == ("n90.reload", Storage.HBM)  # the mask
+    # the HBM bytes grow by exactly the reloaded activations (2 bytes per element)
+    extra = published.graph.hbm_bytes - plain.graph.hbm_bytes
+    reloaded = [x for op in published.graph.ops for x in op.inputs if x.tensor.endswith(".reload")]
+    assert sorted(x.tensor for x in reloaded) == ["n14.reload", "n14.reload", "n29.reload", "n8.reload",
+                                                  "n90.reload"]  # the Slices' n28 stays on chip
+    assert extra == 2 * sum(op.elements(x) for op in published.graph.ops for x in op.inputs
+                            if x.tensor.endswith(".reload"))
+    # slice_input_shape: a Slice is costed over the tensor it slices
+    assert ops["n29.Slice"].dim_lengths == (4, 1, 192)
+    assert by_name(plain.graph)["n29.Slice"].dim_lengths == (4, 1, 64)
+    # one rule at a time
+    only = read_dump(DUMPS / "prefill_attention.json", placeholders=SIZES, decode=PrefillDecode(64),
+                     conventions=Conventions().only("slice_input_shape"))
+    assert by_name(only.graph)["n29.Slice"].dim_lengths == (4, 1, 192)
+    assert only.graph.hbm_bytes == plain.graph.hbm_bytes
+    with pytest.raises(ValueError, match="unknown convention 'bogus'"):
+        Conventions().only("bogus")

@@ -72,6 +72,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from elkopt.conventions import Conventions
 from elkopt.graph.dump_entries import DumpError, describe_json_error
 from elkopt.graph.dump_export import export_einstein, write_einstein
 from elkopt.graph.dump_import import DumpImport, ImportNotes, import_dump
@@ -83,10 +84,10 @@ from elkopt.graph.ir import Graph
 
 def read_dump(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = None,
               placeholders: Mapping[int, int] | Placeholders | None = None,
-              decode: PrefillDecode | None = None) -> DumpImport:
+              decode: PrefillDecode | None = None, conventions: Conventions | None = None) -> DumpImport:
     """The dump at `path` read as a graph (named after the file), with notes of what was
     resolved; element size from the caller (a dump's dtypes say nothing about the study's
-    element size), placeholders and `decode` as `import_dump`."""
+    element size), placeholders, `decode` and `conventions` as `import_dump`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -102,7 +103,7 @@ def read_dump(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = N
                         f"{describe_json_error(text, error.pos)}") from None
     if not isinstance(placeholders, Placeholders):
         placeholders = Placeholders(placeholders)
-    return import_dump(nodes, name or path.stem, elem_bytes, placeholders, decode)
+    return import_dump(nodes, name or path.stem, elem_bytes, placeholders, decode, conventions)
 
 
 def read_einstein(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = None,

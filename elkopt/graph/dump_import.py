@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from elkopt.conventions import Conventions
 from elkopt.graph import einstein as ein
 from elkopt.graph.dump_entries import DumpError, Entry, Link, Linked, link_entries, read_entries
 from elkopt.graph.dump_sizes import BATCH_PLACEHOLDER, SEQUENCE_PLACEHOLDER, Placeholders, PrefillDecode
@@ -20,16 +21,26 @@ from elkopt.graph.ir import BINARY_SYMBOLS, Dim, Graph, Operand, Operator, OpKin
 #: What a tensor from outside the graph is (`ImportNotes.outside`).
 WEIGHT, KV_CACHE, STEP_INPUT, CONSTANT = "weights", "kv_caches", "step_inputs", "constants"
 _ON_CHIP = (STEP_INPUT, CONSTANT)
+#: The axis a Reshape adds (length 1): it holds no axis of the tensor but is read.
+ADDED = frozenset({-1})
 
 
 @dataclass(frozen=True)
 class View:
     """A node's output as its readers see it: `tensor`, and for each axis the set of the
-    tensor's axes it holds (empty for an axis a Broadcast added); None: every axis is the
-    tensor's own, in order."""
+    tensor's axes it holds (empty for an axis a Broadcast added; ADDED for a length-1 axis a
+    Reshape added, which is read); None: every axis is the tensor's own, in order. `via`
+    names the Concat the tensor is read through, if any (for the published adjacency rule,
+    a Concat's output is a tensor of its own)."""
 
     tensor: str
     axes: tuple[frozenset[int], ...] | None = None
+    via: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """The tensor as the published parser names it: the Concat it comes through, else itself."""
+        return self.via or self.tensor
 
     def holds(self, rank: int) -> tuple[frozenset[int], ...]:
         return self.axes if self.axes is not None else tuple(frozenset({j}) for j in range(rank))
@@ -97,16 +108,18 @@ class DumpImport:
 
 
 def import_dump(nodes: Any, name: str, elem_bytes: int = 2, placeholders: Placeholders | None = None,
-                decode: PrefillDecode | None = None) -> DumpImport:
+                decode: PrefillDecode | None = None, conventions: Conventions | None = None) -> DumpImport:
     """The operator graph of a dump's node list and what reading it resolved.
 
     `placeholders` gives the sizes of the dump's symbolic lengths as written (its `used`
     records those met). With `decode`, a prefill dump (no KV cache input, or an attention
     over a sequence of queries) is read as one decode step by that rule (`PrefillDecode`);
-    a decode step's dump is read as written.
+    a decode step's dump is read as written. `conventions` applies the published graph
+    rules it turns on (`elkopt.conventions`: reload_activations, slice_input_shape).
     """
     entries = read_entries(nodes)
-    importer = _Importer(link_entries(entries), placeholders or Placeholders(), decode)
+    importer = _Importer(link_entries(entries), placeholders or Placeholders(), decode,
+                         conventions or Conventions())
     graph = importer.graph(name, elem_bytes)
     return DumpImport(graph, importer.notes)
 
@@ -114,7 +127,10 @@ def import_dump(nodes: Any, name: str, elem_bytes: int = 2, placeholders: Placeh
 class _Importer:
     """Turns linked entries into operators, node by node (`graph`)."""
 
-    def __init__(self, linked: Linked, placeholders: Placeholders, decode: PrefillDecode | None) -> None:
+    def __init__(self, linked: Linked, placeholders: Placeholders, decode: PrefillDecode | None,
+                 conventions: Conventions) -> None:
+        self.conventions = conventions
+        self.previous: set[str] = set()  # the previous operator node's output and inputs (identities)
         self.linked = linked
         self.entries = linked.entries
         self.names = self._tensor_names()
@@ -266,7 +282,7 @@ class _Importer:
         k = self._moved_input(entry)
         source = self.link_view(links[k])
         if "einstein_v2" not in entry.text:  # a bare node, " - Reshape "
-            return source
+            return View(source.tensor, source.axes, self.names[entry.position]) if entry.type == "Concat" else source
         statements, _inputs, _source = self.parse(entry)
         written = [s for s in statements if s.output.name == "output0"]
         refs = [r for s in written for r in ein.tensors(s.rhs) if r.name == f"input{k}"]
@@ -283,7 +299,10 @@ class _Importer:
         axes = tuple(frozenset().union(*(held[j] for j, index in enumerate(ref.indices)
                                          if i.name in ein.index_names(index)))
                      for i in out.indices)
-        return View(source.tensor, axes)
+        if entry.type != "Broadcast":  # only a Broadcast's new axes go unread
+            axes = tuple(a or ADDED for a in axes)
+        via = self.names[entry.position] if entry.type == "Concat" else source.via
+        return View(source.tensor, axes, via)
 
     @staticmethod
     def parse(entry: Entry) -> tuple[list[ein.Statement], dict, str]:
@@ -321,6 +340,7 @@ class _Importer:
             local[out] = self.statement(statement, local, written, label, entry, made, source)
         self.ops.extend(made)
         self.views[entry.position] = local["output0"].view
+        self.previous = {tensor} | {local[k].view.identity for k in local if k.startswith("input")}
 
     def inputs(self, entry: Entry, input_dict: dict) -> dict[str, _Input]:
         """Input name -> what it reads: edges feed input0, input1, ... in order; an input
@@ -380,6 +400,9 @@ class _Importer:
             raise DumpError(f"{where}: {out_name} is indexed by {', '.join(bad)}; expected "
                             "plain index names on the left-hand side")
         raw = _raw_lengths(statement, refs, local, entry.where, source)
+        if self.conventions.slice_input_shape and entry.type == "Slice" and len(refs) == 1:
+            _slice_over_input(raw, refs[0], local[refs[0].name].shape)
+        adjacent = self.previous | {tensor}  # a node's own intermediates stay on chip
         self.computed.add(tensor)
         written = View(tensor)  # readers index it as they please (dumps reshape implicitly)
         shape = tuple(raw[i.name] for i in statement.output.indices)
@@ -421,10 +444,15 @@ class _Importer:
                 cache = f"{tensor}.cache"
                 self.kind[cache] = KV_CACHE
                 return Operand(cache, dims_, Storage.HBM)
+            storage = Storage.CHIP
             if view.tensor not in self.computed:
                 kind = self.classify(view.tensor, _held_shape(local[key]))
-                return Operand(view.tensor, dims_, Storage.HBM if kind not in _ON_CHIP else Storage.CHIP)
-            return Operand(view.tensor, dims_, Storage.CHIP)
+                storage = Storage.HBM if kind not in _ON_CHIP else Storage.CHIP
+            if (self.conventions.reload_activations and storage == Storage.CHIP and dims_
+                    and key.startswith("input") and view.identity not in adjacent):
+                # the published parser: only the previous operator's output and inputs stay on chip
+                return Operand(f"{view.tensor}.reload", dims_, Storage.HBM)
+            return Operand(view.tensor, dims_, storage)
 
         def emit(kind: OpKind, ins: tuple[Operand, ...], out: str = tensor, reduce: str | None = None) -> None:
             name = f"{tensor}.{entry.type}" + (f".{len(made)}" if made else "")
@@ -488,6 +516,15 @@ class _Importer:
                 continue
             kv.update(n for j in axes for n in ein.index_names(ref.indices[j]))
         return {d for d in kv if d in raw and SEQUENCE_PLACEHOLDER in self.sizes.factors(raw[d])}
+
+
+def _slice_over_input(raw: dict[str, int], ref: ein.TensorRef, shape: tuple[int, ...]) -> None:
+    """The published parser sizes a Slice by the tensor it slices: each output index read
+    alone by an input axis takes that axis's length."""
+    for index, length in zip(ref.indices, shape):
+        names = ein.index_names(index)
+        if len(names) == 1 and ein.is_affine(index):
+            raw[next(iter(names))] = length
 
 
 def _held_shape(read: _Input) -> tuple[int, ...]:
