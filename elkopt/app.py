@@ -40,8 +40,9 @@ import elkopt
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
     ModelConfig, RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
-    to_run_config, to_solver_options, to_workload,
+    to_conventions, to_run_config, to_solver_options, to_workload,
 )
+from elkopt.conventions import Conventions
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph
@@ -323,11 +324,14 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     chip = to_chip(run_config.chip)
     source = digest = sizes = notes = None
     if model == "file":
-        graph, sizes, notes = read_model_file(run_config.model, workload)
+        graph, sizes, notes = read_model_file(run_config.model, workload, to_conventions(run_config.conventions))
         model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
                                 elem_bytes=workload.elem_bytes)
+        if to_conventions(run_config.conventions).reload_activations:
+            from elkopt.graph.reload import reload_activations
+            graph = reload_activations(graph)
     if run_config.simulate:  # fail before compiling, not after
         check_sim_config(run_config.sim)
         from elkopt.sim.network import network_from_chip
@@ -342,7 +346,8 @@ MODEL_FORMATS = ("einstein", "onnx")
 ONNX_BATCH_DIMS = ("batch", "batch_size")
 
 
-def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int], ImportNotes | None]:
+def read_model_file(model: ModelConfig, workload: Workload, conventions: Conventions | None = None
+                    ) -> tuple[Graph, dict[Any, int], ImportNotes | None]:
     """The graph of `model=file`, the file at model.path in model.format, the sizes its
     placeholders stood for and (einstein dumps) the notes of what reading it resolved. Its
     shapes are used as they are, placeholders substituted (a prefill dump read as a decode
@@ -361,7 +366,7 @@ def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict
     if model.format == "onnx":
         graph, sizes = _read_onnx(model, workload)
     else:
-        graph, notes = _read_einstein(model, workload)
+        graph, notes = _read_einstein(model, workload, conventions)
         sizes = dict(notes.sizes)
         log.info("read %s: %s", Path(model.path).name, notes.summary())
     if sizes:
@@ -373,7 +378,8 @@ def read_model_file(model: ModelConfig, workload: Workload) -> tuple[Graph, dict
 DECODE_FROM_PREFILL = ("published", "exact", "off")
 
 
-def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, ImportNotes]:
+def _read_einstein(model: ModelConfig, workload: Workload,
+                   conventions: Conventions | None = None) -> tuple[Graph, ImportNotes]:
     from elkopt.graph.dump import SEQUENCE_PLACEHOLDER, PrefillDecode, read_dump
 
     if model.decode_from_prefill not in DECODE_FROM_PREFILL:
@@ -384,7 +390,7 @@ def _read_einstein(model: ModelConfig, workload: Workload) -> tuple[Graph, Impor
     if workload.kind is WorkloadKind.DECODE and model.decode_from_prefill != "off" and not explicit:
         decode = PrefillDecode(workload.tokens, model.decode_from_prefill)
     read = read_dump(model.path, workload.elem_bytes, placeholders=model_placeholders(model, workload),
-                     decode=decode)
+                     decode=decode, conventions=conventions)
     held = list(dict.fromkeys(key.split()[0] for key in read.notes.sizes))
     for key in model.placeholders:
         if str(key) not in held:

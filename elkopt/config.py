@@ -27,6 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from elkopt.chip import HBM_SIDES, PUBLISHED_GB_PER_S, Chip, Topology
+from elkopt.conventions import Conventions
 
 if TYPE_CHECKING:
     from elkopt.pipeline import PlanningOptions
@@ -164,6 +165,18 @@ class SimConfig:
 
 
 @dataclass
+class ConventionsConfig:
+    """Mirror of `elkopt.conventions.Conventions`: which published accounting rules apply
+    (`conventions=elkopt`: none, `conventions=published`: all; one at a time with
+    `conventions.<rule>=true`)."""
+
+    name: str = "elkopt"
+    reload_activations: bool = False
+    slice_input_shape: bool = False
+    drop_scalar_operands: bool = False
+
+
+@dataclass
 class RunConfig:
     """The primary config: one compile of one model on one chip."""
 
@@ -172,6 +185,7 @@ class RunConfig:
     chip: ChipConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     solver: SolverConfig = field(default_factory=SolverConfig)
+    conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
     planning: PlanningConfig = field(default_factory=PlanningConfig)
     simulate: bool = False
     sim: SimConfig = field(default_factory=SimConfig)
@@ -278,6 +292,11 @@ def to_workload(cfg: WorkloadConfig) -> Workload:
     if tokens is None:
         raise ValueError(f"workload.{token_field} must be set for a {cfg.kind} workload")
     return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes)
+
+
+def to_conventions(cfg: ConventionsConfig) -> Conventions:
+    """Convert the conventions group to `elkopt.conventions.Conventions`."""
+    return Conventions(**dataclasses.asdict(cfg))
 
 
 def to_chip(cfg: ChipConfig) -> Chip:

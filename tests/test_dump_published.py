@@ -260,3 +260,29 @@ def test_the_published_graph_rules():
     assert only.graph.hbm_bytes == plain.graph.hbm_bytes
     with pytest.raises(ValueError, match="unknown convention 'bogus'"):
         Conventions().only("bogus")
+
+
+def test_the_conventions_group_and_the_reload_rule_on_zoo_graphs():
+    from hydra import compose, initialize_config_module
+
+    from elkopt.config import to_conventions
+    from elkopt.conventions import Conventions
+    from elkopt.graph.reload import reload_activations
+    from elkopt.graph.zoo import build_graph
+    from omegaconf import OmegaConf
+
+    def composed(*overrides):
+        return to_conventions(OmegaConf.to_object(compose(config_name="config", overrides=list(overrides))).conventions)
+    with initialize_config_module(config_module="elkopt.conf", version_base="1.3"):
+        assert composed() == Conventions()
+        assert composed("conventions=published") == Conventions.published()
+        assert composed("conventions.slice_input_shape=true").active == ("slice_input_shape",)
+    graph = build_graph("tiny", "decode", 4, 64)
+    reloaded = reload_activations(graph)
+    for before, after, op in zip(graph.ops, reloaded.ops, reloaded.ops):
+        for x, y in zip(before.inputs, after.inputs):
+            if y.tensor != x.tensor:  # reloaded: an on-chip activation read two or more operators back
+                assert (y.tensor, y.storage, x.storage) == (f"{x.tensor}.reload", Storage.HBM, Storage.CHIP)
+    residual = next(op for op in reloaded.ops if op.name == "layer0.attn_residual")
+    assert residual.inputs[0].storage == Storage.HBM  # the embedding, read long after it was made
+    assert reloaded.hbm_bytes > graph.hbm_bytes and reloaded.n_ops == graph.n_ops
