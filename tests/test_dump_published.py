@@ -286,3 +286,23 @@ def test_the_conventions_group_and_the_reload_rule_on_zoo_graphs():
     residual = next(op for op in reloaded.ops if op.name == "layer0.attn_residual")
     assert residual.inputs[0].storage == Storage.HBM  # the embedding, read long after it was made
     assert reloaded.hbm_bytes > graph.hbm_bytes and reloaded.n_ops == graph.n_ops
+
+
+def test_operators_as_the_published_compiler_reads_them():
+    from elkopt.conventions import Conventions
+    from elkopt.elk.texpr import ELEMENT, MATMUL, SLICE, UNARY, texpr_entry
+    graph = read_dump(DUMPS / "prefill_attention.json", placeholders=SIZES, decode=PrefillDecode(64),
+                      conventions=Conventions.published()).graph
+    ops = by_name(graph)
+    dot = texpr_entry(ops["n28.Dot"])  # [B, N, K] x [K, N]: dims (S0, M, K), the weight loaded
+    assert (dot.op_type, dot.dims, dot.variables, dot.ignore) == (
+        MATMUL, (4, 192, 64), (((0,), (1,)), ((0,), (2,)), ((2,), (1,))), (True, False))
+    softmax_max = texpr_entry(ops["n42.SoftmaxBasic"])  # a reduction, but a SoftmaxBasic node
+    assert softmax_max.op_type == ELEMENT and softmax_max.variables[0] == ((0,), (1,), (2,))
+    mean = texpr_entry(ops["n19.Divide"])  # the broadcast scalar is no operand
+    assert len(mean.variables) == 2 and mean.ignore == (True,)
+    assert len(texpr_entry(ops["n19.Divide"], drop_scalar_operands=False).variables) == 3
+    assert texpr_entry(ops["n23.Sqrt"]).op_type == UNARY and texpr_entry(ops["n29.Slice"]).op_type == SLICE
+    assert texpr_entry(ops["n29.Slice"]).dims == (4, 1, 192)
+    # layers repeat: equal keys share one published table
+    assert len({texpr_entry(op).key for op in graph.ops}) < graph.n_ops
