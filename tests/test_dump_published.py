@@ -306,3 +306,20 @@ def test_operators_as_the_published_compiler_reads_them():
     assert texpr_entry(ops["n29.Slice"]).dims == (4, 1, 192)
     # layers repeat: equal keys share one published table
     assert len({texpr_entry(op).key for op in graph.ops}) < graph.n_ops
+
+
+def test_a_graph_as_the_published_program_runs_the_published_designs():
+    from elkopt.conventions import Conventions
+    from elkopt.elk.program import elk_ops, published_hbm_GBps
+    from elkopt.elk.suite import run_published
+    graph = read_dump(DUMPS / "prefill_attention.json", placeholders=SIZES, decode=PrefillDecode(64),
+                      conventions=Conventions.published()).graph
+    ops = elk_ops(graph, cores=16, sram_bytes=64 * 1024)
+    assert [op.name for op in ops[:2]] == ["Op_0_Multiply", "Op_1_Sum"]
+    tables = {id(op.table) for op in ops}
+    assert len(tables) == len({op.key for op in ops}) < len(ops)  # one table per distinct form
+    assert published_hbm_GBps(16 * 1000 * 2**20 * 1000) == 16000
+    ms = run_published(ops, hbm_GBps=100, cores=16, sram_bytes=64 * 1024, layers=1).latency_ms()
+    assert set(ms) == {"Basic", "Static", "Elk-Dyn", "Elk-Full", "Ideal"}
+    assert all(0 < v < float("inf") for v in ms.values())
+    assert ms["Ideal"] <= min(ms.values()) + 1e-12 and ms["Elk-Full"] <= ms["Basic"]
