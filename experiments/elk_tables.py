@@ -2,8 +2,13 @@
 
     python experiments/elk_tables.py DUMP.json [DUMP.json ...] [--quiet]
 
-A dump is the JSON that /work/elkrun/dump_program.py writes from the artifact's pickled
-program: per unique operator its TExpr form, the cold-hot table and the hot set. For
+A dump is a JSON file written outside this repository from the artifact's pickled program
+(`<out>/<cores>cores/<model>-b<batch>/program.pickle`, loaded with the artifact's own code):
+{"ops": [{"name", "op_type", "expr"}], "exprs": [{"op_type", "dims", "variables", "ignore",
+"num_cores", "min_cold", "cold_hot": [[cold, hot, cold_spatial, cold_temporal,
+hot_spatial, hot_temporal, hot_mem, hot_exe, hot_comp, hot_sync_shift_shuffle, total],
+...], "hot_set": [[spatial, temporal, hot_mem, total, comp, sss], ...]}], "num_cores",
+"sram"}: per unique operator its TExpr form, the cold-hot table and the hot set. For
 each unique operator this rebuilds both with `elkopt.elk.tables` and reports whether the
 rows (cold, hot sizes) and their order agree, the largest relative difference of
 total / exe / comp / shift, whether the chosen plans agree, and the time taken.
