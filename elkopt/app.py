@@ -100,13 +100,7 @@ def run_job(cfg: Any, output_dir: str | os.PathLike, multirun: bool = False) -> 
     try:
         run_config = to_run_config(cfg)
     except ValueError as error:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        message = _one_line(error)
-        print(f"elkopt: error: {message}", file=sys.stderr)
-        write_json_atomic(out / "error.json", {"error": message, "type": type(error).__name__,
-                                               "planning_error": False, "config": None})
-        return EXIT_BAD_INPUT
+        return _fail(Path(output_dir), None, error)
     if not multirun:
         return main(run_config, output_dir)
     try:
@@ -273,11 +267,7 @@ def check_output_places(argv: list[str]) -> None:
 def record_crash(out: Path, run_config: RunConfig, error: BaseException) -> None:
     """error.json for an unexpected exception (a bug, not bad input), with its traceback."""
     log.error("the job failed: %s: %s\n%s", type(error).__name__, error, traceback.format_exc())
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "error.json", {
-        "error": _one_line(error), "type": type(error).__name__, "planning_error": False,
-        "traceback": traceback.format_exc(), "config": to_plain_dict(run_config),
-    })
+    _write_error(out, run_config, _one_line(error), type(error).__name__, traceback=traceback.format_exc())
 
 
 #: Exit status of a run cut short by Ctrl-C (128 + SIGINT, as shells report it).
@@ -288,25 +278,30 @@ def _interrupted(out: Path, run_config: RunConfig, phase: str, seconds: float) -
     """A run cut short: say where, leave error.json (never a metrics.json); EXIT_INTERRUPTED."""
     message = f"interrupted after {seconds:.0f} s, during: {phase}"
     print(f"elkopt: {message}; no results written", file=sys.stderr)
-    write_json_atomic(out / "error.json", {
-        "error": message, "type": "KeyboardInterrupt", "planning_error": False,
-        "config": to_plain_dict(run_config),
-    })
+    _write_error(out, run_config, message, "KeyboardInterrupt")
     return EXIT_INTERRUPTED
 
 
-def _fail(out: Path, run_config: RunConfig, error: ValueError) -> int:
-    """Report input the program cannot run: one line on stderr, error.json; EXIT_BAD_INPUT."""
+def _fail(out: Path, run_config: RunConfig | None, error: ValueError) -> int:
+    """Report input the program cannot run: one line on stderr, error.json; EXIT_BAD_INPUT.
+    `run_config` is None when the config itself could not be converted."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise error
     message = _one_line(error)
     print(f"elkopt: error: {message}", file=sys.stderr)
-    write_json_atomic(out / "error.json", {
-        "error": message, "type": type(error).__name__,
-        "planning_error": isinstance(error, PlanningError),
-        "config": to_plain_dict(run_config),
-    })
+    _write_error(out, run_config, message, type(error).__name__,
+                 planning_error=isinstance(error, PlanningError))
     return EXIT_BAD_INPUT
+
+
+def _write_error(out: Path, run_config: RunConfig | None, message: str, error_type: str,
+                 planning_error: bool = False, **extra: Any) -> None:
+    """error.json, the record of a job that did not finish (read back by `elkopt.collect`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "error.json", {
+        "error": message, "type": error_type, "planning_error": planning_error, **extra,
+        "config": None if run_config is None else to_plain_dict(run_config),
+    })
 
 
 def build_inputs(run_config: RunConfig) -> RunInputs:
