@@ -142,6 +142,7 @@ class _Importer:
         self.kv_axes: dict[str, frozenset[int]] = {}  # tensor -> its axes of KV length (exact rule)
         self.ops: list[Operator] = []
         self.roots: dict[int, str | None] = {}
+        self.parsed: dict[int, tuple[list[ein.Statement], dict, str]] = {}  # entry position -> `parse`
         self.kv_caches = self._kv_caches()
         self.sizes = placeholders
         self.converting = decode is not None and (not self.kv_caches or self._sequence_queries())
@@ -304,14 +305,16 @@ class _Importer:
         via = self.names[entry.position] if entry.type == "Concat" else source.via
         return View(source.tensor, axes, via)
 
-    @staticmethod
-    def parse(entry: Entry) -> tuple[list[ein.Statement], dict, str]:
-        """The node's statements, input_dict and expression text."""
-        try:
-            parsed = ein.parse_node_text(entry.text)
-            return parsed.statements(), parsed.input_dict, parsed.source
-        except ValueError as error:  # EinsteinSyntaxError is one
-            raise DumpError(f"{entry.where}: {error}") from None
+    def parse(self, entry: Entry) -> tuple[list[ein.Statement], dict, str]:
+        """The node's statements, input_dict and expression text (parsed once: the
+        attention BatchMatMuls are read before the walk too)."""
+        if entry.position not in self.parsed:
+            try:
+                text = ein.parse_node_text(entry.text)
+                self.parsed[entry.position] = (text.statements(), text.input_dict, text.source)
+            except ValueError as error:  # EinsteinSyntaxError is one
+                raise DumpError(f"{entry.where}: {error}") from None
+        return self.parsed[entry.position]
 
     # -- operators -------------------------------------------------------------------------
     def node(self, entry: Entry) -> None:
