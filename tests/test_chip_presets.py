@@ -12,15 +12,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+
+from test_cli import run_cli  # the CLI as the CLI tests run it
 
 from elkopt.chip import Chip
 from elkopt.config import to_chip, to_planning_options, to_workload
@@ -183,16 +182,6 @@ def test_every_zoo_operator_has_a_plan_on_every_preset(chip_name, preset_chips, 
 # -- the CLI, end to end (slow) ----------------------------------------------
 
 
-def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """As tests/test_cli.py runs it: a fresh plan-table cache, from outside the source tree."""
-    env = {**os.environ, "ELKOPT_CACHE": str(tmp_path / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "elkopt.run", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chip_name", ("mesh_pod4", "torus_pod4"))
 @pytest.mark.parametrize("model", MODELS)
@@ -200,7 +189,7 @@ def test_cli_plans_every_zoo_model_on_the_mesh_and_torus(model, chip_name, tmp_p
     # DiT-XL/2 has no decode step: it runs its forward pass (a latent of patches).
     workload = ["workload=forward"] if zoo.ARCHITECTURES[model].kind == "dit" else []
     began = time.perf_counter()
-    result = run_cli(tmp_path, f"model={model}", f"chip={chip_name}", "scheduler=basic", *workload)
+    result = run_cli(tmp_path, f"model={model}", f"chip={chip_name}", "scheduler=basic", *workload, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == model and metrics["latency_ms"] > 0

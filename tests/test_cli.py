@@ -18,13 +18,13 @@ METRIC_KEYS = {
 }
 
 
-def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_cli(tmp_path: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "ELKOPT_CACHE": str(tmp_path / "cache")}
     env.pop("HYDRA_FULL_ERROR", None)
     # Run from tmp_path: the installed package is used, not a source folder on sys.path.
     return subprocess.run(
         [sys.executable, "-m", "elkopt.run", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
 
