@@ -43,6 +43,7 @@ from elkopt.config import (
     to_conventions, to_run_config, to_solver_options, to_workload,
 )
 from elkopt.conventions import Conventions
+from elkopt.elk.compile import ELK_CHECKS, ELK_SCHEDULERS, ElkRun, compile_elk
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph
@@ -53,7 +54,7 @@ from elkopt.report import (
 )
 from elkopt.plans.space import OpShape
 from elkopt.schedule.checker import CHECKS
-from elkopt.schedule.trace import write_chrome_trace
+from elkopt.schedule.trace import timeline_trace, write_chrome_trace
 from elkopt.sim.mapping import MAPPINGS
 
 if TYPE_CHECKING:
@@ -138,7 +139,11 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         inputs = build_inputs(run_config)
         say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
             f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
-        if run_config.simulate and run_config.sim.calibrate_rounds > 0:
+        if run_config.scheduler.name in ELK_SCHEDULERS:
+            result = compile_elk(inputs.graph, inputs.chip, run_config.scheduler.name,
+                                 to_conventions(run_config.conventions), layers=run_config.planning.layers,
+                                 progress=say)
+        elif run_config.simulate and run_config.sim.calibrate_rounds > 0:
             from elkopt.sim.calibrate import calibrate
 
             calibrated = calibrate(inputs.graph, inputs.chip, run_config.scheduler.name,
@@ -328,6 +333,10 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
             from elkopt.graph.reload import reload_activations
             graph = reload_activations(graph)
     if run_config.simulate:  # fail before compiling, not after
+        if run_config.scheduler.name in ELK_SCHEDULERS:
+            raise ValueError(f"simulate: the network simulator runs elkopt plans; the published design "
+                             f"{run_config.scheduler.name} keeps no per-core plan to simulate (set simulate=false, "
+                             "or choose scheduler=basic|static|inductive|elkopt)")
         check_sim_config(run_config.sim)
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)
@@ -489,12 +498,16 @@ def published_ms(model: str | None, workload: Workload, chip: Chip) -> dict[str,
     return PUBLISHED_MS.get(model) if reference_setup else None
 
 
-def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -> dict[str, Any]:
-    """The metrics.json content; latencies in ms, utilisations as fractions of the latency."""
+def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | ElkRun) -> dict[str, Any]:
+    """The metrics.json content; latencies in ms, utilisations as fractions of the latency.
+    For a published design (`ElkRun`), basic_ms, static_ms and ideal_ms are the published
+    designs' (`reference_designs` says which), and elk_dyn_ms, elk_dyn_printed_ms and
+    elk_full_ms (when it ran) are added."""
     timeline = result.timeline
     ms_per_cycle = 1e3 / inputs.chip.clock_hz
     latency_ms = timeline.latency_cycles * ms_per_cycle
     refs = result.references
+    elk = isinstance(result, ElkRun)
     return {
         "model": inputs.model,
         "workload": inputs.describe_workload(),
@@ -513,21 +526,25 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
         "static_ms": refs.get("static"),
         "pct_of_ideal": percent_of(refs.get("ideal"), latency_ms),
         "pct_of_lower_bound": percent_of(refs.get("lower_bound"), latency_ms),
+        "reference_designs": "published" if elk else "elkopt",
+        "elk_dyn_ms": refs.get("elk_dyn"),
+        "elk_dyn_printed_ms": refs.get("elk_dyn_printed"),
+        "elk_full_ms": refs.get("elk_full"),
         "published_ms": published_ms(published_model(inputs), inputs.workload, inputs.chip),
         "simulated_ms": None,  # with simulate: true, filled by simulate_run
         "hbm_util": timeline.hbm_util,
         "noc_util": timeline.noc_util,
         "tflops": timeline.tflops,
         "peak_sram_bytes": timeline.peak_sram_bytes,
-        "verified": True,  # compile_model raises unless the independent checker passes
-        "verified_checks": list(CHECKS),
+        "verified": True,  # compile_model and compile_elk raise unless their checker passes
+        "verified_checks": list(ELK_CHECKS if elk else CHECKS),
         "n_ops": result.graph.n_ops,  # as planned: after any operator splitting
         "compile_s": result.compile_s,
         "peak_rss_mb": peak_rss_mb(),
         "breakdown": {f"{part}_ms": cycles * ms_per_cycle
                       for part, cycles in timeline.breakdown().items()},
         "stats": dict(result.stats),
-        "solve": dict(result.solve_stats),
+        "solve": {} if elk else dict(result.solve_stats),
         "elkopt_version": elkopt.__version__,
         "versions": versions(),
         "git_revision": git_revision(),
@@ -535,12 +552,18 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult) -
     }
 
 
-def write_outputs(out: Path, result: RunResult, metrics: dict[str, Any], extra_events: list[dict] = ()) -> None:
+def write_outputs(out: Path, result: RunResult | ElkRun, metrics: dict[str, Any],
+                  extra_events: list[dict] = ()) -> None:
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
     op_names = [op.name for op in result.graph.ops]
-    write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
-    write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip,
-                       extra_events)
+    if isinstance(result, ElkRun):
+        write_text_atomic(out / "plan.json", plan_json_text(result.plan_dict()))
+        write_json_atomic(out / "trace.json", timeline_trace(result.timeline, op_names, result.chip,
+                                                             *result.trace_args(), extra_events), indent=None)
+    else:
+        write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
+        write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip,
+                           extra_events)
     write_json_atomic(out / "metrics.json", metrics)
     log.info("wrote plan.json, trace.json and metrics.json to %s", out)
 
@@ -586,11 +609,16 @@ def peak_rss_mb() -> float:
 def format_summary(metrics: dict[str, Any]) -> str:
     """A short table: this run's latency against elkopt's references and the published ones."""
     latency = metrics["latency_ms"]
+    ours = "Elk" if metrics.get("reference_designs") == "published" else "elkopt"
     rows: list[tuple[str, float | None]] = [
         (f"this run ({metrics['scheduler']})", latency),
-        ("elkopt Basic", metrics["basic_ms"]),
-        ("elkopt Static", metrics["static_ms"]),
-        ("elkopt Ideal", metrics["ideal_ms"]),
+        (f"{ours} Basic", metrics["basic_ms"]),
+        (f"{ours} Static", metrics["static_ms"]),
+        ("Elk-Dyn", metrics.get("elk_dyn_ms")),
+        ("Elk-Dyn, as printed", None if metrics.get("elk_dyn_printed_ms") == metrics.get("elk_dyn_ms")
+         else metrics.get("elk_dyn_printed_ms")),
+        ("Elk-Full", metrics.get("elk_full_ms")),
+        (f"{ours} Ideal", metrics["ideal_ms"]),
         ("lower bound", metrics["lower_bound_ms"]),
     ]
     published = metrics["published_ms"] or {}

@@ -113,7 +113,9 @@ class ChipConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Which scheduler `compile_model` runs: basic, static, inductive or elkopt."""
+    """Which scheduler runs: elkopt's basic, static, inductive or elkopt
+    (`elkopt.pipeline.compile_model`), or a published design: elk_basic, elk_static,
+    elk_dyn, elk_full, elk_ideal (`elkopt.elk.compile.compile_elk`)."""
 
     name: str = MISSING
 
@@ -150,6 +152,7 @@ class PlanningConfig:
     split_fraction: Optional[float] = 0.25
     max_copies: int = 4
     split_policy: str = "if_faster"
+    layers: Optional[int] = None
 
 
 @dataclass

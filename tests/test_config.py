@@ -52,7 +52,8 @@ def test_groups_have_the_documented_options():
         ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny", "file"])
     assert options("workload") == ["decode", "forward"]
     assert options("chip") == ["ipu_mk2", "ipu_pod4", "mesh_pod4", "torus_pod4"]
-    assert options("scheduler") == ["basic", "elkopt", "inductive", "static"]
+    assert options("scheduler") == ["basic", "elk_basic", "elk_dyn", "elk_full", "elk_ideal", "elk_static",
+                                    "elkopt", "inductive", "static"]
     assert options("solver") == ["highs"]
 
 

@@ -37,7 +37,8 @@ PRUNE_MARGIN = 1e-9
 class ElkSchedule:
     """One design's schedule. Per operator (execution order): `exe`, `load` (start, end)
     cycles, `cold`, `hot` bytes per core, `comp_cycles`, `shift_cycles`, `load_remain_noc`
-    (idle NoC cycles of its load), `preloads` (loads overlapping it); `load_order`."""
+    (idle NoC cycles of its load), `preloads` (loads overlapping it), `rows` (the chosen
+    row of its cold-hot table); `load_order`."""
 
     design: str
     exe: np.ndarray
@@ -50,6 +51,7 @@ class ElkSchedule:
     preloads: np.ndarray
     load_order: tuple[int, ...]
     latency_cycles: float
+    rows: np.ndarray
 
     @property
     def latency_ms(self) -> float:
@@ -74,7 +76,7 @@ def make_schedule(design: str, back: BackwardSchedule,
     pick = lambda name: np.asarray([getattr(t, name)[r] for t, r in zip(index, rows)])
     return ElkSchedule(design, back.exe, back.load, pick("cold"), pick("hot"), pick("comp"),
                        pick("shift"), back.remain, back.preloads, back.load_order,
-                       back.latency_cycles)
+                       back.latency_cycles, back.row.copy())
 
 
 @dataclass(frozen=True)

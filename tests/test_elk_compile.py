@@ -1,0 +1,138 @@
+"""The published designs as elkopt schedulers (`elkopt.elk.compile`, scheduler=elk_*)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from elkopt.chip import Chip, Topology
+from elkopt.conventions import Conventions
+from elkopt.elk.compile import (ELK_CHECKS, ElkRun, check_elk_schedule, compile_elk, count_layers,
+                                elk_timeline, lower_bound_cycles, published_machine)
+from elkopt.graph import zoo
+from elkopt.graph.reload import reload_activations
+from tests.test_cli import run_cli
+
+POD4 = Chip(name="pod4", n_chips=4, cores_per_chip=1472)
+
+
+@pytest.fixture(scope="module")
+def tiny_full() -> ElkRun:
+    graph = reload_activations(zoo.build_graph("tiny", "decode", 32, 2048))
+    return compile_elk(graph, POD4, "elk_full", Conventions.published())
+
+
+def designs(run: ElkRun) -> dict:
+    r = run.results
+    return {"basic": r.basic.schedule, "static": r.static.schedule, "elk_dyn": r.elk_dyn.schedule,
+            "ideal": r.ideal, "elk_full": r.elk_full.schedule}
+
+
+def test_every_design_passes_the_check_and_no_design_beats_the_lower_bound(tiny_full):
+    bound = lower_bound_cycles(tiny_full.problem)
+    assert bound > 0
+    for name, schedule in designs(tiny_full).items():
+        assert check_elk_schedule(schedule, tiny_full.problem) == [], name
+        assert schedule.latency_cycles >= bound * (1 - 1e-12), name
+
+
+def test_the_timeline_is_the_schedule_from_zero(tiny_full):
+    s, tl = tiny_full.schedule, tiny_full.timeline
+    assert tl.latency_cycles == pytest.approx(s.latency_cycles, rel=1e-12)
+    assert np.nanmin(tl.load_start) == pytest.approx(0, abs=1e-6)
+    assert np.allclose(tl.exec_end - tl.exec_start, s.exe[:, 1] - s.exe[:, 0])
+    assert sum(tl.breakdown().values()) == pytest.approx(tl.latency_cycles, rel=1e-9)
+    # operators without HBM data have no load, the others their HBM time at least
+    no_data = np.asarray([t.min_cold == 0 for t in tiny_full.problem.index])
+    assert no_data.any() and (~no_data).any()
+    assert np.isnan(tl.load_start[no_data]).all()
+    assert (tl.load_end - tl.load_start)[~no_data] == pytest.approx(tl.load_end[~no_data] - tl.load_start[~no_data])
+    assert ((tl.load_end - tl.load_start)[~no_data] >= tl.hbm_cycles[~no_data] * (1 - 1e-12)).all()
+    assert tl.peak_sram_bytes <= POD4.usable_sram_bytes_per_core
+
+
+def test_references_name_every_design(tiny_full):
+    refs = tiny_full.references
+    ms = tiny_full.results.latency_ms()
+    assert refs["elk_full"] == ms["Elk-Full"] == pytest.approx(tiny_full.timeline.latency_ms, rel=1e-12)
+    assert refs["elk_dyn"] == min(s.latency_ms for s in tiny_full.results.elk_dyn.by_threshold.values())
+    assert refs["lower_bound"] <= min(ms.values())
+
+
+def test_the_check_finds_broken_schedules(tiny_full):
+    s, pb = tiny_full.schedule, tiny_full.problem
+    loaded = [i for i, t in enumerate(pb.index) if t.min_cold > 0]
+    i = loaded[1]
+    early = s.exe.copy()
+    early[i] -= (early[i, 0] - early[i - 1, 0]) / 2  # starts while the op before it runs
+    assert any("starts before" in p for p in check_elk_schedule(replace(s, exe=early), pb))
+    short = s.exe.copy()
+    short[i, 0] = short[i, 1] - 1
+    assert any("its pair needs" in p for p in check_elk_schedule(replace(s, exe=short), pb))
+    hot = s.hot.copy()
+    hot[i] += 1
+    assert any("not a pair of its table" in p for p in check_elk_schedule(replace(s, hot=hot), pb))
+    late = s.load.copy()
+    late[i] += s.exe[i, 1] - s.load[i, 0]  # loaded while it runs
+    assert any("ends after it starts" in p for p in check_elk_schedule(replace(s, load=late), pb))
+    j = loaded[2]
+    both = s.load.copy()
+    both[j] = both[i]  # two loads at once
+    assert any("overlap" in p for p in check_elk_schedule(replace(s, load=both), pb))
+    small = replace(pb, sram_bytes=int(s.hot.max()))  # a Problem rebuilds its indices
+    assert any("bytes per core are in use" in p for p in check_elk_schedule(s, small))
+    assert not any("in use" in p for p in check_elk_schedule(s, small, check_sram=False))
+
+
+def test_layers_are_counted_from_the_graph():
+    assert count_layers(zoo.build_graph("tiny", "decode", 32, 2048)) == 2
+    assert count_layers(zoo.build_graph("llama2_13b", "decode", 32, 2048)) == 40
+
+
+def test_the_machine_is_the_published_one_or_an_error_naming_the_field():
+    hbm, ic = published_machine(POD4)
+    assert hbm == pytest.approx(16000) and (ic.mesh, ic.comm, ic.comp) == (0, 1, 1)
+    _, ic = published_machine(replace(POD4, core_link_bytes_per_s=2 * POD4.core_link_bytes_per_s,
+                                      compute_scale=0.5))
+    assert (ic.comm, ic.comp) == (pytest.approx(2), 0.5)
+    with pytest.raises(ValueError, match="chip.clock_hz"):
+        published_machine(replace(POD4, clock_hz=1e9))
+    with pytest.raises(ValueError, match="chip.topology"):
+        published_machine(replace(POD4, topology=Topology.MESH, mesh_rows=64, mesh_cols=92,
+                                  mesh_link_bytes_per_s=1e9))
+
+
+def test_layers_setting_is_checked(tiny_full):
+    with pytest.raises(ValueError, match="planning.layers"):
+        compile_elk(tiny_full.graph, POD4, "elk_basic", Conventions.published(), layers=0)
+    with pytest.raises(ValueError, match="unknown published scheduler"):
+        compile_elk(tiny_full.graph, POD4, "elk_fast", Conventions.published())
+
+
+def test_cli_runs_a_published_design(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "conventions=published", "scheduler=elk_full")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["scheduler"] == "elk_full" and metrics["reference_designs"] == "published"
+    assert metrics["latency_ms"] == pytest.approx(metrics["elk_full_ms"], rel=1e-12)
+    for key in ("basic_ms", "static_ms", "elk_dyn_ms", "elk_dyn_printed_ms", "ideal_ms", "lower_bound_ms"):
+        assert metrics[key] > 0, key
+    assert metrics["verified"] and metrics["verified_checks"] == list(ELK_CHECKS)
+    assert metrics["stats"]["layers"] == 2
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["design"] == "Elk-Full" and len(plan["ops"]) == metrics["n_ops"]
+    assert sorted(plan["load_order"]) == list(range(metrics["n_ops"]))
+    assert plan["ops"][-1]["exec"][1] == pytest.approx(metrics["latency_cycles"])
+    trace = json.loads((run / "trace.json").read_text())
+    assert sum(e.get("name") == plan["ops"][0]["name"] and e["ph"] == "X" for e in trace["traceEvents"]) >= 1
+    assert "Elk-Full" in result.stdout and "Elk Static" in result.stdout
+
+
+def test_cli_refuses_to_simulate_a_published_design(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "scheduler=elk_basic", "simulate=true")
+    assert result.returncode == 2
+    assert "simulate" in result.stderr and "elk_basic" in result.stderr
