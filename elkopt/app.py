@@ -48,7 +48,8 @@ from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph
 from elkopt.pipeline import PlanningError, RunResult, compile_model
-from elkopt.published import PUBLISHED_GRAPHS, PUBLISHED_MS
+from elkopt.published import (DEFAULT_SPLIT_FACTOR, PUBLISHED_GRAPHS, PUBLISHED_LAYERS, PUBLISHED_MS,
+                               PUBLISHED_SPLIT_FACTOR)
 from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
@@ -140,9 +141,12 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
             f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
         if run_config.scheduler.name in ELK_SCHEDULERS:
+            published = published_model(inputs)
+            split_factor = run_config.planning.split_factor or PUBLISHED_SPLIT_FACTOR.get(published, DEFAULT_SPLIT_FACTOR)
+            layers = run_config.planning.layers or PUBLISHED_LAYERS.get(published)
             result = compile_elk(inputs.graph, inputs.chip, run_config.scheduler.name,
-                                 to_conventions(run_config.conventions), layers=run_config.planning.layers,
-                                 progress=say)
+                                 to_conventions(run_config.conventions), layers=layers,
+                                 split_factor=split_factor, progress=say)
         elif run_config.simulate and run_config.sim.calibrate_rounds > 0:
             from elkopt.sim.calibrate import calibrate
 
@@ -538,7 +542,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
         "peak_sram_bytes": timeline.peak_sram_bytes,
         "verified": True,  # compile_model and compile_elk raise unless their checker passes
         "verified_checks": list(ELK_CHECKS if elk else CHECKS),
-        "n_ops": result.graph.n_ops,  # as planned: after any operator splitting
+        "n_ops": result.timeline.n_ops,  # as planned: after any operator splitting
         "compile_s": result.compile_s,
         "peak_rss_mb": peak_rss_mb(),
         "breakdown": {f"{part}_ms": cycles * ms_per_cycle
@@ -555,12 +559,13 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
 def write_outputs(out: Path, result: RunResult | ElkRun, metrics: dict[str, Any],
                   extra_events: list[dict] = ()) -> None:
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
-    op_names = [op.name for op in result.graph.ops]
     if isinstance(result, ElkRun):
+        op_names = result.op_names
         write_text_atomic(out / "plan.json", plan_json_text(result.plan_dict()))
         write_json_atomic(out / "trace.json", timeline_trace(result.timeline, op_names, result.chip,
                                                              *result.trace_args(), extra_events), indent=None)
     else:
+        op_names = [op.name for op in result.graph.ops]
         write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
         write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip,
                            extra_events)

@@ -153,6 +153,7 @@ class PlanningConfig:
     max_copies: int = 4
     split_policy: str = "if_faster"
     layers: Optional[int] = None
+    split_factor: Optional[int] = None
 
 
 @dataclass
@@ -177,6 +178,7 @@ class ConventionsConfig:
     reload_activations: bool = False
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
+    capacity_split: bool = False
 
 
 @dataclass

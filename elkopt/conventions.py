@@ -13,6 +13,10 @@ graph (the importer and graph transforms)
                         published parser sizes it
     drop_scalar_operands  broadcast scalars are not operands (the published parser deletes
                         them; elkopt keeps them as 1-element on-chip operands)
+    capacity_split      operators above the published capacity (cores // split_factor MiB of
+                        2-byte elements) are halved along their largest dim until they fit,
+                        as the published parser does (read by the published schedulers,
+                        `elkopt.elk.program`; elkopt's own cut is planning.split_fraction)
 
 plans and timeline (to come with the published plan tables, `elkopt.elk`)
 
@@ -31,6 +35,8 @@ RULES = {
                           "inputs is read from HBM again",
     "slice_input_shape": "a Slice is costed over the shape of the tensor it slices",
     "drop_scalar_operands": "broadcast scalars are not operands",
+    "capacity_split": "operators above cores // split_factor MiB are halved along their largest dim "
+                      "until they fit",
 }
 
 
@@ -42,6 +48,7 @@ class Conventions:
     reload_activations: bool = False
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
+    capacity_split: bool = False
 
     @classmethod
     def published(cls) -> Conventions:

@@ -36,3 +36,10 @@ PUBLISHED_PARSER_TOTALS: dict[str, tuple[int, float, float]] = {
     "opt_30b": (2269, 2007.8, 150.38),
     "llama2_70b": (3848, 3775.7, 139.38),
 }
+#: The published scripts' command line per model (ELK_REFERENCE section 6): --layers (no
+#: preload group longer than n_ops // layers) and --split_factor (the parser's capacity
+#: is cores // split_factor MiB).
+PUBLISHED_LAYERS: dict[str, int] = {"llama2_13b": 40, "gemma2_27b": 46, "opt_30b": 48, "llama2_70b": 80}
+PUBLISHED_SPLIT_FACTOR: dict[str, int] = {"llama2_13b": 3, "gemma2_27b": 2, "opt_30b": 4, "llama2_70b": 3}
+#: The split factor of the published scripts for other models (llama2-13, llama2-70, vit-huge).
+DEFAULT_SPLIT_FACTOR = 3

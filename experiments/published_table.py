@@ -6,9 +6,12 @@ with the published compiler rebuilt in elkopt (`elkopt.elk`): 20 numbers.
 
 ELK is a checkout of the published artifact (its graph files are not in this repository).
 Each file is read under `conventions=published` (its graph rules) as one decode step, its
-operators get the published plan tables, and the five published designs run as the
-published launch script runs them (`elkopt.elk.suite.run_published`), on 5888 cores of
-624 KiB, all-to-all. Layers per model as the published scripts pass them.
+operators get the published plan tables (after the published capacity split, cores //
+split factor MiB), and the five published designs run as the published launch script runs
+them (`elkopt.elk.suite.run_published`), on 5888 cores of 624 KiB, all-to-all. Layers and
+split factors per model as the published scripts pass them (`elkopt.published`).
+The same runs from the command line: `python -m elkopt.run model=file
+model.path=ELK/models/original/llama2-13.json conventions=published scheduler=elk_full`.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ from elkopt.conventions import Conventions
 from elkopt.elk.program import elk_ops
 from elkopt.elk.suite import run_published
 from elkopt.graph.dump import PrefillDecode, read_dump
-from elkopt.published import PUBLISHED_MS
+from elkopt.published import PUBLISHED_LAYERS, PUBLISHED_MS, PUBLISHED_SPLIT_FACTOR
 
-#: file stem -> (zoo model of the published numbers, --layers of the published scripts)
-MODELS = {"llama2-13": ("llama2_13b", 40), "gemma2": ("gemma2_27b", 46), "opt-30": ("opt_30b", 48),
-          "llama2-70": ("llama2_70b", 80)}
+#: file stem -> zoo model of the published numbers
+MODELS = {"llama2-13": "llama2_13b", "gemma2": "gemma2_27b", "opt-30": "opt_30b", "llama2-70": "llama2_70b"}
 DESIGNS = {"Basic": "basic", "Static": "static", "Elk-Dyn": "elk_dyn", "Elk-Full": "elk_full", "Ideal": "ideal"}
 
 
@@ -43,11 +45,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for stem in args.models:
-        zoo, layers = MODELS[stem]
+        zoo = MODELS[stem]
+        layers, capacity = PUBLISHED_LAYERS[zoo], args.cores // PUBLISHED_SPLIT_FACTOR[zoo]
         start = time.perf_counter()
         graph = read_dump(args.folder / f"{stem}.json", placeholders={99: args.batch, 66: args.kv_len},
                           decode=PrefillDecode(args.kv_len), conventions=Conventions.published()).graph
-        ops = elk_ops(graph, args.cores, 624 * 1024)
+        ops = elk_ops(graph, args.cores, 624 * 1024, capacity_mb=capacity)
         tables_s = time.perf_counter() - start
         results = run_published(ops, args.hbm, args.cores, 624 * 1024, layers)
         total_s = time.perf_counter() - start

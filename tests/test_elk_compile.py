@@ -11,7 +11,9 @@ import pytest
 from elkopt.chip import Chip, Topology
 from elkopt.conventions import Conventions
 from elkopt.elk.compile import (ELK_CHECKS, ElkRun, check_elk_schedule, compile_elk, count_layers,
-                                elk_timeline, lower_bound_cycles, published_machine)
+                                lower_bound_cycles, published_machine, sram_in_use)
+from elkopt.elk.program import capacity_split
+from elkopt.elk.texpr import TExprEntry
 from elkopt.graph import zoo
 from elkopt.graph.reload import reload_activations
 from tests.test_cli import run_cli
@@ -82,9 +84,22 @@ def test_the_check_finds_broken_schedules(tiny_full):
     both = s.load.copy()
     both[j] = both[i]  # two loads at once
     assert any("overlap" in p for p in check_elk_schedule(replace(s, load=both), pb))
-    small = replace(pb, sram_bytes=int(s.hot.max()))  # a Problem rebuilds its indices
-    assert any("bytes per core are in use" in p for p in check_elk_schedule(s, small))
-    assert not any("in use" in p for p in check_elk_schedule(s, small, check_sram=False))
+
+
+def test_sram_in_use_counts_the_loads_waiting_beside_each_operator(tiny_full):
+    s, pb = tiny_full.schedule, tiny_full.problem
+    used = sram_in_use(s, pb)
+    assert (used >= s.hot).all() and used.max() <= pb.sram_bytes
+    assert tiny_full.stats["sram_overcommit_bytes"] == 0
+    # by hand: a load moved to start with op 0 waits beside every operator before its own
+    j = max(i for i, t in enumerate(pb.index) if t.min_cold > 0)
+    early = s.load.copy()
+    early[j] = [s.exe[0, 0] - 1, s.exe[0, 0]]
+    moved = sram_in_use(replace(s, load=early), pb)
+    extra = np.zeros(len(pb.ops))
+    before = s.load[j, 0]
+    extra[:j] = [pb.index[j].min_cold if s.exe[i, 1] <= before else 0 for i in range(j)]
+    assert moved == pytest.approx(used + extra)
 
 
 def test_layers_are_counted_from_the_graph():
@@ -136,3 +151,42 @@ def test_cli_refuses_to_simulate_a_published_design(tmp_path):
     result = run_cli(tmp_path, "model=tiny", "scheduler=elk_basic", "simulate=true")
     assert result.returncode == 2
     assert "simulate" in result.stderr and "elk_basic" in result.stderr
+
+
+def entry(*dims: int, inputs: int = 2) -> TExprEntry:
+    variables = tuple(((d,),) for d in range(inputs + 1))
+    return TExprEntry(5, dims, variables, (True,) * inputs)
+
+
+def test_capacity_split_halves_the_largest_dim_until_the_op_fits():
+    cap_mb = 1  # 2^19 two-byte elements
+    # a BatchMatMul: four largest dims 64 x 32 x 512 x 2 = 2^21 -> halve 512 twice
+    bmm = entry(64, 1, 512, 32, 2)
+    # a Dot: two largest dims 2048 x 512 = 2^20 -> halve 2048 once; a one-input op: never
+    dot, unary = entry(4, 2048, 512), entry(4096, 4096, inputs=1)
+    out = capacity_split([bmm, dot, unary], [True, False, False], cap_mb)
+    assert [i for i, _ in out] == [0, 0, 0, 0, 1, 1, 2]
+    assert [e.dims for _, e in out] == [(64, 1, 128, 32, 2)] * 4 + [(4, 1024, 512)] * 2 + [(4096, 4096)]
+    # a tie takes the first of the largest dims; odd lengths round down
+    assert capacity_split([entry(1025, 1025)], [False], cap_mb)[0][1].dims == (512, 512)
+    assert capacity_split([dot], [False], 2) == [(0, dot)]
+    with pytest.raises(ValueError, match="capacity"):
+        capacity_split([dot], [False], 0)
+
+
+def test_the_capacity_split_reaches_the_cli_names_and_plan(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "conventions=published", "scheduler=elk_basic",
+                     "planning.split_factor=5888", "workload.batch=256", "workload.kv_len=8192")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    stats = metrics["stats"]
+    assert stats["split_copies_added"] > 0 and metrics["n_ops"] == len(plan["ops"])
+    names = [op["name"] for op in plan["ops"]]
+    parts = [n for n in names if ".part" in n]
+    assert len(parts) == stats["split_copies_added"] + stats["split_ops"]
+    k = names.index(parts[0])  # the copies of one operator follow each other: .part0, .part1, ...
+    base = parts[0].removesuffix(".part0")
+    copies = sum(n.startswith(base + ".part") for n in names)
+    assert names[k:k + copies] == [f"{base}.part{j}" for j in range(copies)]
+    assert len({op["graph_op"] for op in plan["ops"][k:k + copies]}) == 1

@@ -73,10 +73,12 @@ class ElkOp:
     """One operator as the published schedulers see it: its name (``Op_<i>_<type>``), its
     type id (0 reduce, 1 unary, 2 element-wise, 3 pool, 4 conv, 5 matmul, 6 gather,
     8 slice), its dim lengths, `key` (operators with equal keys share one table: the
-    published compiler's unique expressions) and the table."""
+    published compiler's unique expressions), the table, and `source`, the index of the
+    graph operator it stands for (-1: none given; copies of a split operator share it)."""
 
     name: str
     op_type: int
     dims: tuple[int, ...]
     key: Hashable
     table: ColdHotTable
+    source: int = -1

@@ -4,25 +4,64 @@
 published cold-hot table per distinct form (the published compiler's unique expressions:
 layers repeat) and names the operators ``Op_<i>_<type>`` as the published program does
 (its layer detection compares these names).
+
+With a capacity (`capacity_mb`, the published parser's CAP_MB = cores // split_factor),
+operators too large for it are first halved as the published parser halves them
+(`capacity_split`, ELK_REFERENCE 2.2 step 8): a BatchMatMul whose four largest dims hold
+more than CAP_MB MiB of 2-byte elements, or a two-input operator whose two largest dims do,
+loses half of its largest dim (the first such, rounded down) and is followed by a copy of
+itself, until none is. The copies are identical (they share a table); partial sums along a
+halved contracted dim are not added, as published.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from math import prod
 
 from elkopt.elk.coldhot import ColdHotTable, ElkOp
 from elkopt.elk.tables import build_cold_hot_table
-from elkopt.elk.texpr import texpr_entry
+from elkopt.elk.texpr import TExprEntry, texpr_entry
 from elkopt.graph.ir import Graph
 from elkopt.progress import Ticker
 
 
+def capacity_split(entries: list[TExprEntry], is_batch_matmul: list[bool],
+                   capacity_mb: int) -> list[tuple[int, TExprEntry]]:
+    """The entries after the published capacity split (module doc), each with the index
+    of the entry it came from; copies follow their original."""
+    if capacity_mb < 1:
+        raise ValueError(f"the published capacity must be at least 1 MiB, got {capacity_mb}")
+    cap = capacity_mb * 2**20 // 2
+    out = []
+    for i, (entry, bmm) in enumerate(zip(entries, is_batch_matmul)):
+        largest = 4 if bmm else 2 if len(entry.variables) == 3 else 0
+        dims = list(entry.dims)
+        copies = 1
+        while largest and len(dims) >= largest and prod(sorted(dims)[-largest:]) > cap:
+            d = dims.index(max(dims))
+            if dims[d] < 2:
+                break
+            dims[d] //= 2
+            copies *= 2
+        halved = replace(entry, dims=tuple(dims))
+        out.extend((i, halved) for _ in range(copies))
+    return out
+
+
 def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: bool = True,
+            capacity_mb: int | None = None,
             progress: Callable[[str], None] | None = None) -> list[ElkOp]:
     """`graph`'s operators with their published cold-hot tables on `cores` cores of
-    `sram_bytes` each (the element size is the graph's)."""
+    `sram_bytes` each (the element size is the graph's); with `capacity_mb`, after the
+    published capacity split. Each `ElkOp.source` is the graph operator it came from."""
     entries = [texpr_entry(op, drop_scalar_operands) for op in graph.ops]
+    sources = list(range(len(entries)))
+    if capacity_mb is not None:
+        split = capacity_split(entries, [op.label == "BatchMatMul" for op in graph.ops], capacity_mb)
+        sources, entries = [i for i, _ in split], [e for _, e in split]
     unique = list(dict.fromkeys(e.key for e in entries))
     tables: dict[tuple, ColdHotTable] = {}
     ticker = Ticker(progress, "published tables: unique operators", len(unique))
@@ -33,8 +72,8 @@ def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: boo
                                            list(ignore), cores, sram_bytes, graph.elem_bytes)
         ticker.update(n)
     ticker.finish(f"{time.perf_counter() - start:.1f} s")
-    return [ElkOp(f"Op_{i}_{op.label}", e.op_type, e.dims, e.key, tables[e.key])
-            for i, (op, e) in enumerate(zip(graph.ops, entries))]
+    return [ElkOp(f"Op_{i}_{graph.ops[src].label}", e.op_type, e.dims, e.key, tables[e.key], src)
+            for i, (src, e) in enumerate(zip(sources, entries))]
 
 
 def published_hbm_GBps(hbm_bytes_per_s: float) -> float:
