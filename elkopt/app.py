@@ -146,7 +146,8 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
             layers = run_config.planning.layers or PUBLISHED_LAYERS.get(published)
             result = compile_elk(inputs.graph, inputs.chip, run_config.scheduler.name,
                                  to_conventions(run_config.conventions), layers=layers,
-                                 split_factor=split_factor, progress=say)
+                                 split_factor=split_factor, options=to_planning_options(run_config.planning),
+                                 progress=say)
         elif run_config.simulate and run_config.sim.calibrate_rounds > 0:
             from elkopt.sim.calibrate import calibrate
 

@@ -178,6 +178,7 @@ class ConventionsConfig:
     reload_activations: bool = False
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
+    published_plans: bool = False
     capacity_split: bool = False
 
 

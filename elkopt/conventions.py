@@ -13,12 +13,21 @@ graph (the importer and graph transforms)
                         published parser sizes it
     drop_scalar_operands  broadcast scalars are not operands (the published parser deletes
                         them; elkopt keeps them as 1-element on-chip operands)
+
+plans (read by the published schedulers, scheduler=elk_*; elkopt's schedulers always plan
+on elkopt's plan tables)
+    published_plans     operators' plans and costs come from the published enumeration and
+                        cold-hot tables (`elkopt.elk.tables`): HBM bytes are the smallest cold
+                        size x cores (per-core padding included), the published temporal
+                        sort, reduce ladder, Slice compute and inter-chip factor, and loads
+                        delivered at the published 5 GB/s per core (5.5 in Elk-Full and
+                        Ideal). Off, the published schedulers read elkopt's plan tables, the
+                        operators' unique HBM bytes and the chip's link rate
     capacity_split      operators above the published capacity (cores // split_factor MiB of
                         2-byte elements) are halved along their largest dim until they fit,
-                        as the published parser does (read by the published schedulers,
-                        `elkopt.elk.program`; elkopt's own cut is planning.split_fraction)
+                        as the published parser does (`elkopt.elk.program`; needs
+                        published_plans; without it planning.split_fraction cuts)
 
-plans and timeline (to come with the published plan tables, `elkopt.elk`)
 
 `Conventions()` is elkopt's accounting (every rule off); `Conventions.published()` turns
 every rule on. Library code takes a `Conventions`; the command line sets it with
@@ -35,6 +44,8 @@ RULES = {
                           "inputs is read from HBM again",
     "slice_input_shape": "a Slice is costed over the shape of the tensor it slices",
     "drop_scalar_operands": "broadcast scalars are not operands",
+    "published_plans": "plans and costs from the published enumeration and cold-hot tables (padded HBM "
+                       "bytes, published delivery rates)",
     "capacity_split": "operators above cores // split_factor MiB are halved along their largest dim "
                       "until they fit",
 }
@@ -48,7 +59,14 @@ class Conventions:
     reload_activations: bool = False
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
+    published_plans: bool = False
     capacity_split: bool = False
+
+    def __post_init__(self) -> None:
+        if self.capacity_split and not self.published_plans:
+            raise ValueError("conventions.capacity_split cuts the published plan tables' operators: set "
+                             "conventions.published_plans=true too, or capacity_split=false (elkopt's own "
+                             "cut is planning.split_fraction)")
 
     @classmethod
     def published(cls) -> Conventions:
@@ -56,10 +74,12 @@ class Conventions:
         return cls("published", **{rule: True for rule in RULES})
 
     def only(self, rule: str) -> Conventions:
-        """elkopt's accounting with one published rule on (to see what it is worth)."""
+        """elkopt's accounting with one published rule on (to see what it is worth);
+        capacity_split comes with published_plans, which it needs."""
         if rule not in RULES:
             raise ValueError(f"unknown convention {rule!r}; the rules are {', '.join(RULES)}")
-        return replace(Conventions(), name=f"elkopt+{rule}", **{rule: True})
+        needs = {"published_plans": True} if rule == "capacity_split" else {}
+        return replace(Conventions(), name=f"elkopt+{rule}", **needs, **{rule: True})
 
     @property
     def active(self) -> tuple[str, ...]:

@@ -106,7 +106,7 @@ def compile_model(
     check_static_sweep(chip, options)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
-    cut, split = _split(graph, chip, options)
+    cut, split = split_graph(graph, chip, options)
     if not split.splits:
         return _compile(graph, chip, scheduler, options, say, solver, start, split)
     say(f"cut {len(split.splits)} operators reading more than {options.split_fraction:g} of the "
@@ -146,7 +146,7 @@ def check_static_sweep(chip: Chip, options: PlanningOptions) -> None:
             f"planning.static_step_bytes to at least {least:,}")
 
 
-def _split(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Graph, SplitReport]:
+def split_graph(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Graph, SplitReport]:
     """The graph with its large operators cut (`options.split_fraction`), dims chosen by
     the fastest plan of the copies."""
     if options.split_fraction is None:

@@ -12,10 +12,15 @@ from elkopt.chip import Chip, Topology
 from elkopt.conventions import Conventions
 from elkopt.elk.compile import (ELK_CHECKS, ElkRun, check_elk_schedule, compile_elk, count_layers,
                                 lower_bound_cycles, published_machine, sram_in_use)
-from elkopt.elk.program import capacity_split
+from elkopt.elk.convert import load_windows
+from elkopt.elk.program import capacity_split, cold_hot_table
 from elkopt.elk.texpr import TExprEntry
 from elkopt.graph import zoo
 from elkopt.graph.reload import reload_activations
+from elkopt.plans.table import build_tables
+from elkopt.schedule.checker import check_schedule
+from elkopt.schedule.schedule import PROLOGUE
+from elkopt.schedule.timeline import compute_timeline
 from tests.test_cli import run_cli
 
 POD4 = Chip(name="pod4", n_chips=4, cores_per_chip=1472)
@@ -190,3 +195,72 @@ def test_the_capacity_split_reaches_the_cli_names_and_plan(tmp_path):
     copies = sum(n.startswith(base + ".part") for n in names)
     assert names[k:k + copies] == [f"{base}.part{j}" for j in range(copies)]
     assert len({op["graph_op"] for op in plan["ops"][k:k + copies]}) == 1
+
+
+# -- the published designs on elkopt's accounting ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_elkopt() -> ElkRun:
+    graph = zoo.build_graph("tiny", "decode", 32, 2048)
+    return compile_elk(graph, POD4, "elk_full", Conventions())
+
+
+def test_an_elkopt_plan_table_as_a_cold_hot_table(tiny_elkopt):
+    graph = tiny_elkopt.graph
+    tables = build_tables(graph, POD4)
+    for i, op in enumerate(graph.ops):
+        plan, ch = tables[i], cold_hot_table(tables[i], op.hbm_bytes(graph.elem_bytes))
+        pairs = list(zip(ch.cold.tolist(), ch.hot.tolist()))
+        assert pairs == sorted(set(pairs))  # one row per (cold, hot) pair, sorted
+        assert set(pairs) == set(zip(plan.cold_bytes.tolist(), plan.hot_bytes.tolist()))
+        for k, (cold, hot) in enumerate(pairs):  # each pair's fastest row, and where it came from
+            same = (plan.cold_bytes == cold) & (plan.hot_bytes == hot)
+            assert ch.total[k] == plan.total_cycles[same].min() == plan.total_cycles[ch.row[k]]
+        assert ch.exe.tolist() == plan.exec_cycles[ch.row].tolist()
+        assert (ch.comp + ch.shift).tolist() == pytest.approx(ch.exe.tolist())
+        assert ch.hbm_bytes == op.hbm_bytes(graph.elem_bytes)
+    with pytest.raises(ValueError, match="empty"):
+        cold_hot_table(tables[0].__class__(*(a[:0] for a in tables[0].to_arrays().values())), 0)
+
+
+def test_on_elkopt_accounting_the_designs_are_timed_on_elkopt_timeline(tiny_elkopt):
+    run, graph = tiny_elkopt, tiny_elkopt.graph
+    assert run.plan is not None and len(run.plan.ops) == graph.n_ops
+    recomputed = compute_timeline(run.plan, POD4, [op.flops for op in graph.ops])
+    assert recomputed.latency_cycles == run.timeline.latency_cycles
+    assert check_schedule(run.plan, POD4, [graph.dependencies(i) for i in range(graph.n_ops)], recomputed) == []
+    refs = run.references
+    assert refs["elk_full"] == pytest.approx(run.timeline.latency_ms, rel=1e-12)
+    assert {"basic", "static", "elk_dyn", "elk_dyn_printed", "lower_bound"} <= run.timed_ms.keys()
+    assert refs["lower_bound"] <= min(refs[k] for k in ("basic", "static", "elk_dyn", "elk_full"))
+    # loads stream the operators' unique bytes (no per-core padding)
+    loaded = ~np.isnan(run.timeline.load_start)
+    hbm = np.asarray([op.hbm_bytes(graph.elem_bytes) for op in graph.ops], dtype=float)
+    assert (hbm[loaded] > 0).all() and (hbm[~loaded] == 0).all()
+    assert run.timeline.hbm_cycles[loaded] == pytest.approx(hbm[loaded] / POD4.hbm_bytes_per_cycle)
+    # the plan's options are rows of the elkopt tables the published designs chose from
+    chosen = run.schedule.rows
+    for i in range(graph.n_ops):
+        assert run.plan.ops[i].option.hot_bytes == run.schedule.hot[i] == run.problem.ops[i].table.hot[chosen[i]]
+
+
+def test_the_load_window_is_the_operator_running_when_the_load_starts(tiny_full):
+    s = tiny_full.schedule
+    loaded = np.asarray([t.min_cold > 0 for t in tiny_full.problem.index])
+    windows = load_windows(s, loaded)
+    for i in np.flatnonzero(loaded).tolist():
+        w, start = windows[i], s.load[i, 0]
+        assert w == PROLOGUE or w <= i
+        if w == PROLOGUE:
+            assert start < s.exe[0, 0] + 1e-6
+        elif w < i:
+            assert s.exe[w, 0] - 1e-6 <= start < s.exe[w, 1]
+        else:  # issued in the gap before its own operator, after the op before it ended
+            assert w == 0 or start >= s.exe[w - 1, 1] - 1e-6
+
+
+def test_capacity_split_needs_the_published_plans():
+    with pytest.raises(ValueError, match="published_plans=true"):
+        Conventions(capacity_split=True)
+    assert Conventions().only("capacity_split").active == ("published_plans", "capacity_split")

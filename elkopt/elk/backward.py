@@ -41,13 +41,15 @@ class LoadModel:
     threshold: float | None
     mesh: float = 0.0
 
-    def hbm_cycles(self, min_cold: int) -> float:
-        """Cycles to stream `min_cold` bytes per core from HBM (unit: 2^20 B/ms per GB/s)."""
-        return float(min_cold * self.cores) / 1024. / 1024. / self.hbm_GBps * CYCLES_PER_MS
+    def hbm_cycles(self, min_cold: int, hbm_bytes: int = -1) -> float:
+        """Cycles to stream an operator's data from HBM (unit: 2^20 B/ms per GB/s):
+        `hbm_bytes`, or (-1, published) `min_cold` bytes per core on every core."""
+        total = hbm_bytes if hbm_bytes >= 0 else min_cold * self.cores
+        return float(total) / 1024. / 1024. / self.hbm_GBps * CYCLES_PER_MS
 
-    def timing(self, cold: int, min_cold: int) -> tuple[float, float]:
+    def timing(self, cold: int, min_cold: int, hbm_bytes: int = -1) -> tuple[float, float]:
         """(load cycles, idle NoC cycles) for a load parked in a `cold`-byte layout."""
-        t = self.hbm_cycles(min_cold)
+        t = self.hbm_cycles(min_cold, hbm_bytes)
         ratio = (self.noc_gbps * self.cores) / self.hbm_GBps
         if self.threshold is None:
             noc = t / ratio
@@ -178,7 +180,7 @@ class Bound:
     @classmethod
     def build(cls, index: Sequence[TableIndex], loads_model: LoadModel) -> "Bound":
         """The data for `index`, with no limit yet."""
-        hbm = [loads_model.hbm_cycles(t.min_cold) for t in index]
+        hbm = [loads_model.hbm_cycles(t.min_cold, t.hbm_bytes) for t in index]
         fastest = np.r_[0.0, np.cumsum([min(t.exe_list) for t in index])].tolist()
         return cls(float("inf"), hbm, fastest)
 
@@ -222,7 +224,7 @@ def run_backward(index: Sequence[TableIndex], loads_model: LoadModel, design: De
     tab = index[-1]
     row = design.last_row()
     st.rows[-1], st.exe_start[-1] = row, -tab.exe_list[row]
-    info[n - 1] = loads_model.timing(tab.cold_list[row], tab.min_cold)
+    info[n - 1] = loads_model.timing(tab.cold_list[row], tab.min_cold, tab.hbm_bytes)
     cur = place(n - 1, n - 1)
     for i in range(n - 2, -1, -1):
         cands = design.candidates(i, st)
@@ -241,7 +243,7 @@ def run_backward(index: Sequence[TableIndex], loads_model: LoadModel, design: De
         if mode == "loads":
             delay_loads(start, deadline, tab.comp_list[row], k, loads)
         st.exe_start[i], exe_end[i], st.rows[i], preloads[i] = start, deadline, row, k
-        info[i] = loads_model.timing(tab.cold_list[row], tab.min_cold)
+        info[i] = loads_model.timing(tab.cold_list[row], tab.min_cold, tab.hbm_bytes)
         placed = len(loads.op)
         cur = place(i, cur)
         if bound is not None:

@@ -25,7 +25,9 @@ class ColdHotTable:
     Rows: `cold`, `hot` (bytes per core), `total` (hot plan's cycles + warm-up: what a
     schedule charges), `exe`, `comp`, `shift` (the hot plan's cycles: all, compute,
     synchronisation + shifts + shuffle). `row` maps a row to the row of an elkopt
-    `PlanTable` it came from (-1 when built by the published enumeration).
+    `PlanTable` it came from (empty when built by the published enumeration).
+    `hbm_bytes`: the operator's unique HBM bytes, what its load streams; -1 (published)
+    for min_cold x cores, per-core padding included.
     Hot set, in the published order: `hot_set_mem`, `hot_set_total`, `hot_set_comp`,
     `hot_set_shift`.
     """
@@ -41,6 +43,7 @@ class ColdHotTable:
     hot_set_comp: np.ndarray
     hot_set_shift: np.ndarray
     row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hbm_bytes: int = -1
 
     def __post_init__(self) -> None:
         n = len(self.cold)

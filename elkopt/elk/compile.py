@@ -33,16 +33,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from elkopt.chip import REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.chip import PUBLISHED_GB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.conventions import Conventions
+from elkopt.elk.lookup import ALL_TO_ALL, CYCLES_PER_MS, Interconnect
+from elkopt.elk.program import elk_ops, elk_ops_from_plans, published_hbm_GBps
 from elkopt.elk.coldhot import ElkOp
-from elkopt.elk.lookup import CYCLES_PER_MS, Interconnect
-from elkopt.elk.program import elk_ops, published_hbm_GBps
 from elkopt.elk.schedulers import (ElkSchedule, Problem, schedule_basic, schedule_elk_dyn,
                                    schedule_elk_full, schedule_ideal, schedule_static)
 from elkopt.elk.suite import PublishedResults
 from elkopt.elk.texpr import published_type
+from elkopt.elk.convert import to_schedule
 from elkopt.graph.ir import Graph
+from elkopt.schedule import baselines
+from elkopt.schedule.baselines import Evaluated
+from elkopt.schedule.checker import assert_valid
+from elkopt.schedule.schedule import Schedule
+from elkopt.schedule.timeline import compute_timeline
+from elkopt.pipeline import PlanningError, PlanningOptions, split_graph
+from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables
 from elkopt.published import DEFAULT_SPLIT_FACTOR
 from elkopt.schedule.layers import find_layers
 from elkopt.schedule.timeline import ScheduleError, Timeline
@@ -50,6 +58,10 @@ from elkopt.schedule.timeline import ScheduleError, Timeline
 #: scheduler name -> the paper's design name.
 ELK_SCHEDULERS = {"elk_basic": "Basic", "elk_static": "Static", "elk_dyn": "Elk-Dyn",
                   "elk_full": "Elk-Full", "elk_ideal": "Ideal"}
+
+#: scheduler name -> its key among the references (metrics.json <key>_ms).
+REFERENCE_KEYS = {"elk_basic": "basic", "elk_static": "static", "elk_dyn": "elk_dyn", "elk_full": "elk_full",
+                  "elk_ideal": "ideal"}
 
 #: What `check_elk_schedule` verifies, in words (metrics.json `verified_checks`).
 ELK_CHECKS = (
@@ -64,7 +76,10 @@ ELK_CHECKS = (
 @dataclass(frozen=True)
 class ElkRun:
     """One run of the published designs: the asked design's `schedule` and `timeline`,
-    every design's results (`results`), the operators with their tables and the setting."""
+    every design's results (`results`), the operators with their tables and the setting.
+    On elkopt's plan tables (conventions.published_plans off), `plan` is the design's
+    decisions as an elkopt `Schedule`, `timeline` its elkopt timeline, and `timed_ms`
+    every design's latency so timed (Ideal keeps its own model's timing: it is a bound)."""
 
     graph: Graph
     chip: Chip
@@ -75,6 +90,8 @@ class ElkRun:
     problem: Problem
     compile_s: float
     stats: dict[str, float | int] = field(default_factory=dict)
+    plan: Schedule | None = None
+    timed_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def design(self) -> str:
@@ -104,7 +121,7 @@ class ElkRun:
                "elk_dyn": ms["Elk-Dyn"], "elk_dyn_printed": self.results.elk_dyn.printed_ms}
         if "Elk-Full" in ms:
             out["elk_full"] = ms["Elk-Full"]
-        return out
+        return {**out, **self.timed_ms}
 
     def plan_dict(self) -> dict:
         """plan.json: per operator its (cold, hot) bytes per core, cycles, intervals (the
@@ -143,7 +160,7 @@ class ElkRun:
                       "comp_cycles": float(s.comp_cycles[i]), "shift_cycles": float(s.shift_cycles[i]),
                       "stall_cycles": float(tl.stall[i])} for i in range(tl.n_ops)]
         load_args = [None if np.isnan(tl.load_start[i]) else
-                     {"op": i, "hbm_bytes": int(self.problem.index[i].min_cold * self.problem.cores),
+                     {"op": i, "hbm_bytes": _hbm_bytes(self.problem, i),
                       "cold_bytes": int(s.cold[i]), "hbm_cycles": float(tl.hbm_cycles[i]),
                       "noc_cycles": float(tl.noc_cycles[i])} for i in range(tl.n_ops)]
         return exec_args, load_args
@@ -171,11 +188,17 @@ def count_layers(graph: Graph) -> int:
 
 def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventions,
                 layers: int | None = None, split_factor: int = DEFAULT_SPLIT_FACTOR,
+                options: PlanningOptions | None = None,
                 progress: Callable[[str], None] | None = None) -> ElkRun:
     """Run the published designs on `graph` and `chip`; the result holds `scheduler`'s
-    schedule, checked (ScheduleError if the check fails). Under
-    `conventions.capacity_split`, operators above cores // `split_factor` MiB are halved
-    first (`elkopt.elk.program.capacity_split`)."""
+    schedule, checked (ScheduleError if the check fails).
+
+    Under `conventions.published_plans` the operators get the published cold-hot tables
+    (and, under `conventions.capacity_split`, operators above cores // `split_factor` MiB
+    are halved first, `elkopt.elk.program.capacity_split`). Otherwise they get elkopt's
+    plan tables (`options`: the plan space, the cache and elkopt's cut of large
+    operators, applied whenever it cuts), their unique HBM bytes, and every design
+    delivers loads at the chip's per-core link rate."""
     if scheduler not in ELK_SCHEDULERS:
         raise ValueError(f"unknown published scheduler {scheduler!r}; choose one of {', '.join(ELK_SCHEDULERS)}")
     if layers is not None and layers < 1:
@@ -187,14 +210,30 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
     hbm_GBps, interconnect = published_machine(chip)
     sram = chip.usable_sram_bytes_per_core
     n_layers = layers or count_layers(graph)
-    capacity = chip.cores // split_factor if conventions.capacity_split else None
-    ops = elk_ops(graph, chip.cores, sram, conventions.drop_scalar_operands, capacity, progress=say)
+    noc_gbps, tables = None, None
+    if conventions.published_plans:
+        capacity = chip.cores // split_factor if conventions.capacity_split else None
+        ops = elk_ops(graph, chip.cores, sram, conventions.drop_scalar_operands, capacity, progress=say)
+        if len(ops) > graph.n_ops:
+            say(f"published capacity split ({capacity} MiB): {graph.n_ops} -> {len(ops)} operators")
+    else:
+        options = options or PlanningOptions()
+        whole = graph
+        graph, _report = split_graph(graph, chip, options)
+        if graph is not whole:
+            say(f"cut operators reading more than {options.split_fraction:g} of the SRAM from HBM: "
+                f"{whole.n_ops} -> {graph.n_ops} operators")
+        try:
+            tables = build_tables(graph, chip, options.max_spatial_splits, options.cache_dir, progress=say)
+        except InfeasibleOperatorError as err:
+            raise PlanningError(str(err)) from None
+        ops = elk_ops_from_plans(graph, tables)
+        # elkopt's plan costs hold the link rate and the compute scale already
+        interconnect, noc_gbps = ALL_TO_ALL, chip.core_link_bytes_per_s / PUBLISHED_GB_PER_S
     tables_s = time.perf_counter() - start
     if len(ops) // n_layers < 1:
         raise ValueError(f"planning.layers={n_layers} is more than the graph's {len(ops)} operators")
-    if len(ops) > graph.n_ops:
-        say(f"published capacity split ({capacity} MiB): {graph.n_ops} -> {len(ops)} operators")
-    pb = Problem(ops, hbm_GBps, chip.cores, sram, n_layers, interconnect)
+    pb = Problem(ops, hbm_GBps, chip.cores, sram, n_layers, interconnect, noc_gbps)
     timings: dict[str, float] = {}
 
     def timed(name: str, run: Callable):
@@ -213,6 +252,19 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
     chosen = {"elk_basic": basic.schedule, "elk_static": static.schedule, "elk_dyn": dyn.schedule,
               "elk_ideal": ideal, "elk_full": full.schedule if full else None}[scheduler]
     timeline = elk_timeline(chosen, pb, graph.total_flops)
+    plan, timed = None, {}
+    if tables is not None:  # elkopt's accounting: the designs' decisions on elkopt's timeline
+        say("timing the published designs' decisions on elkopt's timeline")
+        designs = {"basic": basic.schedule, "static": static.schedule, "elk_dyn": dyn.schedule,
+                   "elk_dyn_printed": dyn.by_threshold[dyn.printed_threshold]}
+        if full is not None:
+            designs["elk_full"] = full.schedule
+        evaluated = {key: _on_elkopt_timeline(s, ops, graph, tables, chip, key) for key, s in designs.items()}
+        timed = {key: ev.timeline.latency_ms for key, ev in evaluated.items()}
+        timed["lower_bound"] = baselines.lower_bound_cycles(graph, tables, chip) * 1e3 / chip.clock_hz
+        if scheduler != "elk_ideal":  # Ideal is a bound, not a schedule: its model's timing stays
+            key = REFERENCE_KEYS[scheduler]
+            plan, timeline = evaluated[key].schedule, evaluated[key].timeline
     problems = check_elk_schedule(chosen, pb)
     if problems:
         raise ScheduleError(f"the {ELK_SCHEDULERS[scheduler]} schedule breaks {len(problems)} rules: "
@@ -234,7 +286,24 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
     if full is not None:
         stats.update(elk_full_orders=full.runs // 2, elk_full_runs_completed=full.completed,
                      elk_full_delay_comp=int(full.delay_comp))
-    return ElkRun(graph, chip, scheduler, chosen, timeline, results, pb, time.perf_counter() - start, stats)
+    return ElkRun(graph, chip, scheduler, chosen, timeline, results, pb, time.perf_counter() - start, stats,
+                  plan, timed)
+
+
+def _on_elkopt_timeline(schedule: ElkSchedule, ops: list[ElkOp], graph: Graph, tables: TableSet, chip: Chip,
+                        name: str) -> Evaluated:
+    """A published design's decisions timed on elkopt's timeline and checked by elkopt's
+    checker (`elkopt.elk.convert`)."""
+    plan = to_schedule(schedule, ops, graph, tables, name)
+    timeline = compute_timeline(plan, chip, [op.flops for op in graph.ops])
+    assert_valid(plan, chip, [graph.dependencies(i) for i in range(graph.n_ops)], timeline)
+    return Evaluated(plan, timeline)
+
+
+def _hbm_bytes(pb: Problem, i: int) -> int:
+    """What op i's load streams: its table's unique bytes, or (published) min cold x cores."""
+    t = pb.index[i]
+    return t.hbm_bytes if t.hbm_bytes >= 0 else t.min_cold * pb.cores
 
 
 def _exe_cycles(pb: Problem, rows: np.ndarray) -> np.ndarray:
@@ -243,7 +312,7 @@ def _exe_cycles(pb: Problem, rows: np.ndarray) -> np.ndarray:
 
 def _hbm_cycles(pb: Problem) -> np.ndarray:
     model = pb.loads(5, None)  # the HBM time of a load does not depend on the NoC model
-    return np.asarray([model.hbm_cycles(t.min_cold) for t in pb.index], dtype=np.float64)
+    return np.asarray([model.hbm_cycles(t.min_cold, t.hbm_bytes) for t in pb.index], dtype=np.float64)
 
 
 def lower_bound_cycles(pb: Problem) -> float:

@@ -59,6 +59,7 @@ class TableIndex:
         self.cold_list = self.cold.tolist()
         self.hot_list = self.hot.tolist()
         self.min_cold = int(self.cold[0])
+        self.hbm_bytes = int(table.hbm_bytes)
         self.min_hot = int(self.hot[0])
         total = table.total.astype(np.float64)
         comp = table.comp.astype(np.float64)

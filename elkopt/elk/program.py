@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from math import prod
 
+import numpy as np
+
 from elkopt.elk.coldhot import ColdHotTable, ElkOp
 from elkopt.elk.tables import build_cold_hot_table
-from elkopt.elk.texpr import TExprEntry, texpr_entry
+from elkopt.elk.texpr import TExprEntry, published_type, texpr_entry
 from elkopt.graph.ir import Graph
+from elkopt.plans.table import PlanTable, TableSet
 from elkopt.progress import Ticker
 
 
@@ -74,6 +77,43 @@ def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: boo
     ticker.finish(f"{time.perf_counter() - start:.1f} s")
     return [ElkOp(f"Op_{i}_{graph.ops[src].label}", e.op_type, e.dims, e.key, tables[e.key], src)
             for i, (src, e) in enumerate(zip(sources, entries))]
+
+
+def cold_hot_table(table: PlanTable, hbm_bytes: int) -> ColdHotTable:
+    """An elkopt plan table as a published cold-hot table: per (cold, hot) pair its
+    fastest row (hot plan + distribution from the cold layout; ties to the lower row),
+    the hot Pareto front as the hot set, and the operator's unique `hbm_bytes` as what
+    its load streams (elkopt's accounting: no per-core padding)."""
+    if not len(table):
+        raise ValueError("an empty plan table has no cold-hot pairs")
+    total = table.total_cycles
+    order = np.lexsort((np.arange(len(table)), total, table.hot_bytes, table.cold_bytes))
+    pairs = np.column_stack([table.cold_bytes[order], table.hot_bytes[order]])
+    first = np.r_[True, (pairs[1:] != pairs[:-1]).any(axis=1)]
+    rows = order[first]
+    front = np.asarray(table.front, dtype=np.int64)
+    front = front[np.argsort(table.hot_bytes[front], kind="stable")]
+    exe, exchange = table.exec_cycles, table.exchange_cycles
+    return ColdHotTable(
+        cold=table.cold_bytes[rows].astype(np.int64), hot=table.hot_bytes[rows].astype(np.int64),
+        total=total[rows], exe=exe[rows], comp=(exe - exchange)[rows], shift=exchange[rows],
+        hot_set_mem=table.hot_bytes[front], hot_set_total=exe[front],
+        hot_set_comp=(exe - exchange)[front], hot_set_shift=exchange[front],
+        row=rows.astype(np.int64), hbm_bytes=int(hbm_bytes))
+
+
+def elk_ops_from_plans(graph: Graph, tables: TableSet) -> list[ElkOp]:
+    """`graph`'s operators with cold-hot tables made from elkopt's plan tables
+    (`cold_hot_table`): the published schedulers on elkopt's accounting. Operators that
+    share a plan table share a cold-hot table and a key."""
+    converted: dict[int, ColdHotTable] = {}
+    ops = []
+    for i, (op, table) in enumerate(zip(graph.ops, tables.tables)):
+        if id(table) not in converted:
+            converted[id(table)] = cold_hot_table(table, op.hbm_bytes(graph.elem_bytes))
+        ops.append(ElkOp(f"Op_{i}_{op.label}", published_type(op), op.dim_lengths, op.signature,
+                         converted[id(table)], i))
+    return ops
 
 
 def published_hbm_GBps(hbm_bytes_per_s: float) -> float:

@@ -82,7 +82,9 @@ def make_schedule(design: str, back: BackwardSchedule,
 @dataclass(frozen=True)
 class Problem:
     """The inputs every design shares, with each table's `TableIndex` built once. Pass it
-    to any `schedule_*` function in place of the operator list."""
+    to any `schedule_*` function in place of the operator list. `noc_gbps`: every design
+    delivers loads at this many GB/s per core (None: the published 5, or 5.5 in Elk-Full
+    and Ideal)."""
 
     ops: Sequence[ElkOp]
     hbm_GBps: float
@@ -90,6 +92,7 @@ class Problem:
     sram_bytes: int
     layers: int = 1
     interconnect: Interconnect = ALL_TO_ALL
+    noc_gbps: float | None = None
     index: list[TableIndex] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +111,10 @@ class Problem:
         return len(self.ops) // self.layers
 
     def loads(self, noc_gbps: float, threshold: float | None) -> LoadModel:
-        return LoadModel(self.hbm_GBps, self.cores, noc_gbps, threshold, self.interconnect.mesh)
+        """The load model of a design that delivers at `noc_gbps` per core (published),
+        or at `self.noc_gbps` when that is set (every design at the chip's rate)."""
+        return LoadModel(self.hbm_GBps, self.cores, self.noc_gbps or noc_gbps, threshold,
+                         self.interconnect.mesh)
 
 
 @dataclass(frozen=True)

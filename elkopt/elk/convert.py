@@ -1,0 +1,68 @@
+"""A published design's decisions as an elkopt `Schedule`, to time on elkopt's timeline.
+
+On elkopt's plan tables (`elkopt.elk.program.elk_ops_from_plans`) every cold-hot row the
+published schedulers choose is a row of an elkopt `PlanTable` (`ColdHotTable.row`), so a
+published schedule's decisions are elkopt decisions: per operator its plan option, the
+operator during whose execution its load starts, and the load order. `to_schedule` writes
+them so; `elkopt.schedule.timeline.compute_timeline` then times them under elkopt's
+accounting and `elkopt.schedule.checker` checks them, as it does elkopt's own schedules.
+
+A load is issued in the window of the operator running when the published schedule starts
+it (an operator's own index when it starts in the gap before that operator, the prologue
+before the first). elkopt starts a load at its window's start once the loads before it are
+done, never later than the published model does; loads take their HBM or delivery time,
+with no threshold stretch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from elkopt.elk.coldhot import ElkOp
+from elkopt.elk.schedulers import ElkSchedule
+from elkopt.graph.ir import Graph
+from elkopt.plans.table import TableSet
+from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
+
+
+def load_windows(schedule: ElkSchedule, loaded: np.ndarray) -> np.ndarray:
+    """Per operator, the window its load is issued in (`Schedule` semantics; module doc)."""
+    exe, start = schedule.exe, schedule.load[:, 0]
+    n = len(exe)
+    tol = 1e-9 * max(1.0, float(np.abs(exe).max()))
+    # the last operator to start at or before the load, if it is still running then
+    running = np.searchsorted(exe[:, 0], start + tol, side="right") - 1
+    windows = np.arange(n)
+    for i in np.flatnonzero(loaded).tolist():
+        w = running[i]
+        if w < 0:
+            windows[i] = PROLOGUE
+        elif w < i and start[i] < exe[w, 1] - tol:
+            windows[i] = w
+        else:  # in the gap after op w: issued as op w ends, i.e. with op w + 1 (<= i)
+            windows[i] = min(w + 1, i)
+    return windows
+
+
+def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, tables: TableSet,
+                name: str) -> Schedule:
+    """`schedule` (on tables from `elk_ops_from_plans(graph, tables)`) as an elkopt
+    `Schedule` named `name`."""
+    if len(ops) != graph.n_ops or len(tables.tables) != graph.n_ops:
+        raise ValueError(f"{len(ops)} published operators, {len(tables.tables)} plan tables and "
+                         f"{graph.n_ops} graph operators must be the same operators")
+    hbm = np.asarray([op.hbm_bytes(graph.elem_bytes) for op in graph.ops], dtype=np.int64)
+    windows = load_windows(schedule, hbm > 0)
+    out = []
+    for i, (op, table) in enumerate(zip(ops, tables.tables)):
+        if not len(op.table.row):
+            raise ValueError(f"{op.name}: its cold-hot table was not made from an elkopt plan table")
+        row = int(op.table.row[schedule.rows[i]])
+        out.append(OpSchedule(i, table.option(row), int(windows[i]) if hbm[i] else i, int(hbm[i])))
+    order = tuple(j for j in schedule.load_order if hbm[j] > 0)
+    return Schedule(tuple(out), order, name)
+
+
+__all__ = ["load_windows", "to_schedule"]
