@@ -542,7 +542,8 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
         "tflops": timeline.tflops,
         "peak_sram_bytes": timeline.peak_sram_bytes,
         "verified": True,  # compile_model and compile_elk raise unless their checker passes
-        "verified_checks": list(ELK_CHECKS if elk else CHECKS),
+        # a published design: its model's schedule, and on elkopt's tables its plan on elkopt's checker too
+        "verified_checks": [*(ELK_CHECKS if elk else ()), *(CHECKS if not elk or result.plan is not None else ())],
         "n_ops": result.timeline.n_ops,  # as planned: after any operator splitting
         "compile_s": result.compile_s,
         "peak_rss_mb": peak_rss_mb(),
@@ -560,7 +561,11 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
 def write_outputs(out: Path, result: RunResult | ElkRun, metrics: dict[str, Any],
                   extra_events: list[dict] = ()) -> None:
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
-    if isinstance(result, ElkRun):
+    if isinstance(result, ElkRun) and result.plan is not None:  # on elkopt's tables: an elkopt plan
+        op_names = [op.name for op in result.graph.ops]
+        write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.plan, op_names)))
+        write_chrome_trace(out / "trace.json", result.timeline, result.plan, op_names, result.chip, extra_events)
+    elif isinstance(result, ElkRun):
         op_names = result.op_names
         write_text_atomic(out / "plan.json", plan_json_text(result.plan_dict()))
         write_json_atomic(out / "trace.json", timeline_trace(result.timeline, op_names, result.chip,

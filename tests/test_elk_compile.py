@@ -18,7 +18,8 @@ from elkopt.elk.texpr import TExprEntry
 from elkopt.graph import zoo
 from elkopt.graph.reload import reload_activations
 from elkopt.plans.table import build_tables
-from elkopt.schedule.checker import check_schedule
+from elkopt.report import schedule_from_dict
+from elkopt.schedule.checker import CHECKS, check_schedule
 from elkopt.schedule.schedule import PROLOGUE
 from elkopt.schedule.timeline import compute_timeline
 from tests.test_cli import run_cli
@@ -264,3 +265,17 @@ def test_capacity_split_needs_the_published_plans():
     with pytest.raises(ValueError, match="published_plans=true"):
         Conventions(capacity_split=True)
     assert Conventions().only("capacity_split").active == ("published_plans", "capacity_split")
+
+
+def test_cli_on_elkopt_accounting_writes_an_elkopt_plan(tmp_path):
+    result = run_cli(tmp_path, "model=tiny", "scheduler=elk_dyn")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    schedule = schedule_from_dict(json.loads((run / "plan.json").read_text()))
+    assert schedule.scheduler == "elk_dyn" and len(schedule.ops) == metrics["n_ops"]
+    chip = Chip(**{k: v for k, v in metrics["config"]["chip"].items()})
+    timeline = compute_timeline(schedule, chip)
+    assert timeline.latency_ms == pytest.approx(metrics["latency_ms"], rel=1e-12)
+    assert metrics["latency_ms"] == pytest.approx(metrics["elk_dyn_ms"], rel=1e-12)
+    assert metrics["verified_checks"] == [*ELK_CHECKS, *CHECKS]
