@@ -43,7 +43,8 @@ from elkopt.config import (
     to_conventions, to_run_config, to_solver_options, to_workload,
 )
 from elkopt.conventions import Conventions
-from elkopt.elk.compile import ELK_CHECKS, ELK_SCHEDULERS, ElkRun, compile_elk
+from elkopt.elk.compile import ELK_SCHEDULERS, ElkRun, compile_elk
+from elkopt.elk.timing import ELK_CHECKS
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
 from elkopt.graph.ir import Graph

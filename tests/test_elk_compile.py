@@ -10,8 +10,8 @@ import pytest
 
 from elkopt.chip import Chip, Topology
 from elkopt.conventions import Conventions
-from elkopt.elk.compile import (ELK_CHECKS, ElkRun, check_elk_schedule, compile_elk, count_layers,
-                                lower_bound_cycles, published_machine, sram_in_use)
+from elkopt.elk.compile import ElkRun, compile_elk, count_layers, published_machine
+from elkopt.elk.timing import ELK_CHECKS, check_elk_schedule, lower_bound_cycles, sram_in_use
 from elkopt.elk.convert import load_windows
 from elkopt.elk.program import capacity_split, cold_hot_table
 from elkopt.elk.texpr import TExprEntry
