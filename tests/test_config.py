@@ -258,3 +258,18 @@ def test_solver_group_converts_and_checks():
     assert (options.time_limit_s, options.mip_rel_gap, options.threads, options.seed) == (60.0, 1e-4, 1, 0)
     with pytest.raises(ValueError, match="solver.presolve"):
         to_solver_options(compose_run("solver.presolve=sometimes").solver)
+
+
+def test_conventions_options_convert_to_their_rules():
+    from elkopt.config import to_conventions
+    from elkopt.conventions import RULES, Conventions
+
+    assert options("conventions") == ["elkopt", "published", "published_graphs"]
+    by_name = {name: to_conventions(compose_run(f"conventions={name}").conventions)
+               for name in options("conventions")}
+    assert by_name["elkopt"] == Conventions()
+    assert by_name["published"] == Conventions.published() and by_name["published"].active == tuple(RULES)
+    assert by_name["published_graphs"].active == ("reload_activations", "slice_input_shape",
+                                                  "drop_scalar_operands")
+    with pytest.raises(ValueError, match="published_plans=true"):
+        to_conventions(compose_run("conventions=published", "conventions.published_plans=false").conventions)
