@@ -12,7 +12,7 @@ from elkopt.chip import Chip, Topology
 from elkopt.conventions import Conventions
 from elkopt.elk.compile import ElkRun, compile_elk, count_layers, published_machine
 from elkopt.elk.timing import ELK_CHECKS, check_elk_schedule, lower_bound_cycles, sram_in_use
-from elkopt.elk.convert import load_windows
+from elkopt.elk.convert import load_windows, to_schedule
 from elkopt.elk.program import capacity_split, cold_hot_table
 from elkopt.elk.texpr import TExprEntry
 from elkopt.graph import zoo
@@ -279,3 +279,21 @@ def test_cli_on_elkopt_accounting_writes_an_elkopt_plan(tmp_path):
     assert timeline.latency_ms == pytest.approx(metrics["latency_ms"], rel=1e-12)
     assert metrics["latency_ms"] == pytest.approx(metrics["elk_dyn_ms"], rel=1e-12)
     assert metrics["verified_checks"] == [*ELK_CHECKS, *CHECKS]
+
+
+def test_loads_that_overfill_elkopts_sram_count_are_deferred(tiny_elkopt):
+    run, graph = tiny_elkopt, tiny_elkopt.graph
+    tables = build_tables(graph, POD4)
+    hot = max(o.option.hot_bytes for o in run.plan.ops)
+    sram = max(hot, run.timeline.peak_sram_bytes - 1)  # one byte less than the plan's peak
+    assert sram >= hot
+    plan, moved = to_schedule(run.schedule, run.problem.ops, graph, tables, "elk_full", sram)
+    assert moved >= 1
+    small = replace(POD4, reserved_sram_bytes_per_core=POD4.sram_bytes_per_core - sram)
+    deps = [graph.dependencies(i) for i in range(graph.n_ops)]
+    timeline = compute_timeline(plan, small)
+    assert check_schedule(plan, small, deps, timeline) == []
+    assert timeline.peak_sram_bytes <= sram
+    # with room to spare nothing moves, and the windows are the published schedule's
+    same, none = to_schedule(run.schedule, run.problem.ops, graph, tables, "elk_full", POD4.sram_bytes_per_core)
+    assert none == 0 and same == run.plan

@@ -217,12 +217,15 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
     timeline, plan, timed = elk_timeline(chosen, pb, graph.total_flops), None, {}
     if tables is not None:
         say("timing the published designs' decisions on elkopt's timeline")
-        evaluated = _on_elkopt_timeline(results, pb.ops, graph, tables, chip)
+        evaluated, deferred = _on_elkopt_timeline(results, pb.ops, graph, tables, chip)
         timed = {key: ev.timeline.latency_ms for key, ev in evaluated.items()}
         timed["lower_bound"] = baselines.lower_bound_cycles(graph, tables, chip) * 1e3 / chip.clock_hz
         if scheduler != "elk_ideal":
             ev = evaluated[REFERENCE_KEYS[scheduler]]
             plan, timeline = ev.schedule, ev.timeline
+            if deferred[REFERENCE_KEYS[scheduler]]:
+                say(f"{deferred[REFERENCE_KEYS[scheduler]]} of the {ELK_SCHEDULERS[scheduler]} loads deferred "
+                    "to fit elkopt's SRAM count (the published designs reserve the smallest layouts)")
     over = float((sram_in_use(chosen, pb) - pb.sram_bytes).max())
     if over > 0:
         say(f"the {ELK_SCHEDULERS[scheduler]} schedule reserves up to {over:,.0f} B per core more than the "
@@ -240,6 +243,8 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
         "split_copies_added": len(ops) - len(copies) + cut.added_ops,
         **{f"{name.lower().replace('-', '_')}_s": round(s, 3) for name, s in timings.items()},
     }
+    if tables is not None:
+        stats["deferred_loads"] = deferred.get(REFERENCE_KEYS[scheduler], 0)
     if results.elk_full is not None:
         full = results.elk_full
         stats.update(elk_full_orders=full.runs // 2, elk_full_runs_completed=full.completed,
@@ -306,9 +311,10 @@ def _run_designs(pb: Problem, elk_full: bool, say: Callable[[str], None]
 
 
 def _on_elkopt_timeline(results: PublishedResults, ops: list[ElkOp], graph: Graph, tables: TableSet,
-                        chip: Chip) -> dict[str, Evaluated]:
+                        chip: Chip) -> tuple[dict[str, Evaluated], dict[str, int]]:
     """Each design's decisions (Elk-Dyn's printed threshold too) timed on elkopt's timeline
-    and checked by elkopt's checker (`elkopt.elk.convert`), by reference key; not Ideal."""
+    and checked by elkopt's checker (`elkopt.elk.convert`), by reference key (not Ideal),
+    and how many of each design's loads were deferred to fit the SRAM."""
     dyn = results.elk_dyn
     designs = {"basic": results.basic.schedule, "static": results.static.schedule, "elk_dyn": dyn.schedule,
                "elk_dyn_printed": dyn.by_threshold[dyn.printed_threshold]}
@@ -316,13 +322,13 @@ def _on_elkopt_timeline(results: PublishedResults, ops: list[ElkOp], graph: Grap
         designs["elk_full"] = results.elk_full.schedule
     flops = [op.flops for op in graph.ops]
     deps = [graph.dependencies(i) for i in range(graph.n_ops)]
-    out = {}
+    out, deferred = {}, {}
     for key, schedule in designs.items():
-        plan = to_schedule(schedule, ops, graph, tables, key)
+        plan, deferred[key] = to_schedule(schedule, ops, graph, tables, key, chip.usable_sram_bytes_per_core)
         timeline = compute_timeline(plan, chip, flops)
         assert_valid(plan, chip, deps, timeline)
         out[key] = Evaluated(plan, timeline)
-    return out
+    return out, deferred
 
 
 __all__ = ["ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "ElkRun", "compile_elk", "count_layers",

@@ -12,11 +12,18 @@ it (an operator's own index when it starts in the gap before that operator, the 
 before the first). elkopt starts a load at its window's start once the loads before it are
 done, never later than the published model does; loads take their HBM or delivery time,
 with no threshold stretch.
+
+elkopt's checker counts a waiting load at the size of the layout it waits in; the
+published designs reserve its smallest layout (and Elk-Full moves loads earlier without
+re-checking), so their decisions can overfill the SRAM. Such loads are deferred to later
+windows until every operator fits (`elkopt.schedule.layers.fit_sram`; loads keep their
+order unless a deferred one must let a later one pass), and `to_schedule` says how many.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,6 +31,7 @@ from elkopt.elk.coldhot import ElkOp
 from elkopt.elk.schedulers import ElkSchedule
 from elkopt.graph.ir import Graph
 from elkopt.plans.table import TableSet
+from elkopt.schedule.layers import fit_sram
 from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
 
 
@@ -47,9 +55,10 @@ def load_windows(schedule: ElkSchedule, loaded: np.ndarray) -> np.ndarray:
 
 
 def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, tables: TableSet,
-                name: str) -> Schedule:
+                name: str, sram_bytes: float) -> tuple[Schedule, int]:
     """`schedule` (on tables from `elk_ops_from_plans(graph, tables)`) as an elkopt
-    `Schedule` named `name`."""
+    `Schedule` named `name` that fits `sram_bytes` per core, and how many loads were
+    deferred to make it fit (module doc)."""
     if len(ops) != graph.n_ops or len(tables.tables) != graph.n_ops:
         raise ValueError(f"{len(ops)} published operators, {len(tables.tables)} plan tables and "
                          f"{graph.n_ops} graph operators must be the same operators")
@@ -61,8 +70,15 @@ def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, table
             raise ValueError(f"{op.name}: its cold-hot table was not made from an elkopt plan table")
         row = int(op.table.row[schedule.rows[i]])
         out.append(OpSchedule(i, table.option(row), int(windows[i]) if hbm[i] else i, int(hbm[i])))
-    order = tuple(j for j in schedule.load_order if hbm[j] > 0)
-    return Schedule(tuple(out), order, name)
+    plan = Schedule(tuple(out), tuple(j for j in schedule.load_order if hbm[j] > 0), name)
+    windows, moved = fit_sram(plan, windows, sram_bytes)
+    if not moved:
+        return plan, 0
+    # loads issue in order, so a load deferred past a later one's window lets it pass
+    issue = {j: max(int(windows[j]), -1) for j in plan.preload_order}
+    order = tuple(sorted(plan.preload_order, key=lambda j: issue[j]))
+    fitted = tuple(replace(o, preload_window=int(windows[o.op])) if o.has_load else o for o in plan.ops)
+    return Schedule(fitted, order, name), moved
 
 
 __all__ = ["load_windows", "to_schedule"]

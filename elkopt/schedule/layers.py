@@ -104,7 +104,7 @@ def unroll(
     end = block.start + block.count * block.period
     order = [j for j in schedule.preload_order if j < block.start]
     order += layered + [j for j in schedule.preload_order if j >= end]
-    windows, moved = _fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
+    windows, moved = fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
     ops = tuple(
         replace(o, preload_window=int(windows[i])) if o.has_load else o for i, o in enumerate(schedule.ops)
     )
@@ -115,7 +115,7 @@ def unroll(
         return None, moved  # a deadlock: the caller keeps what it had
 
 
-def _fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.ndarray, int]:
+def fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.ndarray, int]:
     """Defer loads until, at every op, hot bytes + cold bytes of loads issued
     at or before it and not yet consumed fit; returns (windows, loads moved)."""
     ops = schedule.ops
@@ -135,4 +135,4 @@ def _fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.
     return windows, len(moved)
 
 
-__all__ = ["LayerBlock", "find_layers", "layer_loads", "seam_candidates", "unroll"]
+__all__ = ["LayerBlock", "find_layers", "fit_sram", "layer_loads", "seam_candidates", "unroll"]
