@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from elkopt.analysis.results import shrink
+from elkopt.published import PUBLISHED_GRAPHS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Columns (exact names, or prefixes ending in a dot) a fixture keeps.
@@ -28,9 +29,16 @@ FIXTURE_COLUMNS = (
     "latency_ms", "ideal_ms", "lower_bound_ms", "simulated_ms", "breakdown.", "hbm_util", "noc_util",
     "tflops", "simulation.mean_core_link_utilisation", "simulation.hbm_port_utilisation", "published_ms.",
 )
+#: Per sweep, the further columns its fixture keeps.
+FIXTURE_EXTRA_COLUMNS = {
+    "fig17_published": ("model", "model_file_sha256", "reference_designs", "basic_ms", "static_ms", "elk_dyn_ms",
+                        "elk_dyn_printed_ms", "elk_full_ms"),
+}
 #: Per sweep, the rows its fixture keeps.
 FIXTURE_ROWS = {
     "fig17_latency": lambda t: t["config.model.name"].isin(["llama2_13b", "llama2_70b"])
+    & (t["config.workload.batch"] == 32),
+    "fig17_published": lambda t: t["model_file_sha256"].map(PUBLISHED_GRAPHS).isin(["llama2_13b", "opt_30b"])
     & (t["config.workload.batch"] == 32),
     "fig18_breakdown": lambda t: t["config.model.name"].isin(["llama2_13b", "opt_30b"]),
     "fig19_hbm_sweep": lambda t: (t["config.chip.hbm_bytes_per_s"] / 1.048576e12).round(3).isin([4, 8, 16]),
@@ -43,9 +51,10 @@ FIXTURE_ROWS = {
 
 
 def fixture(name: str, table: pd.DataFrame) -> pd.DataFrame:
-    """The fixture of sweep `name`: FIXTURE_ROWS of the table, FIXTURE_COLUMNS of those."""
-    columns = [c for c in table.columns
-               if any(c == k or (k.endswith(".") and c.startswith(k)) for k in FIXTURE_COLUMNS)]
+    """The fixture of sweep `name`: FIXTURE_ROWS of the table, FIXTURE_COLUMNS (and its
+    FIXTURE_EXTRA_COLUMNS) of those."""
+    keep = (*FIXTURE_COLUMNS, *FIXTURE_EXTRA_COLUMNS.get(name, ()))
+    columns = [c for c in table.columns if any(c == k or (k.endswith(".") and c.startswith(k)) for k in keep)]
     return shrink(table, columns, FIXTURE_ROWS[name](table))
 
 

@@ -10,7 +10,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from elkopt.analysis import bandwidth, latency, results, scaling
+from elkopt.analysis import bandwidth, figures, latency, published, results, scaling
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S
 
 matplotlib.use("Agg")
@@ -90,6 +90,90 @@ def test_latency_table_pivots_schedulers_and_puts_the_published_values_beside():
     assert latency.latency_table(other_chip)["published_elk_full"].isna().all()
     reference = _fig17_rows().assign(**{"published_ms.ideal": 6.70})
     assert latency.latency_table(reference).loc[1, "published_elk_full"] == 6.72
+
+
+LLAMA2_13_SHA = "cc5d648c0998320b18932e675da218c9476ada58ad005b91ada81e242fef0a38"  # published llama2-13.json
+
+
+def _fig17_published_rows() -> pd.DataFrame:
+    """Two configurations of the published llama2-13 file (an elk_full and an elkopt job
+    each), one of another file, and a failed job."""
+    designs = {16: (12.0, 9.0, 8.0, 8.0, 6.4, 6.0, 5.9), 32: (12.5, 9.2, 8.3, 8.4, 6.8, 6.7, 6.6)}
+    elkopt = {16: (6.0, 5.0, 4.9), 32: (7.2, 6.4, 6.3)}
+    rows = []
+    for batch in (16, 32):
+        basic, static, dyn, printed, full, ideal, bound = designs[batch]
+        base = {"status": "ok", "model": "llama2-13", "model_file_sha256": LLAMA2_13_SHA,
+                "config.workload.batch": batch, "config.workload.kv_len": 2048,
+                "published_ms.ideal": 6.70 if batch == 32 else None}
+        rows.append({**base, "config.scheduler.name": "elk_full", "reference_designs": "published",
+                     "latency_ms": full, "basic_ms": basic, "static_ms": static, "elk_dyn_ms": dyn,
+                     "elk_dyn_printed_ms": printed, "elk_full_ms": full, "ideal_ms": ideal,
+                     "lower_bound_ms": bound})
+        latency_ms, own_ideal, own_bound = elkopt[batch]
+        rows.append({**base, "config.scheduler.name": "elkopt", "reference_designs": "elkopt",
+                     "latency_ms": latency_ms, "basic_ms": 20.0, "static_ms": 10.0, "ideal_ms": own_ideal,
+                     "lower_bound_ms": own_bound})
+    rows.append({**rows[0], "model": "mine", "model_file_sha256": "0" * 64})  # not a published file
+    rows.append({**rows[1], "status": "error", "config.workload.kv_len": 4096, "latency_ms": None})
+    return pd.DataFrame(rows)
+
+
+def test_designs_table_puts_every_published_design_beside_elkopt():
+    table = published.designs_table(_fig17_published_rows())
+    assert table[["model", "batch", "kv"]].values.tolist() == [
+        ["llama2_13b", 16, 2048], ["llama2_13b", 32, 2048], ["mine", 16, 2048]]  # by SHA-256; failed job left out
+    row = table.iloc[1]
+    designs = ["basic", "static", "elk_dyn", "elk_dyn_printed", "elk_full", "ideal", "lower_bound"]
+    assert row[designs].tolist() == [12.5, 9.2, 8.3, 8.4, 6.8, 6.7, 6.6]  # the elk_full job's, not elkopt's
+    assert row[["elkopt", "elkopt_ideal", "elkopt_lower_bound"]].tolist() == [7.2, 6.4, 6.3]
+    assert row["published_elk_full"] == 6.72 and row["published_elk_dyn"] == 8.27
+    assert table["published_ideal"].isna().tolist() == [True, False, True]  # only batch 32, KV 2048
+    assert pd.isna(table.loc[2, "elkopt"])  # the other file has no elkopt job
+    off_setup = _fig17_published_rows().assign(**{"published_ms.ideal": None})  # e.g. another chip
+    assert published.designs_table(off_setup)["published_ideal"].isna().all()
+    with pytest.raises(ValueError, match="ran the published designs"):
+        published.designs_table(_fig17_published_rows().query("`config.scheduler.name` == 'elkopt'"))
+    with pytest.raises(ValueError, match=r"lacks columns \['model_file_sha256'\]"):
+        published.designs_table(_fig17_published_rows().drop(columns="model_file_sha256"))
+
+
+def test_published_summary_and_the_published_values():
+    table = published.designs_table(_fig17_published_rows())
+    summary = published.summary(table).set_index("design")
+    assert summary.loc["elkopt", "configurations"] == 2  # "mine" lacks elkopt
+    assert summary.loc["elkopt", "pct_of_ideal"] == pytest.approx((6.0 / 6.0 + 6.7 / 7.2) / 2 * 100)
+    assert summary.loc["elkopt", "pct_of_own_ideal"] == pytest.approx((5.0 / 6.0 + 6.4 / 7.2) / 2 * 100)
+    assert summary.loc["elk_full", "pct_of_own_ideal"] == summary.loc["elk_full", "pct_of_ideal"]
+    assert summary.loc["elkopt", "gain_vs_elk_full"] == pytest.approx((6.4 / 6.0 + 6.8 / 7.2) / 2)
+    assert summary.loc["elkopt", ["min_gain_vs_elk_full", "max_gain_vs_elk_full"]].tolist() == pytest.approx(
+        [6.8 / 7.2, 6.4 / 6.0])
+    assert summary.loc["elkopt", "faster_than_elk_full"] == 1
+    assert summary.loc["elk_full", "speedup_vs_basic"] == pytest.approx((12.0 / 6.4 + 12.5 / 6.8) / 2)
+    assert summary.loc["published elk_full", "pct_of_ideal"] == 94.84
+    versus = published.against_published(table).set_index("design")
+    assert versus.loc["elkopt", "published_as"] == "elk_full"
+    assert versus.loc["elkopt", "ratio"] == pytest.approx(7.2 / 6.72)
+    assert versus.loc["elk_dyn_printed", ["published_as", "published_ms"]].tolist() == ["elk_dyn", 8.27]
+    assert len(versus) == 7  # batch 32, KV 2048 only: five designs, Elk-Dyn as printed, Ideal
+
+
+def test_fig17_published_pictures():
+    import matplotlib.pyplot as plt
+    table = published.designs_table(_fig17_published_rows())
+    ax = published.plot_designs(table, "llama2_13b")
+    assert len(ax.patches) == 2 * 5  # two configurations x (Basic, Static, Elk-Dyn, Elk-Full, elkopt)
+    diamonds = [line.get_ydata() for line in ax.lines]  # published values: Basic, Static, Elk-Dyn, Elk-Full
+    assert len(diamonds) == 4 and pd.isna(diamonds[0][0]) and diamonds[0][1] == 12.5 and diamonds[3][1] == 6.72
+    with pytest.raises(ValueError, match="no rows for model 'x'"):
+        published.plot_designs(table, "x")
+    ax = published.plot_against_published(table)
+    assert len(ax.patches) == 6 + 5  # four designs, Ideal and elkopt; published beside all but elkopt
+    drawn = figures.fig17_published(_fig17_published_rows())
+    assert sorted(drawn) == ["fig17_published", "fig17_published_reference"]
+    no_reference = _fig17_published_rows().assign(**{"published_ms.ideal": None})
+    assert sorted(figures.fig17_published(no_reference)) == ["fig17_published"]
+    plt.close("all")
 
 
 def test_breakdown_table_and_its_pictures():

@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import time
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module

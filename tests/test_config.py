@@ -138,10 +138,23 @@ def test_every_value_of_every_declared_sweep_composes(experiment):
 
 def test_declared_sweeps_cover_the_published_figures():
     counts = {e: len(sweep_jobs(e)) for e in options("experiment")}
-    assert counts == {"fig17_latency": 96, "fig18_breakdown": 16, "fig19_hbm_sweep": 14, "fig22_noc_sweep": 16,
-                      "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0}
+    assert counts == {"fig17_latency": 96, "fig17_published": 48, "fig18_breakdown": 16, "fig19_hbm_sweep": 14,
+                      "fig22_noc_sweep": 16, "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0}
     fig17 = {tuple(o[1:]) for o in sweep_jobs("fig17_latency")}
     assert ("model=opt_30b", "workload.batch=64", "workload.kv_len=4096", "scheduler=inductive") in fig17
+
+
+def test_the_published_graph_sweep_reads_its_files_from_elk_models(monkeypatch):
+    files = ["llama2-13.json", "gemma2.json", "opt-30.json", "llama2-70.json"]
+    monkeypatch.setenv("ELK_MODELS", "/artifact/models/original")
+    axes = sweep_axes("fig17_published")
+    assert axes[0] == [f"model.path=/artifact/models/original/{f}" for f in files]
+    run = compose_run(*sweep_jobs("fig17_published")[-1])
+    assert (run.model.name, run.model.path, run.conventions.name) == (
+        "file", "/artifact/models/original/llama2-70.json", "published")
+    assert (run.workload.batch, run.workload.kv_len, run.scheduler.name) == (64, 4096, "elkopt")
+    monkeypatch.delenv("ELK_MODELS")  # unset: each job's one-line error names the variable
+    assert all(value.startswith("model.path=ELK_MODELS-is-unset") for value in sweep_axes("fig17_published")[0])
 
 
 def test_core_sweep_scales_hbm_with_the_cores():

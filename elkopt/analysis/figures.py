@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from elkopt.analysis import bandwidth, latency, scaling
+from elkopt.analysis import bandwidth, latency, published, scaling
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,6 +38,26 @@ def fig17_latency(results: pd.DataFrame) -> dict[str, Figure]:
         latency.plot_latency(table, model, ax=ax)
     fig.tight_layout()
     return {"fig17_latency": fig}
+
+
+def fig17_published(results: pd.DataFrame) -> dict[str, Figure]:
+    """The published designs and elkopt on the published graphs, one panel per model; and
+    batch 32, KV 2048 beside the published values (when the sweep holds it)."""
+    import matplotlib.pyplot as plt
+
+    table = published.designs_table(results)
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = _grid(len(models), 9, 3.2, rows=True)
+    for ax, model in zip(axes, models):
+        published.plot_designs(table, model, ax=ax)
+    fig.tight_layout()
+    figures = {"fig17_published": fig}
+    if not published.against_published(table).empty:
+        reference, ax = plt.subplots(figsize=(10, 3.5))
+        published.plot_against_published(table, ax=ax)
+        reference.tight_layout()
+        figures["fig17_published_reference"] = reference
+    return figures
 
 
 def fig18_breakdown(results: pd.DataFrame) -> dict[str, Figure]:
@@ -97,7 +117,7 @@ def fig24_training(results: pd.DataFrame) -> dict[str, Figure]:
 
 #: Experiment name -> its figures.
 FIGURES: dict[str, Callable[[pd.DataFrame], dict[str, Figure]]] = {
-    f.__name__: f for f in (fig17_latency, fig18_breakdown, fig19_hbm_sweep, fig22_noc_sweep,
+    f.__name__: f for f in (fig17_latency, fig17_published, fig18_breakdown, fig19_hbm_sweep, fig22_noc_sweep,
                             fig23_core_sweep, fig24_training)
 }
 

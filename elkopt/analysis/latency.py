@@ -57,14 +57,14 @@ def latency_table(results: pd.DataFrame) -> pd.DataFrame:
         setups = set(zip(ran["config.model.name"], ran["config.workload.batch"], ran["config.workload.kv_len"]))
         published = published[[tuple(r) in setups for r in published[keys].itertuples(index=False)]]
     table = table.merge(published, on=keys, how="left")
-    return _in_order(table, ["model", "batch", "kv"])
+    return in_model_order(table, ["model", "batch", "kv"])
 
 
 #: Sort ranks: models as the spec lists them, schedulers slowest first (others after, by name).
 _RANKS = {"model": list(PUBLISHED_MS), "scheduler": list(SCHEDULERS)}
 
 
-def _in_order(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+def in_model_order(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """`table` sorted by the columns `by`, models and schedulers in their `_RANKS`."""
     def rank(column: pd.Series) -> pd.Series:
         known = _RANKS.get(column.name)
@@ -164,7 +164,7 @@ def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
     for name, column in simulated.items():
         if column in done.columns:
             table[name] = done[column].to_numpy()
-    return _in_order(table, ["model", "batch", "kv", "scheduler"])
+    return in_model_order(table, ["model", "batch", "kv", "scheduler"])
 
 
 def plot_breakdown(table: pd.DataFrame, ax: Axes | None = None) -> Axes:

@@ -39,16 +39,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from elkopt.chip import PUBLISHED_GB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.chip import Chip
 from elkopt.conventions import Conventions
 from elkopt.elk.coldhot import ElkOp
+from elkopt.elk.lookup import CYCLES_PER_MS
 from elkopt.elk.convert import to_schedule
-from elkopt.elk.lookup import ALL_TO_ALL, CYCLES_PER_MS, Interconnect
-from elkopt.elk.program import elk_ops, elk_ops_from_plans, published_hbm_GBps
+from elkopt.elk.program import count_layers, elk_ops, elkopt_problem, published_machine
 from elkopt.elk.schedulers import (ElkSchedule, Problem, schedule_basic, schedule_elk_dyn,
                                    schedule_elk_full, schedule_ideal, schedule_static)
 from elkopt.elk.suite import PublishedResults
-from elkopt.elk.texpr import published_type
 from elkopt.elk.timing import (ELK_CHECKS, check_elk_schedule, elk_timeline, hbm_bytes,
                                lower_bound_cycles, sram_in_use)
 from elkopt.graph.ir import Graph
@@ -59,7 +58,6 @@ from elkopt.published import DEFAULT_SPLIT_FACTOR
 from elkopt.schedule import baselines
 from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.checker import assert_valid
-from elkopt.schedule.layers import find_layers
 from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
 
@@ -164,26 +162,6 @@ class ElkRun:
         return exec_args, load_args
 
 
-def published_machine(chip: Chip) -> tuple[float, Interconnect]:
-    """The chip as the published schedulers see it: (HBM in published GB/s, knobs);
-    ValueError naming the field the published model cannot represent."""
-    if chip.clock_hz != CYCLES_PER_MS * 1e3:
-        raise ValueError(f"chip.clock_hz: the published schedulers count cycles at 1.325 GHz, the chip "
-                         f"runs at {chip.clock_hz / 1e9:g} GHz; use an elkopt scheduler, or clock_hz=1325000000")
-    if chip.topology is not Topology.ALL_TO_ALL:
-        raise ValueError(f"chip.topology: the published schedulers model an all-to-all exchange, the chip is "
-                         f"a {chip.topology.value}; use an elkopt scheduler (they time mesh and torus routes)")
-    comm = chip.core_link_bytes_per_s / REFERENCE_CORE_LINK_BYTES_PER_S
-    return published_hbm_GBps(chip.hbm_bytes_per_s), Interconnect(0.0, comm, chip.compute_scale)
-
-
-def count_layers(graph: Graph) -> int:
-    """How many times the graph's layer repeats (1 if none repeats): operators compared by
-    their type only, since the published graphs' layers differ in a few shapes."""
-    block = find_layers([(op.label, published_type(op)) for op in graph.ops])
-    return block.count if block is not None else 1
-
-
 def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventions,
                 layers: int | None = None, split_factor: int = DEFAULT_SPLIT_FACTOR,
                 options: PlanningOptions | None = None,
@@ -269,8 +247,8 @@ def _published_problem(graph: Graph, chip: Chip, conventions: Conventions, layer
 def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOptions,
                     say: Callable[[str], None]) -> tuple[Graph, SplitReport, TableSet, Problem]:
     """The graph (cut as elkopt cuts it) and what was cut, its plan tables, and the
-    operators with those as cold-hot tables, delivering at the chip's link rate."""
-    hbm_GBps, _knobs = published_machine(chip)  # elkopt's plan costs hold COMM and COMP already
+    operators with those as cold-hot tables (`elkopt.elk.program.elkopt_problem`)."""
+    published_machine(chip)  # the published model must be able to describe the chip
     whole = graph
     graph, report = split_graph(graph, chip, options)
     if graph is not whole:
@@ -281,10 +259,7 @@ def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOpti
     except InfeasibleOperatorError as err:
         raise PlanningError(str(err)) from None
     _check_layers(graph.n_ops, layers)
-    ops = elk_ops_from_plans(graph, tables)
-    noc_gbps = chip.core_link_bytes_per_s / PUBLISHED_GB_PER_S
-    return graph, report, tables, Problem(ops, hbm_GBps, chip.cores, chip.usable_sram_bytes_per_core, layers,
-                                          ALL_TO_ALL, noc_gbps)
+    return graph, report, tables, elkopt_problem(graph, tables, chip, layers)
 
 
 def _check_layers(n_ops: int, layers: int) -> None:

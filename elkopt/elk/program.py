@@ -25,8 +25,12 @@ import numpy as np
 
 from elkopt.elk.coldhot import ColdHotTable, ElkOp
 from elkopt.elk.tables import build_cold_hot_table
+from elkopt.chip import PUBLISHED_GB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.elk.lookup import ALL_TO_ALL, CYCLES_PER_MS, Interconnect
+from elkopt.elk.schedulers import Problem
 from elkopt.elk.texpr import TExprEntry, published_type, texpr_entry
 from elkopt.graph.ir import Graph
+from elkopt.schedule.layers import find_layers
 from elkopt.plans.table import PlanTable, TableSet
 from elkopt.progress import Ticker
 
@@ -114,6 +118,38 @@ def elk_ops_from_plans(graph: Graph, tables: TableSet) -> list[ElkOp]:
         ops.append(ElkOp(f"Op_{i}_{op.label}", published_type(op), op.dim_lengths, op.signature,
                          converted[id(table)], i))
     return ops
+
+
+def published_machine(chip: Chip) -> tuple[float, Interconnect]:
+    """The chip as the published schedulers see it: (HBM in published GB/s, knobs);
+    ValueError naming the field the published model cannot represent."""
+    if chip.clock_hz != CYCLES_PER_MS * 1e3:
+        raise ValueError(f"chip.clock_hz: the published schedulers count cycles at 1.325 GHz, the chip "
+                         f"runs at {chip.clock_hz / 1e9:g} GHz; use an elkopt scheduler, or clock_hz=1325000000")
+    if chip.topology is not Topology.ALL_TO_ALL:
+        raise ValueError(f"chip.topology: the published schedulers model an all-to-all exchange, the chip is "
+                         f"a {chip.topology.value}; use an elkopt scheduler (they time mesh and torus routes)")
+    comm = chip.core_link_bytes_per_s / REFERENCE_CORE_LINK_BYTES_PER_S
+    return published_hbm_GBps(chip.hbm_bytes_per_s), Interconnect(0.0, comm, chip.compute_scale)
+
+
+def count_layers(graph: Graph) -> int:
+    """How many times the graph's layer repeats (1 if none repeats): operators compared by
+    their type only, since the published graphs' layers differ in a few shapes."""
+    block = find_layers([(op.label, published_type(op)) for op in graph.ops])
+    return block.count if block is not None else 1
+
+
+def elkopt_problem(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None) -> Problem:
+    """The published schedulers' problem on elkopt's accounting: `graph`'s operators with
+    its plan tables as cold-hot tables, every design delivering loads at the chip's
+    per-core link rate (elkopt's plan costs hold COMM and COMP already); `layers` by
+    default counted (`count_layers`). ValueError when the chip is not one the published
+    model describes (`published_machine`)."""
+    hbm_GBps, _knobs = published_machine(chip)
+    noc_gbps = chip.core_link_bytes_per_s / PUBLISHED_GB_PER_S
+    return Problem(elk_ops_from_plans(graph, tables), hbm_GBps, chip.cores, chip.usable_sram_bytes_per_core,
+                   layers or count_layers(graph), ALL_TO_ALL, noc_gbps)
 
 
 def published_hbm_GBps(hbm_bytes_per_s: float) -> float:
