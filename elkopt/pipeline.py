@@ -209,9 +209,17 @@ def _compile(
         if scheduler == "elkopt":
             from elkopt.schedule.periodic import plan_alternatives, schedule_periodic
 
+            starts = [("inductive", inductive), ("static", static)]
+            from elkopt.elk.convert import elk_dyn_start
+
+            say("scheduling: Elk-Dyn's decisions on these plan tables (a third start)")
+            dyn = elk_dyn_start(graph, tables, chip)
+            if dyn is not None:
+                starts.append(("elk_dyn", dyn))
+                solve_stats["elk_dyn_start_ms"] = dyn.timeline.latency_cycles * to_ms
             say("scheduling: elkopt (layer-periodic load timing, stitched over all layers)")
             chosen, periodic = schedule_periodic(
-                graph, [("inductive", inductive), ("static", static)], chip, solver=solver,
+                graph, starts, chip, solver=solver,
                 max_preload_ops=options.max_preload_ops, layer_milp=options.layer_milp,
                 alternatives=plan_alternatives(tables.tables), progress=say,
             )

@@ -27,12 +27,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from elkopt.chip import Chip
 from elkopt.elk.coldhot import ElkOp
-from elkopt.elk.schedulers import ElkSchedule
+from elkopt.elk.program import elkopt_problem
+from elkopt.elk.schedulers import ElkSchedule, schedule_elk_dyn
 from elkopt.graph.ir import Graph
 from elkopt.plans.table import TableSet
+from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.layers import fit_sram
 from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
+from elkopt.schedule.timeline import compute_timeline
 
 
 def load_windows(schedule: ElkSchedule, loaded: np.ndarray) -> np.ndarray:
@@ -81,4 +85,17 @@ def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, table
     return Schedule(fitted, order, name), moved
 
 
-__all__ = ["load_windows", "to_schedule"]
+def elk_dyn_start(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None) -> Evaluated | None:
+    """Elk-Dyn's decisions on elkopt's plan tables (its best threshold) as an elkopt
+    schedule, timed and valid: a starting point for elkopt's own scheduler. None when the
+    published model cannot describe the chip (`elkopt.elk.program.published_machine`)."""
+    try:
+        pb = elkopt_problem(graph, tables, chip, layers)
+    except ValueError:
+        return None
+    plan, _deferred = to_schedule(schedule_elk_dyn(pb).schedule, pb.ops, graph, tables, "elk_dyn",
+                                  chip.usable_sram_bytes_per_core)
+    return Evaluated(plan, compute_timeline(plan, chip, [op.flops for op in graph.ops]))
+
+
+__all__ = ["elk_dyn_start", "load_windows", "to_schedule"]
