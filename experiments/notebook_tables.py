@@ -30,15 +30,16 @@ FIXTURE_COLUMNS = (
     "tflops", "simulation.mean_core_link_utilisation", "simulation.hbm_port_utilisation", "published_ms.",
 )
 #: Per sweep, the further columns its fixture keeps.
-FIXTURE_EXTRA_COLUMNS = {
-    "fig17_published": ("model", "model_file_sha256", "reference_designs", "basic_ms", "static_ms", "elk_dyn_ms",
-                        "elk_dyn_printed_ms", "elk_full_ms"),
-}
+_DESIGN_COLUMNS = ("model", "model_file_sha256", "reference_designs", "basic_ms", "static_ms", "elk_dyn_ms",
+                   "elk_dyn_printed_ms", "elk_full_ms")
+FIXTURE_EXTRA_COLUMNS = {"fig17_published": _DESIGN_COLUMNS, "fig17_equal_terms": _DESIGN_COLUMNS}
 #: Per sweep, the rows its fixture keeps.
 FIXTURE_ROWS = {
     "fig17_latency": lambda t: t["config.model.name"].isin(["llama2_13b", "llama2_70b"])
     & (t["config.workload.batch"] == 32),
     "fig17_published": lambda t: t["model_file_sha256"].map(PUBLISHED_GRAPHS).isin(["llama2_13b", "opt_30b"])
+    & (t["config.workload.batch"] == 32),
+    "fig17_equal_terms": lambda t: t["model_file_sha256"].map(PUBLISHED_GRAPHS).isin(["llama2_13b", "opt_30b"])
     & (t["config.workload.batch"] == 32),
     "fig18_breakdown": lambda t: t["config.model.name"].isin(["llama2_13b", "opt_30b"]),
     "fig19_hbm_sweep": lambda t: (t["config.chip.hbm_bytes_per_s"] / 1.048576e12).round(3).isin([4, 8, 16]),
