@@ -22,7 +22,8 @@ on elkopt's plan tables)
                         sort, reduce ladder, Slice compute and inter-chip factor, and loads
                         delivered at the published 5 GB/s per core (5.5 in Elk-Full and
                         Ideal). Off, the published schedulers read elkopt's plan tables, the
-                        operators' unique HBM bytes and the chip's link rate
+                        operators' unique HBM bytes and the chip's link rate. Needs
+                        drop_scalar_operands (the published tables have no scalar operands)
     capacity_split      operators above the published capacity (cores // split_factor MiB of
                         2-byte elements) are halved along their largest dim until they fit,
                         as the published parser does (`elkopt.elk.program`; needs
@@ -67,6 +68,9 @@ class Conventions:
             raise ValueError("conventions.capacity_split cuts the published plan tables' operators: set "
                              "conventions.published_plans=true too, or capacity_split=false (elkopt's own "
                              "cut is planning.split_fraction)")
+        if self.published_plans and not self.drop_scalar_operands:
+            raise ValueError("conventions.published_plans: the published plan tables have no scalar operands; "
+                             "set conventions.drop_scalar_operands=true too, or published_plans=false")
 
     @classmethod
     def published(cls) -> Conventions:
@@ -74,11 +78,13 @@ class Conventions:
         return cls("published", **{rule: True for rule in RULES})
 
     def only(self, rule: str) -> Conventions:
-        """elkopt's accounting with one published rule on (to see what it is worth);
-        capacity_split comes with published_plans, which it needs."""
+        """elkopt's accounting with one published rule on (to see what it is worth), and
+        the rules it needs: published_plans needs drop_scalar_operands, capacity_split
+        both."""
         if rule not in RULES:
             raise ValueError(f"unknown convention {rule!r}; the rules are {', '.join(RULES)}")
-        needs = {"published_plans": True} if rule == "capacity_split" else {}
+        needs = {"published_plans": {"drop_scalar_operands": True},
+                 "capacity_split": {"drop_scalar_operands": True, "published_plans": True}}.get(rule, {})
         return replace(Conventions(), name=f"elkopt+{rule}", **needs, **{rule: True})
 
     @property

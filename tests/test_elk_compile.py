@@ -264,7 +264,11 @@ def test_the_load_window_is_the_operator_running_when_the_load_starts(tiny_full)
 def test_capacity_split_needs_the_published_plans():
     with pytest.raises(ValueError, match="published_plans=true"):
         Conventions(capacity_split=True)
-    assert Conventions().only("capacity_split").active == ("published_plans", "capacity_split")
+    assert Conventions().only("capacity_split").active == ("drop_scalar_operands", "published_plans",
+                                                           "capacity_split")
+    with pytest.raises(ValueError, match="drop_scalar_operands=true"):
+        Conventions(published_plans=True)
+    assert Conventions().only("published_plans").active == ("drop_scalar_operands", "published_plans")
 
 
 def test_cli_on_elkopt_accounting_writes_an_elkopt_plan(tmp_path):
