@@ -31,13 +31,17 @@ def _grid(n: int, width: float, height: float, rows: bool = False):
 
 def fig17_latency(results: pd.DataFrame) -> dict[str, Figure]:
     """Latency per scheduler and configuration, one panel per model."""
-    table = latency.latency_table(results)
+    return {"fig17_latency": _model_panels(latency.latency_table(results), latency.plot_latency)}
+
+
+def _model_panels(table: pd.DataFrame, plot: Callable) -> Figure:
+    """One row of bars per model of `table`, each drawn by `plot(table, model, ax=ax)`."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = _grid(len(models), 9, 3.2, rows=True)
     for ax, model in zip(axes, models):
-        latency.plot_latency(table, model, ax=ax)
+        plot(table, model, ax=ax)
     fig.tight_layout()
-    return {"fig17_latency": fig}
+    return fig
 
 
 def fig17_published(results: pd.DataFrame) -> dict[str, Figure]:
@@ -46,12 +50,7 @@ def fig17_published(results: pd.DataFrame) -> dict[str, Figure]:
     import matplotlib.pyplot as plt
 
     table = published.designs_table(results)
-    models = list(dict.fromkeys(table["model"]))
-    fig, axes = _grid(len(models), 9, 3.2, rows=True)
-    for ax, model in zip(axes, models):
-        published.plot_designs(table, model, ax=ax)
-    fig.tight_layout()
-    figures = {"fig17_published": fig}
+    figures = {"fig17_published": _model_panels(table, published.plot_designs)}
     if not published.against_published(table).empty:
         reference, ax = plt.subplots(figsize=(10, 3.5))
         published.plot_against_published(table, ax=ax)

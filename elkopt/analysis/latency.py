@@ -84,16 +84,20 @@ def summary(latency: pd.DataFrame) -> pd.DataFrame:
     full = latency.dropna(subset=[*schedulers, "ideal"])
     if full.empty:
         raise ValueError("no configuration has a latency from every scheduler")
-    rows = []
-    for s in schedulers:
-        row = {"scheduler": s, "configurations": len(full),
-               "pct_of_ideal": float((full["ideal"] / full[s]).mean() * 100)}
-        for base in ("basic", "static"):
-            if base in full.columns:
-                row[f"speedup_vs_{base}"] = float((full[base] / full[s]).mean())
-        rows.append(row)
+    rows = [{"scheduler": s, "configurations": len(full), **mean_ratios(full, s)} for s in schedulers]
     rows.append({"scheduler": "published elk_full", "configurations": 24, **PUBLISHED_SUMMARY})
     return pd.DataFrame(rows)
+
+
+def mean_ratios(full: pd.DataFrame, column: str) -> dict[str, float]:
+    """Over the rows of `full`: mean Ideal / `column` (%, ``pct_of_ideal``) and the mean
+    speed-ups of `column` over Basic and Static (``speedup_vs_basic``, ``_static``) where
+    the table has them."""
+    out = {"pct_of_ideal": float((full["ideal"] / full[column]).mean() * 100)}
+    for base in ("basic", "static"):
+        if base in full.columns:
+            out[f"speedup_vs_{base}"] = float((full[base] / full[column]).mean())
+    return out
 
 
 def against_published(latency: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from elkopt.analysis.latency import in_model_order
+from elkopt.analysis.latency import in_model_order, mean_ratios
 from elkopt.analysis.results import finished
 from elkopt.published import PUBLISHED_CONFIG, PUBLISHED_GRAPHS, PUBLISHED_MS, PUBLISHED_SUMMARY
 
@@ -110,12 +110,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     for d in designs:
         gain = full["elk_full"] / full[d] if "elk_full" in full.columns else None
         own_ideal = full.get("elkopt_ideal") if d not in DESIGNS else full["ideal"]
-        row = {"design": d, "configurations": len(full),
-               "pct_of_ideal": float((full["ideal"] / full[d]).mean() * 100),
+        row = {"design": d, "configurations": len(full), **mean_ratios(full, d),
                "pct_of_own_ideal": np.nan if own_ideal is None else float((own_ideal / full[d]).mean() * 100)}
-        for base in ("basic", "static"):
-            if base in full.columns:
-                row[f"speedup_vs_{base}"] = float((full[base] / full[d]).mean())
         if gain is not None:
             row.update(gain_vs_elk_full=float(gain.mean()), min_gain_vs_elk_full=float(gain.min()),
                        max_gain_vs_elk_full=float(gain.max()),
