@@ -22,7 +22,7 @@ from elkopt.report import schedule_from_dict
 from elkopt.schedule.checker import CHECKS, check_schedule
 from elkopt.schedule.schedule import PROLOGUE
 from elkopt.schedule.timeline import compute_timeline
-from tests.test_cli import run_cli
+from test_cli import run_cli  # the CLI as the CLI tests run it
 
 POD4 = Chip(name="pod4", n_chips=4, cores_per_chip=1472)
 
