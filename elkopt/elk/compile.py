@@ -69,6 +69,7 @@ ELK_SCHEDULERS = {"elk_basic": "Basic", "elk_static": "Static", "elk_dyn": "Elk-
 REFERENCE_KEYS = {"elk_basic": "basic", "elk_static": "static", "elk_dyn": "elk_dyn", "elk_full": "elk_full",
                   "elk_ideal": "ideal"}
 
+
 @dataclass(frozen=True)
 class ElkRun:
     """One run of the published designs: the asked design's `schedule` and `timeline`,
