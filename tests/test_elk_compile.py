@@ -12,7 +12,7 @@ from elkopt.chip import Chip, Topology
 from elkopt.conventions import Conventions
 from elkopt.elk.compile import ElkRun, compile_elk, count_layers, published_machine
 from elkopt.elk.timing import ELK_CHECKS, check_elk_schedule, lower_bound_cycles, sram_in_use
-from elkopt.elk.convert import load_windows, to_schedule
+from elkopt.elk.convert import elk_dyn_start, load_windows, to_schedule
 from elkopt.elk.program import capacity_split, cold_hot_table
 from elkopt.elk.texpr import TExprEntry
 from elkopt.graph import zoo
@@ -301,3 +301,17 @@ def test_loads_that_overfill_elkopts_sram_count_are_deferred(tiny_elkopt):
     # with room to spare nothing moves, and the windows are the published schedule's
     same, none = to_schedule(run.schedule, run.problem.ops, graph, tables, "elk_full", POD4.sram_bytes_per_core)
     assert none == 0 and same == run.plan
+
+
+def test_elk_dyn_start_is_a_valid_schedule_or_none():
+    graph = zoo.build_graph("tiny", "decode", 32, 2048)
+    tables = build_tables(graph, POD4)
+    start = elk_dyn_start(graph, tables, POD4)
+    assert start is not None and start.schedule.scheduler == "elk_dyn"
+    assert check_schedule(start.schedule, POD4, [graph.dependencies(i) for i in range(graph.n_ops)],
+                          start.timeline) == []
+    # a chip the published model cannot describe, a graph too small for it: no start
+    mesh = replace(POD4, topology=Topology.MESH, mesh_rows=64, mesh_cols=92, mesh_link_bytes_per_s=1e10)
+    assert elk_dyn_start(graph, build_tables(graph, mesh), mesh) is None
+    one = replace(graph, ops=graph.ops[:1])
+    assert elk_dyn_start(one, build_tables(one, POD4), POD4) is None

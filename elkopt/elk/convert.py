@@ -34,6 +34,7 @@ from elkopt.elk.schedulers import ElkSchedule, schedule_elk_dyn
 from elkopt.graph.ir import Graph
 from elkopt.plans.table import TableSet
 from elkopt.schedule.baselines import Evaluated
+from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.layers import fit_sram
 from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
 from elkopt.schedule.timeline import compute_timeline
@@ -87,15 +88,20 @@ def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, table
 
 def elk_dyn_start(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None) -> Evaluated | None:
     """Elk-Dyn's decisions on elkopt's plan tables (its best threshold) as an elkopt
-    schedule, timed and valid: a starting point for elkopt's own scheduler. None when the
-    published model cannot describe the chip (`elkopt.elk.program.published_machine`)."""
+    schedule, timed and checked: a starting point for elkopt's own scheduler. None when
+    there is none: the published model cannot describe the chip
+    (`elkopt.elk.program.published_machine`), the graph is too small for it, Elk-Dyn
+    finds no plan, or its decisions do not make a valid elkopt schedule."""
     try:
         pb = elkopt_problem(graph, tables, chip, layers)
-    except ValueError:
+        plan, _deferred = to_schedule(schedule_elk_dyn(pb).schedule, pb.ops, graph, tables, "elk_dyn",
+                                      chip.usable_sram_bytes_per_core)
+        timeline = compute_timeline(plan, chip, [op.flops for op in graph.ops])
+    except ValueError:  # ScheduleError included
         return None
-    plan, _deferred = to_schedule(schedule_elk_dyn(pb).schedule, pb.ops, graph, tables, "elk_dyn",
-                                  chip.usable_sram_bytes_per_core)
-    return Evaluated(plan, compute_timeline(plan, chip, [op.flops for op in graph.ops]))
+    if check_schedule(plan, chip, [graph.dependencies(i) for i in range(graph.n_ops)], timeline):
+        return None
+    return Evaluated(plan, timeline)
 
 
 __all__ = ["elk_dyn_start", "load_windows", "to_schedule"]
