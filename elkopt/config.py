@@ -179,7 +179,13 @@ class ConventionsConfig:
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
     published_plans: bool = False
+    temporal_sort: bool = False
+    inter_chip_always: bool = False
+    slice_compute: bool = False
+    reduce_ladder: bool = False
     capacity_split: bool = False
+    padded_hbm_bytes: bool = False
+    published_delivery: bool = False
 
 
 @dataclass

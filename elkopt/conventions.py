@@ -14,30 +14,47 @@ graph (the importer and graph transforms)
     drop_scalar_operands  broadcast scalars are not operands (the published parser deletes
                         them; elkopt keeps them as 1-element on-chip operands)
 
-plans (read by the published schedulers, scheduler=elk_*; elkopt's schedulers always plan
-on elkopt's plan tables)
-    published_plans     operators' plans and costs come from the published enumeration and
-                        cold-hot tables (`elkopt.elk.tables`): HBM bytes are the smallest cold
-                        size x cores (per-core padding included), the published temporal
-                        sort, reduce ladder, Slice compute and inter-chip factor, and loads
-                        delivered at the published 5 GB/s per core (5.5 in Elk-Full and
-                        Ideal). Off, the published schedulers read elkopt's plan tables, the
-                        operators' unique HBM bytes and the chip's link rate. Needs
-                        drop_scalar_operands (the published tables have no scalar operands)
+plans (read by the published designs, scheduler=elk_*; elkopt's schedulers always plan on
+elkopt's plan tables and time on elkopt's timeline)
+    published_plans     the operators' plans and costs come from the published enumeration
+                        and cold-hot tables (`elkopt.elk.tables`) and schedules are timed by
+                        the published model. Off, the published designs choose from
+                        elkopt's plan tables and their decisions are timed on elkopt's
+                        timeline. Needs drop_scalar_operands (the published tables have no
+                        scalar operands)
+    temporal_sort       the published temporal enumeration's dimension sort (section 7,
+                        quirk 1); off, each dim its own candidate list. Needs published_plans
+    inter_chip_always   the inter-chip exchange factor (x1.25) on every plan of a machine of
+                        several chips; off, only on plans that span chips. Needs
+                        published_plans
+    slice_compute       a Slice costs the shift of its output plus a sync; off, nothing.
+                        Needs published_plans
+    reduce_ladder       reduced partial sums are aligned by the published ladder (outputs of
+                        2 or less unrounded); off, by elkopt's. Needs published_plans
     capacity_split      operators above the published capacity (cores // split_factor MiB of
                         2-byte elements) are halved along their largest dim until they fit,
-                        as the published parser does (`elkopt.elk.program`; needs
-                        published_plans; without it planning.split_fraction cuts)
+                        as the published parser does (`elkopt.elk.program`). Needs
+                        published_plans (without it planning.split_fraction cuts)
 
+loads (the published designs' load model, on either plan tables)
+    padded_hbm_bytes    a load streams the operator's smallest cold size x cores (per-core
+                        padding included); off, its unique HBM bytes
+    published_delivery  loads are delivered at the published 5 GB/s per core (5.5 in
+                        Elk-Full and Ideal); off, at the chip's per-core link rate. The NoC
+                        thresholds (0.7, Elk-Dyn's sweep, 0.99) are the designs' policies
+                        and stay
 
 `Conventions()` is elkopt's accounting (every rule off); `Conventions.published()` turns
 every rule on. Library code takes a `Conventions`; the command line sets it with
-`conventions=elkopt|published` and one field at a time (`conventions.slice_input_shape=false`).
+`conventions=elkopt|published|published_graphs` and one field at a time
+(`conventions.slice_input_shape=false`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+
+from elkopt.elk.enumerate import PlanRules
 
 #: The rules in the order they are documented, with one line each (experiments/README.md).
 RULES = {
@@ -45,10 +62,22 @@ RULES = {
                           "inputs is read from HBM again",
     "slice_input_shape": "a Slice is costed over the shape of the tensor it slices",
     "drop_scalar_operands": "broadcast scalars are not operands",
-    "published_plans": "plans and costs from the published enumeration and cold-hot tables (padded HBM "
-                       "bytes, published delivery rates)",
+    "published_plans": "plans and costs from the published enumeration and cold-hot tables, timed by the "
+                       "published model",
+    "temporal_sort": "the published temporal enumeration's dimension sort",
+    "inter_chip_always": "the inter-chip factor on every plan of a multi-chip machine",
+    "slice_compute": "a Slice costs the shift of its output plus a sync",
+    "reduce_ladder": "reduced partial sums aligned by the published ladder",
     "capacity_split": "operators above cores // split_factor MiB are halved along their largest dim "
                       "until they fit",
+    "padded_hbm_bytes": "a load streams the smallest cold size x cores",
+    "published_delivery": "loads delivered at the published 5 (5.5) GB/s per core",
+}
+#: What a rule needs on (it is meaningless without them).
+NEEDS = {
+    "published_plans": ("drop_scalar_operands",),
+    **{rule: ("drop_scalar_operands", "published_plans")
+       for rule in ("temporal_sort", "inter_chip_always", "slice_compute", "reduce_ladder", "capacity_split")},
 }
 
 
@@ -61,16 +90,20 @@ class Conventions:
     slice_input_shape: bool = False
     drop_scalar_operands: bool = False
     published_plans: bool = False
+    temporal_sort: bool = False
+    inter_chip_always: bool = False
+    slice_compute: bool = False
+    reduce_ladder: bool = False
     capacity_split: bool = False
+    padded_hbm_bytes: bool = False
+    published_delivery: bool = False
 
     def __post_init__(self) -> None:
-        if self.capacity_split and not self.published_plans:
-            raise ValueError("conventions.capacity_split cuts the published plan tables' operators: set "
-                             "conventions.published_plans=true too, or capacity_split=false (elkopt's own "
-                             "cut is planning.split_fraction)")
-        if self.published_plans and not self.drop_scalar_operands:
-            raise ValueError("conventions.published_plans: the published plan tables have no scalar operands; "
-                             "set conventions.drop_scalar_operands=true too, or published_plans=false")
+        for rule, needs in NEEDS.items():
+            missing = [n for n in needs if getattr(self, rule) and not getattr(self, n)]
+            if missing:
+                raise ValueError(f"conventions.{rule} needs {' and '.join(f'conventions.{n}' for n in missing)}: "
+                                 f"set {' and '.join(f'{n}=true' for n in missing)} too, or {rule}=false")
 
     @classmethod
     def published(cls) -> Conventions:
@@ -79,18 +112,27 @@ class Conventions:
 
     def only(self, rule: str) -> Conventions:
         """elkopt's accounting with one published rule on (to see what it is worth), and
-        the rules it needs: published_plans needs drop_scalar_operands, capacity_split
-        both."""
+        the rules it needs (`NEEDS`)."""
         if rule not in RULES:
             raise ValueError(f"unknown convention {rule!r}; the rules are {', '.join(RULES)}")
-        needs = {"published_plans": {"drop_scalar_operands": True},
-                 "capacity_split": {"drop_scalar_operands": True, "published_plans": True}}.get(rule, {})
-        return replace(Conventions(), name=f"elkopt+{rule}", **needs, **{rule: True})
+        on = {n: True for n in NEEDS.get(rule, ())}
+        return replace(Conventions(), name=f"elkopt+{rule}", **on, **{rule: True})
+
+    def without(self, rule: str) -> Conventions:
+        """These conventions with `rule` off, and the rules that need it."""
+        if rule not in RULES:
+            raise ValueError(f"unknown convention {rule!r}; the rules are {', '.join(RULES)}")
+        off = {r: False for r, needs in NEEDS.items() if rule in needs}
+        return replace(self, name=f"{self.name}-{rule}", **off, **{rule: False})
 
     @property
     def active(self) -> tuple[str, ...]:
         """The rules that are on, in documented order."""
         return tuple(rule for rule in RULES if getattr(self, rule))
+
+    def plan_rules(self) -> PlanRules:
+        """The published plan search's quirks these conventions keep."""
+        return PlanRules(self.temporal_sort, self.inter_chip_always, self.slice_compute, self.reduce_ladder)
 
 
 assert set(RULES) == {f.name for f in fields(Conventions)} - {"name"}, "every rule is documented"

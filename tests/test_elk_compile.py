@@ -13,8 +13,9 @@ from elkopt.conventions import Conventions
 from elkopt.elk.compile import ElkRun, compile_elk, count_layers, published_machine
 from elkopt.elk.timing import ELK_CHECKS, check_elk_schedule, lower_bound_cycles, sram_in_use
 from elkopt.elk.convert import elk_dyn_start, load_windows, to_schedule
-from elkopt.elk.program import capacity_split, cold_hot_table
-from elkopt.elk.texpr import TExprEntry
+from elkopt.elk.enumerate import PlanRules
+from elkopt.elk.program import capacity_split, cold_hot_table, entry_hbm_bytes
+from elkopt.elk.texpr import TExprEntry, texpr_entry
 from elkopt.graph import zoo
 from elkopt.graph.reload import reload_activations
 from elkopt.plans.table import build_tables
@@ -315,3 +316,29 @@ def test_elk_dyn_start_is_a_valid_schedule_or_none():
     assert elk_dyn_start(graph, build_tables(graph, mesh), mesh) is None
     one = replace(graph, ops=graph.ops[:1])
     assert elk_dyn_start(one, build_tables(one, POD4), POD4) is None
+
+
+def test_padded_hbm_bytes_and_published_delivery_reach_the_load_model(tiny_full):
+    graph, published = tiny_full.graph, Conventions.published()
+    assert all(t.hbm_bytes == -1 for t in tiny_full.problem.index) and tiny_full.problem.noc_gbps is None
+    unpadded = compile_elk(graph, POD4, "elk_basic", published.without("padded_hbm_bytes"))
+    for op, t in zip(unpadded.problem.ops, unpadded.problem.index):
+        assert t.hbm_bytes == entry_hbm_bytes(texpr_entry(graph.ops[op.source]), graph.elem_bytes)
+    loaded = [i for i, t in enumerate(unpadded.problem.index) if t.min_cold > 0]
+    padded = [t.min_cold * POD4.cores for t in tiny_full.problem.index]
+    assert all(unpadded.problem.index[i].hbm_bytes <= padded[i] for i in loaded)
+    assert any(unpadded.problem.index[i].hbm_bytes < padded[i] for i in loaded)  # per-core padding
+    chip_rate = compile_elk(graph, POD4, "elk_basic", published.without("published_delivery"))
+    assert chip_rate.problem.noc_gbps == pytest.approx(5.5)
+
+
+def test_rules_that_need_others_say_which():
+    with pytest.raises(ValueError, match="conventions.slice_compute needs conventions.drop_scalar_operands and "
+                                         "conventions.published_plans"):
+        Conventions(slice_compute=True)
+    assert Conventions().only("reduce_ladder").active == ("drop_scalar_operands", "published_plans", "reduce_ladder")
+    no_plans = Conventions.published().without("published_plans")
+    assert no_plans.active == ("reload_activations", "slice_input_shape", "drop_scalar_operands",
+                               "padded_hbm_bytes", "published_delivery")
+    assert Conventions.published().plan_rules() == PlanRules()
+    assert Conventions().plan_rules() == PlanRules(False, False, False, False)

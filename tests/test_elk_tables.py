@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from elkopt.elk.coldhot import ColdHotTable
-from elkopt.elk.enumerate import ElkExpr, enumerate_plans, enumerate_spatial
+from elkopt.elk.enumerate import ElkExpr, PlanRules, enumerate_plans, enumerate_spatial
 from elkopt.elk.evaluate import align_output, evaluate_plans
 from elkopt.elk.tables import build_cold_hot_table, search_published, select_hot_set, warm_up_cycles
 
@@ -351,3 +352,41 @@ def test_table_shape_and_refusals():
         build_cold_hot_table(3, [8, 4], [[[0], [1]], [[0], [1]]], [False], 8, SRAM)
     with pytest.raises(ValueError, match="ignore flags"):
         build_cold_hot_table(5, [32, 256, 128], DOT, [True, False, True], 32, SRAM)
+
+
+# -- each published quirk can be turned off (elkopt.conventions) ----------------------------
+
+
+def test_rules_off_the_temporal_sort_is_the_intended_search():
+    x = ElkExpr.of(5, [32, 10240, 5120], DOT, [False, False], 368, SRAM, rules=PlanRules(temporal_sort=False))
+    assert len(search_published(x).plans) == len(search_published(x, published_sort=False).plans)
+    assert len(search_published(replace(x, rules=PlanRules())).plans) == 21124
+
+
+def test_rules_off_the_inter_chip_factor_only_on_plans_that_span_chips():
+    always = ElkExpr.of(5, [32, 512, 256], DOT, [True, False], 2944, SRAM)
+    spanning = replace(always, rules=PlanRules(inter_chip_always=False))
+    plans = enumerate_plans(always, spatial=np.array([[32, 16, 1], [32, 64, 1]]))  # 512 and 2048 cores
+    a, b = evaluate_plans(always, plans), evaluate_plans(spanning, plans)
+    used = plans.spatial[plans.split].prod(axis=1)
+    assert (used <= 1472).any() and (used > 1472).any()
+    assert np.array_equal(a.sss[used > 1472], b.sss[used > 1472])
+    assert a.sss[used <= 1472] == pytest.approx(b.sss[used <= 1472] * 1.25)
+
+
+def test_rules_off_a_slice_computes_nothing():
+    x = ElkExpr.of(8, [32, 1, 128], [[[0], [1], [2]], [[0], [1], [2]]], [True], 4, SRAM,
+                   rules=PlanRules(slice_compute=False))
+    plans = enumerate_plans(x, spatial=np.array([[4, 1, 1]]))
+    assert evaluate_plans(x, plans).comp.tolist() == [0.0]
+
+
+def test_rules_off_partial_sums_are_aligned_as_elkopt_aligns_them():
+    # out[b, n] = a[b, k] * w[k, n] with K long: plans splitting K leave tiny reduced outputs,
+    # which the published ladder keeps unrounded and elkopt rounds up to 1 or 2
+    ladder = ElkExpr.of(5, [1, 2, 8192], DOT, [True, False], 64, SRAM)
+    elkopt = replace(ladder, rules=PlanRules(reduce_ladder=False))
+    plans = enumerate_plans(ladder)
+    a, b = evaluate_plans(ladder, plans), evaluate_plans(elkopt, plans)
+    assert (a.sss <= b.sss + 1e-9).all() and (a.sss < b.sss - 1e-9).any()
+    assert np.array_equal(a.comp, b.comp)

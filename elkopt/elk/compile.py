@@ -44,7 +44,7 @@ from elkopt.conventions import Conventions
 from elkopt.elk.coldhot import ElkOp
 from elkopt.elk.lookup import CYCLES_PER_MS
 from elkopt.elk.convert import to_schedule
-from elkopt.elk.program import count_layers, elk_ops, elkopt_problem, published_machine
+from elkopt.elk.program import chip_noc_gbps, count_layers, elk_ops, elkopt_problem, published_machine
 from elkopt.elk.schedulers import (ElkSchedule, Problem, schedule_basic, schedule_elk_dyn,
                                    schedule_elk_full, schedule_ideal, schedule_static)
 from elkopt.elk.suite import PublishedResults
@@ -183,7 +183,8 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
         tables, cut = None, SplitReport({})
         pb = _published_problem(graph, chip, conventions, n_layers, split_factor, say)
     else:
-        graph, cut, tables, pb = _elkopt_problem(graph, chip, n_layers, options or PlanningOptions(), say)
+        graph, cut, tables, pb = _elkopt_problem(graph, chip, n_layers, options or PlanningOptions(), conventions,
+                                                 say)
     tables_s = time.perf_counter() - start
     results, timings = _run_designs(pb, scheduler == "elk_full", say)
     chosen = {"elk_basic": results.basic.schedule, "elk_static": results.static.schedule,
@@ -238,14 +239,16 @@ def _published_problem(graph: Graph, chip: Chip, conventions: Conventions, layer
     hbm_GBps, interconnect = published_machine(chip)
     sram = chip.usable_sram_bytes_per_core
     capacity = chip.cores // split_factor if conventions.capacity_split else None
-    ops = elk_ops(graph, chip.cores, sram, conventions.drop_scalar_operands, capacity, progress=say)
+    ops = elk_ops(graph, chip.cores, sram, conventions.drop_scalar_operands, capacity, conventions.plan_rules(),
+                  conventions.padded_hbm_bytes, progress=say)
     if len(ops) > graph.n_ops:
         say(f"published capacity split ({capacity} MiB): {graph.n_ops} -> {len(ops)} operators")
     _check_layers(len(ops), layers)
-    return Problem(ops, hbm_GBps, chip.cores, sram, layers, interconnect)
+    return Problem(ops, hbm_GBps, chip.cores, sram, layers, interconnect,
+                   None if conventions.published_delivery else chip_noc_gbps(chip))
 
 
-def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOptions,
+def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOptions, conventions: Conventions,
                     say: Callable[[str], None]) -> tuple[Graph, SplitReport, TableSet, Problem]:
     """The graph (cut as elkopt cuts it) and what was cut, its plan tables, and the
     operators with those as cold-hot tables (`elkopt.elk.program.elkopt_problem`)."""
@@ -260,7 +263,8 @@ def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOpti
     except InfeasibleOperatorError as err:
         raise PlanningError(str(err)) from None
     _check_layers(graph.n_ops, layers)
-    return graph, report, tables, elkopt_problem(graph, tables, chip, layers)
+    return graph, report, tables, elkopt_problem(graph, tables, chip, layers, conventions.padded_hbm_bytes,
+                                                 conventions.published_delivery)
 
 
 def _check_layers(n_ops: int, layers: int) -> None:

@@ -35,11 +35,29 @@ EXPAND_ROWS = 400_000
 
 
 @dataclass(frozen=True)
+class PlanRules:
+    """Which quirks of the published plan search and cost model apply (all, as published;
+    `elkopt.conventions` turns each off by name): `temporal_sort`, the temporal
+    enumeration's dimension sort (ELK_REFERENCE section 7, quirk 1; off: each dim its own
+    candidate list); `inter_chip_always`, the inter-chip factor on every plan of a
+    multi-chip machine (off: only on plans using more than one chip's cores);
+    `slice_compute`, a Slice's shift of its output plus a sync (off: no compute);
+    `reduce_ladder`, the published alignment of reduced partial sums, which leaves
+    outputs of 2 or less unrounded (off: elkopt's, `elkopt.plans.cycles.aligned_output`)."""
+
+    temporal_sort: bool = True
+    inter_chip_always: bool = True
+    slice_compute: bool = True
+    reduce_ladder: bool = True
+
+
+@dataclass(frozen=True)
 class ElkExpr:
     """One operator as the published plan search sees it.
 
     `slots[v]` lists the dim of each slot of variable v (output first); `ignore[v]` is
-    True for variables already on chip (always for the output); `sram_bytes` per core.
+    True for variables already on chip (always for the output); `sram_bytes` per core;
+    `rules` the published quirks that apply.
     """
 
     op_type: int
@@ -49,9 +67,11 @@ class ElkExpr:
     cores: int
     sram_bytes: int
     elem_bytes: int = 2
+    rules: PlanRules = PlanRules()
 
     @classmethod
-    def of(cls, op_type, dims, variables, ignore, cores, sram_bytes, elem_bytes=2) -> "ElkExpr":
+    def of(cls, op_type, dims, variables, ignore, cores, sram_bytes, elem_bytes=2,
+           rules: PlanRules = PlanRules()) -> "ElkExpr":
         """From the TExpr form: `variables` lists slots of dim indices, `ignore` is per input.
 
         >>> ElkExpr.of(5, [32, 64, 64], [[[0], [1]], [[0], [2]], [[2], [1]]], [True, False], 16, 1 << 16).slots
@@ -76,7 +96,7 @@ class ElkExpr:
         if op_type in (MATMUL, GATHER) and len(slots) != 3:
             raise ValueError("published tables: a matmul or gather needs an output and two inputs")
         ignore = (True, *map(bool, ignore))
-        return cls(op_type, dims, tuple(slots), ignore, int(cores), int(sram_bytes), int(elem_bytes))
+        return cls(op_type, dims, tuple(slots), ignore, int(cores), int(sram_bytes), int(elem_bytes), rules)
 
     @property
     def n_dims(self) -> int:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from elkopt.elk.enumerate import ELEMENTWISE, GATHER, MATMUL, REDUCE, SLICE, UNARY, ElkExpr, PlanSpace
+from elkopt.elk.enumerate import (CHIP_CORES, ELEMENTWISE, GATHER, MATMUL, REDUCE, SLICE, UNARY, ElkExpr,
+                                  PlanSpace)
 from elkopt.plans import cycles as cyc
 
 SYNC_CYCLES = 118
@@ -97,6 +98,8 @@ def comp_per_iter(expr: ElkExpr, sub: np.ndarray) -> np.ndarray:
         indices = sub[:, list(expr.slots[2])].prod(axis=1)
         return cyc.gather_cycles(sub[:, :-1].prod(axis=1), indices)
     if kind == SLICE:
+        if not expr.rules.slice_compute:
+            return np.zeros(len(sub))
         return shift_time(out, expr.elem_bytes) + SYNC_CYCLES
     raise ValueError(f"published tables: unknown operator type {kind}")
 
@@ -181,12 +184,13 @@ def shuffle_cycles(
     out = sub[:, list(expr.slots[0])].prod(axis=1)
     reduced = out / partial
     eb = expr.elem_bytes
+    align = align_output if expr.rules.reduce_ladder else cyc.aligned_output
     pair = 2 * SYNC_CYCLES + shift_time(out // 2, eb)
     gather = np.where(partial == 1, 0.0, np.where(partial == 2, pair, partial * SYNC_CYCLES + shift_time(out, eb)))
     reduce = np.where(
         partial == 1,
         0.0,
-        np.where(partial == 2, cyc.binary_cycles(reduced), reduce_work_cycles(align_output(reduced) * partial)),
+        np.where(partial == 2, cyc.binary_cycles(reduced), reduce_work_cycles(align(reduced) * partial)),
     )
     return shift_time(sizes[:, 0], eb) + BUFFER_ITERS * SYNC_CYCLES + SYNC_CYCLES * 4 + gather + reduce
 
@@ -212,6 +216,9 @@ def _evaluate(expr: ElkExpr, plans: PlanSpace, levels, rows: slice) -> PlanCosts
     sync_shift = sync_shift_cycles(expr, plans.choice[rows], levels, sizes)
     shuffle = shuffle_cycles(expr, replicas, temporal, sub, sizes)
     if expr.inter_chip:
-        sync_shift = sync_shift * INTER_CHIP_FACTOR
-        shuffle = shuffle * INTER_CHIP_FACTOR
+        factor = INTER_CHIP_FACTOR
+        if not expr.rules.inter_chip_always:  # only plans that span chips
+            factor = np.where(plans.spatial[split].prod(axis=1) > CHIP_CORES, INTER_CHIP_FACTOR, 1.0)
+        sync_shift = sync_shift * factor
+        shuffle = shuffle * factor
     return PlanCosts(sizes, hot_mem, cold_mem, comp + sync_shift + shuffle, comp, sync_shift + shuffle)

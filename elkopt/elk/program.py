@@ -28,6 +28,7 @@ from elkopt.elk.tables import build_cold_hot_table
 from elkopt.chip import PUBLISHED_GB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.elk.lookup import ALL_TO_ALL, CYCLES_PER_MS, Interconnect
 from elkopt.elk.schedulers import Problem
+from elkopt.elk.enumerate import PlanRules
 from elkopt.elk.texpr import TExprEntry, published_type, texpr_entry
 from elkopt.graph.ir import Graph
 from elkopt.schedule.layers import find_layers
@@ -58,12 +59,21 @@ def capacity_split(entries: list[TExprEntry], is_batch_matmul: list[bool],
     return out
 
 
+def entry_hbm_bytes(entry: TExprEntry, elem_bytes: int) -> int:
+    """The unique bytes an operator in the published form reads from HBM: its inputs not
+    on chip, whole."""
+    return sum(prod(entry.dims[slot[0]] for slot in var)
+               for var, on_chip in zip(entry.variables[1:], entry.ignore) if not on_chip) * elem_bytes
+
+
 def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: bool = True,
-            capacity_mb: int | None = None,
+            capacity_mb: int | None = None, rules: PlanRules = PlanRules(), padded_hbm_bytes: bool = True,
             progress: Callable[[str], None] | None = None) -> list[ElkOp]:
     """`graph`'s operators with their published cold-hot tables on `cores` cores of
-    `sram_bytes` each (the element size is the graph's); with `capacity_mb`, after the
-    published capacity split. Each `ElkOp.source` is the graph operator it came from."""
+    `sram_bytes` each (the element size is the graph's), built under `rules`; with
+    `capacity_mb`, after the published capacity split. A load streams the smallest cold
+    size x cores (`padded_hbm_bytes`) or the unique bytes (`entry_hbm_bytes`). Each
+    `ElkOp.source` is the graph operator it came from."""
     entries = [texpr_entry(op, drop_scalar_operands) for op in graph.ops]
     sources = list(range(len(entries)))
     if capacity_mb is not None:
@@ -75,8 +85,12 @@ def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: boo
     start = time.perf_counter()
     for n, key in enumerate(unique, 1):
         op_type, dims, variables, ignore = key
-        tables[key] = build_cold_hot_table(op_type, list(dims), [[list(s) for s in v] for v in variables],
-                                           list(ignore), cores, sram_bytes, graph.elem_bytes)
+        table = build_cold_hot_table(op_type, list(dims), [[list(s) for s in v] for v in variables],
+                                     list(ignore), cores, sram_bytes, graph.elem_bytes, rules)
+        if not padded_hbm_bytes:
+            entry = TExprEntry(op_type, dims, variables, ignore)
+            table = replace(table, hbm_bytes=entry_hbm_bytes(entry, graph.elem_bytes))
+        tables[key] = table
         ticker.update(n)
     ticker.finish(f"{time.perf_counter() - start:.1f} s")
     return [ElkOp(f"Op_{i}_{graph.ops[src].label}", e.op_type, e.dims, e.key, tables[e.key], src)
@@ -106,15 +120,16 @@ def cold_hot_table(table: PlanTable, hbm_bytes: int) -> ColdHotTable:
         row=rows.astype(np.int64), hbm_bytes=int(hbm_bytes))
 
 
-def elk_ops_from_plans(graph: Graph, tables: TableSet) -> list[ElkOp]:
+def elk_ops_from_plans(graph: Graph, tables: TableSet, padded_hbm_bytes: bool = False) -> list[ElkOp]:
     """`graph`'s operators with cold-hot tables made from elkopt's plan tables
-    (`cold_hot_table`): the published schedulers on elkopt's accounting. Operators that
-    share a plan table share a cold-hot table and a key."""
+    (`cold_hot_table`): the published schedulers on elkopt's accounting. A load streams the
+    operator's unique HBM bytes, or (`padded_hbm_bytes`) its smallest cold size x cores.
+    Operators that share a plan table share a cold-hot table and a key."""
     converted: dict[int, ColdHotTable] = {}
     ops = []
     for i, (op, table) in enumerate(zip(graph.ops, tables.tables)):
         if id(table) not in converted:
-            converted[id(table)] = cold_hot_table(table, op.hbm_bytes(graph.elem_bytes))
+            converted[id(table)] = cold_hot_table(table, -1 if padded_hbm_bytes else op.hbm_bytes(graph.elem_bytes))
         ops.append(ElkOp(f"Op_{i}_{op.label}", published_type(op), op.dim_lengths, op.signature,
                          converted[id(table)], i))
     return ops
@@ -140,16 +155,23 @@ def count_layers(graph: Graph) -> int:
     return block.count if block is not None else 1
 
 
-def elkopt_problem(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None) -> Problem:
+def elkopt_problem(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None,
+                   padded_hbm_bytes: bool = False, published_delivery: bool = False) -> Problem:
     """The published schedulers' problem on elkopt's accounting: `graph`'s operators with
-    its plan tables as cold-hot tables, every design delivering loads at the chip's
-    per-core link rate (elkopt's plan costs hold COMM and COMP already); `layers` by
-    default counted (`count_layers`). ValueError when the chip is not one the published
-    model describes (`published_machine`)."""
+    its plan tables as cold-hot tables (loads of their unique bytes unless
+    `padded_hbm_bytes`), every design delivering loads at the chip's per-core link rate
+    (unless `published_delivery`; elkopt's plan costs hold COMM and COMP already);
+    `layers` by default counted (`count_layers`). ValueError when the chip is not one the
+    published model describes (`published_machine`)."""
     hbm_GBps, _knobs = published_machine(chip)
-    noc_gbps = chip.core_link_bytes_per_s / PUBLISHED_GB_PER_S
-    return Problem(elk_ops_from_plans(graph, tables), hbm_GBps, chip.cores, chip.usable_sram_bytes_per_core,
-                   layers or count_layers(graph), ALL_TO_ALL, noc_gbps)
+    return Problem(elk_ops_from_plans(graph, tables, padded_hbm_bytes), hbm_GBps, chip.cores,
+                   chip.usable_sram_bytes_per_core, layers or count_layers(graph), ALL_TO_ALL,
+                   None if published_delivery else chip_noc_gbps(chip))
+
+
+def chip_noc_gbps(chip: Chip) -> float:
+    """The chip's per-core link rate in the published unit (GB/s of 2^30 bytes)."""
+    return chip.core_link_bytes_per_s / PUBLISHED_GB_PER_S
 
 
 def published_hbm_GBps(hbm_bytes_per_s: float) -> float:

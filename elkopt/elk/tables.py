@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from elkopt.elk.coldhot import ColdHotTable
-from elkopt.elk.enumerate import ElkExpr, PlanSpace, enumerate_plans, expand
+from elkopt.elk.enumerate import ElkExpr, PlanRules, PlanSpace, enumerate_plans, expand
 from elkopt.elk.evaluate import SYNC_CYCLES, PlanCosts, evaluate_plans, shift_time
 
 
@@ -115,9 +115,11 @@ def pair_cold_hot(expr: ElkExpr, plans: PlanSpace, costs: PlanCosts, hot_set: np
     return cold[best], hot[best], total[best]
 
 
-def search_published(expr: ElkExpr, published_sort: bool = True) -> PublishedSearch:
-    """Run the published per-operator search on `expr` (`published_sort`: see `enumerate_plans`)."""
-    plans = enumerate_plans(expr, published_sort=published_sort)
+def search_published(expr: ElkExpr, published_sort: bool | None = None) -> PublishedSearch:
+    """Run the published per-operator search on `expr` (`published_sort`: see
+    `enumerate_plans`; None: as `expr.rules.temporal_sort` says)."""
+    sort = expr.rules.temporal_sort if published_sort is None else published_sort
+    plans = enumerate_plans(expr, published_sort=sort)
     if not len(plans):
         raise ValueError("published tables: no plan passes the published pruning")
     costs = evaluate_plans(expr, plans)
@@ -134,16 +136,18 @@ def build_cold_hot_table(
     cores: int,
     sram_bytes: int,
     elem_bytes: int = 2,
+    rules: PlanRules = PlanRules(),
 ) -> ColdHotTable:
     """The published cold-hot table and hot set of one operator.
 
     `variables` is the TExpr form (output first; per variable its slots, each a list
     holding one dim index), `ignore` the per-input flags of data already on chip, sizes
-    in bytes per core, cycles at the IPU-Mk2 clock. Conv and pool are refused.
+    in bytes per core, cycles at the IPU-Mk2 clock; `rules`, the published quirks that
+    apply. Conv and pool are refused.
 
     >>> t = build_cold_hot_table(2, [32, 64], [[[0], [1]], [[0], [1]], [[0], [1]]], [True, False], 16, 1 << 16)
     >>> int(t.min_cold), len(t.hot_set_mem)
     (256, 1)
     """
-    expr = ElkExpr.of(op_type, dims, variables, ignore, cores, sram_bytes, elem_bytes)
+    expr = ElkExpr.of(op_type, dims, variables, ignore, cores, sram_bytes, elem_bytes, rules)
     return search_published(expr).table()
