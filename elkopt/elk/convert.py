@@ -10,8 +10,7 @@ accounting and `elkopt.schedule.checker` checks them, as it does elkopt's own sc
 A load is issued in the window of the operator running when the published schedule starts
 it (an operator's own index when it starts in the gap before that operator, the prologue
 before the first). elkopt starts a load at its window's start once the loads before it are
-done, never later than the published model does; loads take their HBM or delivery time,
-with no threshold stretch.
+done; loads take their HBM or delivery time, with no threshold stretch.
 
 elkopt's checker counts a waiting load at the size of the layout it waits in; the
 published designs reserve its smallest layout (and Elk-Full moves loads earlier without

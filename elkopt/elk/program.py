@@ -12,6 +12,11 @@ more than CAP_MB MiB of 2-byte elements, or a two-input operator whose two large
 loses half of its largest dim (the first such, rounded down) and is followed by a copy of
 itself, until none is. The copies are identical (they share a table); partial sums along a
 halved contracted dim are not added, as published.
+
+On elkopt's accounting the operators get elkopt's plan tables instead, as cold-hot tables
+(`cold_hot_table`, `elk_ops_from_plans`, `elkopt_problem`). `published_machine` says how
+the published model sees a chip (or which field it cannot describe), `count_layers` how
+often a graph's layer repeats (the published ``--layers``).
 """
 
 from __future__ import annotations
@@ -23,17 +28,17 @@ from math import prod
 
 import numpy as np
 
-from elkopt.elk.coldhot import ColdHotTable, ElkOp
-from elkopt.elk.tables import build_cold_hot_table
 from elkopt.chip import PUBLISHED_GB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
+from elkopt.elk.coldhot import ColdHotTable, ElkOp
+from elkopt.elk.enumerate import PlanRules
 from elkopt.elk.lookup import ALL_TO_ALL, CYCLES_PER_MS, Interconnect
 from elkopt.elk.schedulers import Problem
-from elkopt.elk.enumerate import PlanRules
+from elkopt.elk.tables import build_cold_hot_table
 from elkopt.elk.texpr import TExprEntry, published_type, texpr_entry
 from elkopt.graph.ir import Graph
-from elkopt.schedule.layers import find_layers
 from elkopt.plans.table import PlanTable, TableSet
 from elkopt.progress import Ticker
+from elkopt.schedule.layers import find_layers
 
 
 def capacity_split(entries: list[TExprEntry], is_batch_matmul: list[bool],
@@ -100,8 +105,8 @@ def elk_ops(graph: Graph, cores: int, sram_bytes: int, drop_scalar_operands: boo
 def cold_hot_table(table: PlanTable, hbm_bytes: int) -> ColdHotTable:
     """An elkopt plan table as a published cold-hot table: per (cold, hot) pair its
     fastest row (hot plan + distribution from the cold layout; ties to the lower row),
-    the hot Pareto front as the hot set, and the operator's unique `hbm_bytes` as what
-    its load streams (elkopt's accounting: no per-core padding)."""
+    the hot Pareto front as the hot set, and `hbm_bytes` as what its load streams (the
+    operator's unique bytes; -1: the smallest cold size x cores, as published)."""
     if not len(table):
         raise ValueError("an empty plan table has no cold-hot pairs")
     total = table.total_cycles
