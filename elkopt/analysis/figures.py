@@ -61,9 +61,9 @@ def fig17_published(results: pd.DataFrame) -> dict[str, Figure]:
 
 def fig17_equal_terms(results: pd.DataFrame) -> dict[str, Figure]:
     """The published designs' decisions and elkopt on the published graphs, all on elkopt's
-    plans and timeline, one panel per model (not beside the published values: those are
-    on the published accounting)."""
-    return {"fig17_equal_terms": fig17_published(results)["fig17_published"]}
+    plans and timeline, one panel per model; the published values (on the published
+    accounting) as diamonds for reference. No second figure beside the published bars."""
+    return {"fig17_equal_terms": _model_panels(published.designs_table(results), published.plot_designs)}
 
 
 def fig18_breakdown(results: pd.DataFrame) -> dict[str, Figure]:

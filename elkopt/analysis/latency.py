@@ -118,29 +118,42 @@ def against_published(latency: pd.DataFrame) -> pd.DataFrame:
 def plot_latency(latency: pd.DataFrame, model: str, ax: Axes | None = None) -> Axes:
     """Bars of each scheduler's latency per (batch, KV), Ideal as a black tick, the
     published values (batch 32, KV 2048) as hollow diamonds."""
+    schedulers = [s for s in SCHEDULERS if s in latency.columns]
+    return plot_config_bars(latency, model, {s: s for s in schedulers},
+                            {s: f"published_{PUBLISHED_NAME[s]}" for s in schedulers}, ax=ax)
+
+
+def plot_config_bars(table: pd.DataFrame, model: str, bars: dict[str, str], published: dict[str, str],
+                     ax: Axes | None = None, title: str | None = None, hatched: tuple[str, ...] = (),
+                     legend_columns: int = 3) -> Axes:
+    """`model`'s rows of `table` as groups of bars per (batch, KV): one bar per column of
+    `bars` (column -> legend label; `hatched` ones hatched), Ideal as a black tick, and
+    where `published` names a column of published values for a bar, hollow diamonds on it."""
     import matplotlib.pyplot as plt
 
-    part = latency[latency["model"] == model].reset_index(drop=True)
+    part = table[table["model"] == model].reset_index(drop=True)
     if part.empty:
-        raise ValueError(f"no rows for model {model!r}; the table has {sorted(latency['model'].unique())}")
+        raise ValueError(f"no rows for model {model!r}; the table has {sorted(table['model'].unique())}")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.5))
-    schedulers = [s for s in SCHEDULERS if s in part.columns]
-    width = 0.8 / len(schedulers)
+    columns = [c for c in bars if c in part.columns]
+    width = 0.8 / len(columns)
     x = np.arange(len(part))
-    for k, s in enumerate(schedulers):
-        offset = (k - (len(schedulers) - 1) / 2) * width
-        ax.bar(x + offset, part[s], width, color=f"C{k}", label=s)
-        published = part.get(f"published_{PUBLISHED_NAME[s]}")
-        if published is not None and published.notna().any():
-            ax.plot(x + offset, published, "D", mfc="none", color="black", ms=5,
+    for k, c in enumerate(columns):
+        offset = (k - (len(columns) - 1) / 2) * width
+        hatch = c in hatched
+        ax.bar(x + offset, part[c], width, color=f"C{k}", label=bars[c],
+               hatch="//" if hatch else None, edgecolor="white" if hatch else None)
+        values = part.get(published[c]) if c in published else None
+        if values is not None and values.notna().any():
+            ax.plot(x + offset, values, "D", mfc="none", color="black", ms=5,
                     label="published" if k == 0 else None)
     ax.hlines(part["ideal"], x - 0.45, x + 0.45, color="black", lw=1.5, label="Ideal")
     ax.set_xticks(x, [f"b{b}\nKV {kv}" for b, kv in zip(part["batch"], part["kv"])])
     ax.set_ylabel("latency per token (ms)")
-    ax.set_title(model)
+    ax.set_title(model if title is None else title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=legend_columns)
     return ax
 
 

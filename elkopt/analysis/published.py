@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from elkopt.analysis.latency import in_model_order, mean_ratios
+from elkopt.analysis.latency import in_model_order, mean_ratios, plot_config_bars
 from elkopt.analysis.results import finished
 from elkopt.published import PUBLISHED_CONFIG, PUBLISHED_GRAPHS, PUBLISHED_MS, PUBLISHED_SUMMARY
 
@@ -146,31 +146,10 @@ def plot_designs(table: pd.DataFrame, model: str, ax: Axes | None = None) -> Axe
     """Bars of each design's latency per (batch, KV), elkopt last (hatched), Ideal as a
     black tick, the published values (batch 32, KV 2048) as hollow diamonds on the bar of
     the design they stand for."""
-    import matplotlib.pyplot as plt
-
-    part = table[table["model"] == model].reset_index(drop=True)
-    if part.empty:
-        raise ValueError(f"no rows for model {model!r}; the table has {sorted(table['model'].unique())}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.5))
-    designs = [d for d in COMPARED if d in part.columns and d != "elk_dyn_printed"]
-    width = 0.8 / len(designs)
-    x = np.arange(len(part))
-    for k, d in enumerate(designs):
-        offset = (k - (len(designs) - 1) / 2) * width
-        ax.bar(x + offset, part[d], width, color=f"C{k}", label=LABELS[d],
-               hatch="//" if d == "elkopt" else None, edgecolor="white" if d == "elkopt" else None)
-        published = part.get(f"published_{d}")
-        if published is not None and published.notna().any():
-            ax.plot(x + offset, published, "D", mfc="none", color="black", ms=5,
-                    label="published" if k == 0 else None)
-    ax.hlines(part["ideal"], x - 0.45, x + 0.45, color="black", lw=1.5, label="Ideal")
-    ax.set_xticks(x, [f"b{b}\nKV {kv}" for b, kv in zip(part["batch"], part["kv"])])
-    ax.set_ylabel("latency per token (ms)")
-    ax.set_title(f"{model} (published graph)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=4)
-    return ax
+    designs = [d for d in COMPARED if d in table.columns and d != "elk_dyn_printed"]
+    return plot_config_bars(table, model, {d: LABELS[d] for d in designs},
+                            {d: f"published_{d}" for d in designs}, ax=ax, title=f"{model} (published graph)",
+                            hatched=("elkopt",), legend_columns=4)
 
 
 def plot_against_published(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
