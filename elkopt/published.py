@@ -26,6 +26,9 @@ PUBLISHED_GRAPHS: dict[str, str] = {
     "b884126af18be8f065eae6502df8042e222982e70d00e672c9de28846654f5d9": "opt_30b",  # opt-30.json
     "fdfe606baddacf8cc743a6982f5e77aa15f0fd4e1f06978ff5a4e962873cee52": "llama2_70b",  # llama2-70.json
 }
+#: The same four files by name (models/original/<stem>.json) -> the zoo model they stand for.
+PUBLISHED_FILES: dict[str, str] = {"llama2-13": "llama2_13b", "gemma2": "gemma2_27b", "opt-30": "opt_30b",
+                                   "llama2-70": "llama2_70b"}
 #: What the published parser makes of those files (decode, batch 32, KV 2048; ELK_REFERENCE
 #: section 2.4): operators, GFLOP (2 per multiply-accumulate, 1 per element of every other
 #: operator, slices included) and GB read from HBM (1e9 B; inputs it loads, the residual

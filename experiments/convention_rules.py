@@ -25,9 +25,8 @@ from elkopt.conventions import RULES, Conventions
 from elkopt.elk.compile import compile_elk
 from elkopt.graph.dump import PrefillDecode, read_dump
 from elkopt.pipeline import PlanningOptions, compile_model
-from elkopt.published import PUBLISHED_LAYERS, PUBLISHED_SPLIT_FACTOR
+from elkopt.published import PUBLISHED_FILES, PUBLISHED_LAYERS, PUBLISHED_SPLIT_FACTOR
 
-MODELS = {"llama2-13": "llama2_13b", "gemma2": "gemma2_27b", "opt-30": "opt_30b", "llama2-70": "llama2_70b"}
 #: Rules that change the graph (the ones elkopt's scheduler reads).
 GRAPH_RULES = ("reload_activations", "slice_input_shape", "drop_scalar_operands")
 
@@ -40,7 +39,7 @@ def settings() -> list[Conventions]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the artifact's models/original folder")
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(PUBLISHED_FILES))
     parser.add_argument("--no-elkopt", action="store_true", help="skip elkopt's scheduler (the slow part)")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache/elkopt/plan_tables"))
     args = parser.parse_args()
@@ -48,7 +47,7 @@ def main() -> None:
     options = PlanningOptions(cache_dir=args.cache_dir)
     rows = []
     for stem in args.models:
-        zoo = MODELS[stem]
+        zoo = PUBLISHED_FILES[stem]
         for conv in settings():
             start = time.perf_counter()
             graph = read_dump(args.folder / f"{stem}.json", placeholders={99: 32, 66: 2048},

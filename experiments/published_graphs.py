@@ -35,9 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from elkopt.published import PUBLISHED_MS, PUBLISHED_PARSER_TOTALS
+from elkopt.published import PUBLISHED_FILES, PUBLISHED_MS, PUBLISHED_PARSER_TOTALS
 
-LLM_FILES = {"llama2-13": "llama2_13b", "gemma2": "gemma2_27b", "opt-30": "opt_30b", "llama2-70": "llama2_70b"}
 FORWARD_PREFIXES = ("vit", "bert", "resnet")
 
 
@@ -77,7 +76,7 @@ def row(label: str, metrics: dict, zoo: str) -> dict:
 
 def llm_table(folder: Path, out: Path) -> pd.DataFrame:
     rows = []
-    for stem, zoo in LLM_FILES.items():
+    for stem, zoo in PUBLISHED_FILES.items():
         path = folder / f"{stem}.json"
         print(f"{stem}.json and the zoo's {zoo}", flush=True)
         jobs = [("zoo", f"{zoo}", (f"model={zoo}",)),
@@ -124,7 +123,7 @@ def main() -> None:
         table = all_files(args.folder, out)
         name = "all_files.csv"
     else:
-        missing = [f"{stem}.json" for stem in LLM_FILES if not (args.folder / f"{stem}.json").is_file()]
+        missing = [f"{stem}.json" for stem in PUBLISHED_FILES if not (args.folder / f"{stem}.json").is_file()]
         if missing:
             parser.error(f"{args.folder} lacks {', '.join(missing)}")
         table = llm_table(args.folder, out)

@@ -27,10 +27,8 @@ from elkopt.conventions import Conventions
 from elkopt.elk.program import elk_ops
 from elkopt.elk.suite import run_published
 from elkopt.graph.dump import PrefillDecode, read_dump
-from elkopt.published import PUBLISHED_LAYERS, PUBLISHED_MS, PUBLISHED_SPLIT_FACTOR
+from elkopt.published import PUBLISHED_FILES, PUBLISHED_LAYERS, PUBLISHED_MS, PUBLISHED_SPLIT_FACTOR
 
-#: file stem -> zoo model of the published numbers
-MODELS = {"llama2-13": "llama2_13b", "gemma2": "gemma2_27b", "opt-30": "opt_30b", "llama2-70": "llama2_70b"}
 DESIGNS = {"Basic": "basic", "Static": "static", "Elk-Dyn": "elk_dyn", "Elk-Full": "elk_full", "Ideal": "ideal"}
 
 
@@ -41,11 +39,11 @@ def main() -> None:
     parser.add_argument("--kv-len", type=int, default=2048)
     parser.add_argument("--hbm", type=float, default=16000, help="HBM bandwidth, published GB/s")
     parser.add_argument("--cores", type=int, default=5888)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(PUBLISHED_FILES))
     args = parser.parse_args()
     rows = []
     for stem in args.models:
-        zoo = MODELS[stem]
+        zoo = PUBLISHED_FILES[stem]
         layers, capacity = PUBLISHED_LAYERS[zoo], args.cores // PUBLISHED_SPLIT_FACTOR[zoo]
         start = time.perf_counter()
         graph = read_dump(args.folder / f"{stem}.json", placeholders={99: args.batch, 66: args.kv_len},
