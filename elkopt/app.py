@@ -562,20 +562,16 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
 def write_outputs(out: Path, result: RunResult | ElkRun, metrics: dict[str, Any],
                   extra_events: list[dict] = ()) -> None:
     """plan.json, trace.json, then metrics.json: each atomic, metrics last."""
-    if isinstance(result, ElkRun) and result.plan is not None:  # on elkopt's tables: an elkopt plan
-        op_names = [op.name for op in result.graph.ops]
-        write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.plan, op_names)))
-        write_chrome_trace(out / "trace.json", result.timeline, result.plan, op_names, result.chip, extra_events)
-    elif isinstance(result, ElkRun):
-        op_names = result.op_names
+    # a published design on the published tables has no elkopt plan; on elkopt's tables it does
+    schedule = result.plan if isinstance(result, ElkRun) else result.schedule
+    if schedule is None:
         write_text_atomic(out / "plan.json", plan_json_text(result.plan_dict()))
-        write_json_atomic(out / "trace.json", timeline_trace(result.timeline, op_names, result.chip,
+        write_json_atomic(out / "trace.json", timeline_trace(result.timeline, result.op_names, result.chip,
                                                              *result.trace_args(), extra_events), indent=None)
     else:
         op_names = [op.name for op in result.graph.ops]
-        write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(result.schedule, op_names)))
-        write_chrome_trace(out / "trace.json", result.timeline, result.schedule, op_names, result.chip,
-                           extra_events)
+        write_text_atomic(out / "plan.json", plan_json_text(schedule_to_dict(schedule, op_names)))
+        write_chrome_trace(out / "trace.json", result.timeline, schedule, op_names, result.chip, extra_events)
     write_json_atomic(out / "metrics.json", metrics)
     log.info("wrote plan.json, trace.json and metrics.json to %s", out)
 
