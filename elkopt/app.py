@@ -43,7 +43,7 @@ from elkopt.config import (
     to_conventions, to_run_config, to_solver_options, to_workload,
 )
 from elkopt.conventions import Conventions
-from elkopt.elk.compile import ELK_SCHEDULERS, ElkRun, compile_elk
+from elkopt.elk.compile import ElkRun, compile_elk, runs_published_model
 from elkopt.elk.timing import ELK_CHECKS
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
@@ -141,7 +141,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         inputs = build_inputs(run_config)
         say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
             f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
-        if run_config.scheduler.name in ELK_SCHEDULERS:
+        if runs_published_model(run_config.scheduler.name, to_conventions(run_config.conventions)):
             published = published_model(inputs)
             split_factor = run_config.planning.split_factor or PUBLISHED_SPLIT_FACTOR.get(published, DEFAULT_SPLIT_FACTOR)
             layers = run_config.planning.layers or PUBLISHED_LAYERS.get(published)
@@ -339,10 +339,10 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
             from elkopt.graph.reload import reload_activations
             graph = reload_activations(graph)
     if run_config.simulate:  # fail before compiling, not after
-        if run_config.scheduler.name in ELK_SCHEDULERS:
-            raise ValueError(f"simulate: the network simulator runs elkopt plans; the published design "
-                             f"{run_config.scheduler.name} keeps no per-core plan to simulate (set simulate=false, "
-                             "or choose scheduler=basic|static|inductive|elkopt)")
+        if runs_published_model(run_config.scheduler.name, to_conventions(run_config.conventions)):
+            raise ValueError(f"simulate: the network simulator runs elkopt plans; {run_config.scheduler.name} "
+                             "in the published model keeps no per-core plan to simulate (set simulate=false, "
+                             "or choose scheduler=basic|static|inductive|elkopt without conventions.published_plans)")
         check_sim_config(run_config.sim)
         from elkopt.sim.network import network_from_chip
         network_from_chip(chip)

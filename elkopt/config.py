@@ -115,7 +115,9 @@ class ChipConfig:
 class SchedulerConfig:
     """Which scheduler runs: elkopt's basic, static, inductive or elkopt
     (`elkopt.pipeline.compile_model`), or a published design: elk_basic, elk_static,
-    elk_dyn, elk_full, elk_ideal (`elkopt.elk.compile.compile_elk`)."""
+    elk_dyn, elk_full, elk_ideal (`elkopt.elk.compile.compile_elk`). Under
+    conventions.published_plans, elkopt is its search in the published model
+    (`elkopt.elk.search`, run by `compile_elk`)."""
 
     name: str = MISSING
 

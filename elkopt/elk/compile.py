@@ -5,7 +5,9 @@
 
 `compile_elk` gives the graph's operators cold-hot tables, runs Basic, Static, Elk-Dyn and
 Ideal (and Elk-Full when it is the one asked for: it is the slow one), and returns the
-asked design's schedule with every design's latency beside it. The tables and the timing
+asked design's schedule with every design's latency beside it. Under
+`conventions.published_plans` it also runs ``scheduler=elkopt``: elkopt's search in the
+published model (`elkopt.elk.search`), which starts from Elk-Full's schedule. The tables and the timing
 follow the conventions:
 
 - `conventions.published_plans` on: the published cold-hot tables (`elkopt.elk.program.
@@ -47,6 +49,7 @@ from elkopt.elk.convert import to_schedule
 from elkopt.elk.program import chip_noc_gbps, count_layers, elk_ops, elkopt_problem, published_machine
 from elkopt.elk.schedulers import (ElkSchedule, Problem, schedule_basic, schedule_elk_dyn,
                                    schedule_elk_full, schedule_ideal, schedule_static)
+from elkopt.elk.search import SearchResult, search_published
 from elkopt.elk.suite import PublishedResults
 from elkopt.elk.timing import (ELK_CHECKS, check_elk_schedule, elk_timeline, hbm_bytes,
                                lower_bound_cycles, sram_in_use)
@@ -65,6 +68,10 @@ from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
 ELK_SCHEDULERS = {"elk_basic": "Basic", "elk_static": "Static", "elk_dyn": "Elk-Dyn",
                   "elk_full": "Elk-Full", "elk_ideal": "Ideal"}
 
+#: The name of elkopt's own scheduler: under `conventions.published_plans` its search in the
+#: published model (`elkopt.elk.search`), run by `compile_elk`; otherwise its pipeline.
+ELKOPT = "elkopt"
+
 #: scheduler name -> its key among the references (metrics.json <key>_ms).
 REFERENCE_KEYS = {"elk_basic": "basic", "elk_static": "static", "elk_dyn": "elk_dyn", "elk_full": "elk_full",
                   "elk_ideal": "ideal"}
@@ -73,7 +80,9 @@ REFERENCE_KEYS = {"elk_basic": "basic", "elk_static": "static", "elk_dyn": "elk_
 @dataclass(frozen=True)
 class ElkRun:
     """One run of the published designs: the asked design's `schedule` and `timeline`,
-    every design's results (`results`), the operators with their tables and the setting.
+    every design's results (`results`), the operators with their tables and the setting;
+    for ``scheduler=elkopt`` (published plans only) `search`, elkopt's search in the
+    published model, whose schedule is `schedule`.
     On elkopt's plan tables (conventions.published_plans off), `plan` is the design's
     decisions as an elkopt `Schedule`, `timeline` its elkopt timeline, and `timed_ms`
     every design's latency so timed (Ideal keeps its own model's timing: it is a bound)."""
@@ -89,10 +98,11 @@ class ElkRun:
     stats: dict[str, float | int] = field(default_factory=dict)
     plan: Schedule | None = None
     timed_ms: dict[str, float] = field(default_factory=dict)
+    search: SearchResult | None = None
 
     @property
     def design(self) -> str:
-        return ELK_SCHEDULERS[self.scheduler]
+        return ELK_SCHEDULERS.get(self.scheduler, self.scheduler)
 
     @property
     def op_names(self) -> list[str]:
@@ -146,6 +156,11 @@ class ElkRun:
             choices.update(threshold=res.elk_dyn.threshold, printed_threshold=res.elk_dyn.printed_threshold)
         elif self.scheduler == "elk_full":
             choices.update(delay_comp=res.elk_full.delay_comp, orders_tried=res.elk_full.runs // 2)
+        elif self.search is not None:
+            rows = self.search.rows
+            choices.update(delay_comp=self.search.delay_comp, search_trials=self.search.trials,
+                           rows_chosen=[{"published_name": op.name, "table_row": rows[op.key]}
+                                        for op in {op.key: op for op in self.problem.ops if op.key in rows}.values()])
         return {"scheduler": self.scheduler, "design": self.design, "choices": choices,
                 "latency_cycles": tl.latency_cycles, "load_order": [int(j) for j in s.load_order],
                 "ops": ops}
@@ -163,6 +178,12 @@ class ElkRun:
         return exec_args, load_args
 
 
+def runs_published_model(scheduler: str, conventions: Conventions) -> bool:
+    """Whether `compile_elk` runs `scheduler`: a published design, or elkopt's search in
+    the published model (``elkopt`` under `conventions.published_plans`)."""
+    return scheduler in ELK_SCHEDULERS or (scheduler == ELKOPT and conventions.published_plans)
+
+
 def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventions,
                 layers: int | None = None, split_factor: int = DEFAULT_SPLIT_FACTOR,
                 options: PlanningOptions | None = None,
@@ -170,8 +191,9 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
     """Run the published designs on `graph` and `chip` (module doc); the result holds
     `scheduler`'s schedule, checked (ScheduleError if a check fails). `options`: elkopt's
     plan space, cache and cut, used when the published plans are not."""
-    if scheduler not in ELK_SCHEDULERS:
-        raise ValueError(f"unknown published scheduler {scheduler!r}; choose one of {', '.join(ELK_SCHEDULERS)}")
+    if not runs_published_model(scheduler, conventions):
+        raise ValueError(f"unknown published scheduler {scheduler!r}; choose one of {', '.join(ELK_SCHEDULERS)}, "
+                         f"or {ELKOPT} with conventions.published_plans")
     if layers is not None and layers < 1:
         raise ValueError(f"planning.layers must be >= 1 (or null: detected), got {layers}")
     if split_factor < 1 or chip.cores // split_factor < 1:
@@ -186,14 +208,21 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
         graph, cut, tables, pb = _elkopt_problem(graph, chip, n_layers, options or PlanningOptions(), conventions,
                                                  say)
     tables_s = time.perf_counter() - start
-    results, timings = _run_designs(pb, scheduler == "elk_full", say)
+    results, timings = _run_designs(pb, scheduler in ("elk_full", ELKOPT), say)
+    search = None
+    if scheduler == ELKOPT:
+        say("elkopt's search in the published model, from Elk-Full's schedule")
+        began = time.perf_counter()
+        search = search_published(pb, results.elk_full, progress=say)
+        timings["elkopt_search"] = time.perf_counter() - began
     chosen = {"elk_basic": results.basic.schedule, "elk_static": results.static.schedule,
               "elk_dyn": results.elk_dyn.schedule, "elk_ideal": results.ideal,
-              "elk_full": results.elk_full.schedule if results.elk_full else None}[scheduler]
+              "elk_full": results.elk_full.schedule if results.elk_full else None,
+              ELKOPT: search.schedule if search else None}[scheduler]
+    design = ELK_SCHEDULERS.get(scheduler, scheduler)
     problems = check_elk_schedule(chosen, pb)
     if problems:
-        raise ScheduleError(f"the {ELK_SCHEDULERS[scheduler]} schedule breaks {len(problems)} rules: "
-                            + "; ".join(problems[:3]))
+        raise ScheduleError(f"the {design} schedule breaks {len(problems)} rules: " + "; ".join(problems[:3]))
     timeline, plan, timed = elk_timeline(chosen, pb, graph.total_flops), None, {}
     if tables is not None:
         say("timing the published designs' decisions on elkopt's timeline")
@@ -208,7 +237,7 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
                     "to fit elkopt's SRAM count (the published designs reserve the smallest layouts)")
     over = float((sram_in_use(chosen, pb) - pb.sram_bytes).max())
     if over > 0:
-        say(f"the {ELK_SCHEDULERS[scheduler]} schedule reserves up to {over:,.0f} B per core more than the "
+        say(f"the {design} schedule reserves up to {over:,.0f} B per core more than the "
             f"{pb.sram_bytes:,} B of SRAM (as the published design does: sram_overcommit_bytes in metrics.json)")
     ops = pb.ops
     copies = Counter(op.source for op in ops)
@@ -229,8 +258,11 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
         full = results.elk_full
         stats.update(elk_full_orders=full.runs // 2, elk_full_runs_completed=full.completed,
                      elk_full_delay_comp=int(full.delay_comp))
+    if search is not None:
+        stats.update(search_trials=search.trials, search_rounds=search.rounds, search_rows_chosen=len(search.rows),
+                     search_gain_vs_elk_full=round(search.gain, 6))
     return ElkRun(graph, chip, scheduler, chosen, timeline, results, pb, time.perf_counter() - start, stats,
-                  plan, timed)
+                  plan, timed, search)
 
 
 def _published_problem(graph: Graph, chip: Chip, conventions: Conventions, layers: int, split_factor: int,
@@ -311,5 +343,5 @@ def _on_elkopt_timeline(results: PublishedResults, ops: list[ElkOp], graph: Grap
     return out, deferred
 
 
-__all__ = ["ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "ElkRun", "compile_elk", "count_layers",
+__all__ = ["ELKOPT", "ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "runs_published_model", "ElkRun", "compile_elk", "count_layers",
            "published_machine"]

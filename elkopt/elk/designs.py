@@ -8,7 +8,7 @@ loads before it overlap operator i and their cold data is resident while it runs
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -139,11 +139,16 @@ class ElkDynDesign:
 class ElkFullDesign:
     """Elk-Full for one preload `order`: ops loaded before op i but run after it are
     resident ("uncommitted"); preloads count with their min cold size; a non-identity
-    order is abandoned when a group would reach `max_load` ops or nothing fits."""
+    order is abandoned when a group would reach `max_load` ops or nothing fits.
+
+    `prefer` (not published; elkopt's search, `elkopt.elk.search`): op -> table row it
+    runs in wherever that row fits the overlap's budget, instead of the published pick
+    (`best_row`); where it does not fit, the published pick stands."""
 
     def __init__(self, index: Sequence[TableIndex], order: Sequence[int], sram: int,
-                 max_load: int):
+                 max_load: int, prefer: Mapping[int, int] | None = None):
         self.index, self.order, self.sram, self.max_load = index, list(order), sram, max_load
+        self.prefer = prefer or {}
         n = len(index)
         self.identity = self.order == list(range(n))
         self.resident = [0] * n
@@ -160,8 +165,15 @@ class ElkFullDesign:
             self.resident = after.sum(axis=1).tolist()
             self.reserved = (min_cold[window] * after).sum(axis=1).tolist()
 
+    def _row(self, i: int, budget: float) -> int:
+        row = self.prefer.get(i)
+        tab = self.index[i]
+        if row is not None and max(tab.cold_list[row], tab.hot_list[row]) <= budget:
+            return row
+        return tab.best_row(budget)
+
     def last_row(self) -> int:
-        return self.index[-1].best_row(float(self.sram))
+        return self._row(len(self.index) - 1, float(self.sram))
 
     def candidates(self, i: int, st: Step) -> list[tuple[float, int, int]] | None:
         index, ls, lop = self.index, st.loads.start, st.loads.op
@@ -183,7 +195,7 @@ class ElkFullDesign:
         out = []
         for deadline, reserved, s in cands:
             # a pure function of the op's table and the reserved bytes: memoised there
-            row = self.index[i].best_row(self.sram - COLD_INFLATION * reserved)
+            row = self._row(i, self.sram - COLD_INFLATION * reserved)
             if row < 0:
                 break
             out.append((deadline, row, s))

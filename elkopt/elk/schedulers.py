@@ -14,7 +14,7 @@ winner is unchanged). `suite.run_published` runs all five as the launch script d
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -275,10 +275,12 @@ def schedule_ideal(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = None
 
 
 def evaluate_order(pb: Problem, order: Sequence[int], delay_comp: bool,
-                   bound: Bound | None = None) -> BackwardSchedule | None:
+                   bound: Bound | None = None, prefer: Mapping[int, int] | None = None
+                   ) -> BackwardSchedule | None:
     """One Elk-Full backward pass for preload `order`; None when the order is abandoned
-    (or its latency would exceed `bound.limit`)."""
-    design = ElkFullDesign(pb.index, order, pb.sram_bytes, pb.max_load)
+    (or its latency would exceed `bound.limit`). `prefer`: rows chosen per op where they
+    fit (`ElkFullDesign`; not published)."""
+    design = ElkFullDesign(pb.index, order, pb.sram_bytes, pb.max_load, prefer)
     loads = pb.loads(5.5, ELK_FULL_THRESHOLD)
     return run_backward(pb.index, loads, design, "compute" if delay_comp else "loads", order,
                         bound)
@@ -288,12 +290,13 @@ def schedule_elk_full(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = N
                       cores: int | None = None, sram_bytes: int | None = None,
                       layers: int = 1, interconnect: Interconnect = ALL_TO_ALL,
                       orders: Sequence[Sequence[int]] | None = None,
-                      prune: bool = True) -> ElkFullResult:
+                      prune: bool = True, prefer: Mapping[int, int] | None = None) -> ElkFullResult:
     """Elk-Full ("icbm"): the fastest of every preload order (default: `preload_orders`)
     x delay_comp in {False, True}; ties go to the earlier order, then to False.
 
     With `prune`, the identity order runs first and a run stops once its latency is sure
-    to exceed the best so far by more than float noise: the winner is unchanged."""
+    to exceed the best so far by more than float noise: the winner is unchanged.
+    `prefer`: rows chosen per op where they fit (`ElkFullDesign`; not published)."""
     pb = as_problem(ops, hbm_GBps, cores, sram_bytes, layers, interconnect)
     if orders is None:
         orders = preload_orders(pb.ops, pb.layers)
@@ -307,7 +310,7 @@ def schedule_elk_full(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = N
     for p in first:
         for dc in (0, 1):
             bound = replace(base, limit=best[0] * (1 + PRUNE_MARGIN)) if prune and best else None
-            back = evaluate_order(pb, orders[p], bool(dc), bound)
+            back = evaluate_order(pb, orders[p], bool(dc), bound, prefer)
             if back is None:
                 continue
             completed += 1
