@@ -138,6 +138,22 @@ def test_designs_table_puts_every_published_design_beside_elkopt():
         published.designs_table(_fig17_published_rows().drop(columns="model_file_sha256"))
 
 
+def test_designs_table_with_elkopt_in_the_published_model():
+    # under conventions=published an elkopt job carries the published designs' latencies
+    # too (reference_designs: published): its own latency is elkopt's, its Ideal the published one
+    rows = _fig17_published_rows()
+    ours = rows["config.scheduler.name"] == "elkopt"
+    rows.loc[ours, "reference_designs"] = "published"
+    for field in ("basic_ms", "static_ms", "elk_dyn_ms", "elk_dyn_printed_ms", "elk_full_ms", "ideal_ms",
+                  "lower_bound_ms"):
+        rows.loc[ours, field] = rows.loc[rows.index[ours] - 1, field].to_numpy()
+    table = published.designs_table(rows)
+    assert "elkopt_ideal" not in table.columns
+    assert table.loc[1, ["elkopt", "elk_full", "ideal"]].tolist() == [7.2, 6.8, 6.7]
+    summary = published.summary(table).set_index("design")
+    assert summary.loc["elkopt", "pct_of_own_ideal"] == summary.loc["elkopt", "pct_of_ideal"]
+
+
 def test_published_summary_and_the_published_values():
     table = published.designs_table(_fig17_published_rows())
     summary = published.summary(table).set_index("design")

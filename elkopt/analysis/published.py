@@ -3,8 +3,9 @@ published LLM graph files (sweep ``+experiment=fig17_published``).
 
 An ``elk_full`` job runs every published design on its configuration and records each
 (``basic_ms``, ``static_ms``, ``elk_dyn_ms``, ``elk_dyn_printed_ms``, ``elk_full_ms``,
-``ideal_ms``; ``reference_designs: published``); an ``elkopt`` job records its own latency
-(and its own Ideal and lower bound, under elkopt's accounting). Files are named by the
+``ideal_ms``; ``reference_designs: published``); an ``elkopt`` job records its own latency:
+under ``conventions=published`` its search in the published model (which records the
+published designs too), under elkopt's accounting with its own Ideal and lower bound. Files are named by the
 zoo model whose published numbers they stand for (`elkopt.published.PUBLISHED_GRAPHS`,
 by the SHA-256 of the file).
 """
@@ -49,7 +50,8 @@ def designs_table(results: pd.DataFrame) -> pd.DataFrame:
     ``static``, ``elk_dyn``, ``elk_dyn_printed``, ``elk_full``, ``ideal``, ``lower_bound``:
     from the jobs that ran them, ``reference_designs == "published"``); each elkopt
     scheduler's latency under its name (``elkopt``), with elkopt's own Ideal and lower
-    bound (``elkopt_ideal``, ``elkopt_lower_bound``); and the published values
+    bound (``elkopt_ideal``, ``elkopt_lower_bound``) when it ran on its own accounting
+    (in the published model, ``conventions.published_plans``, it has the published ones); and the published values
     (``published_<design>``) where the paper lists them: batch 32, KV 2048, beside jobs
     that ran its setup (their metrics carry ``published_ms``)."""
     need = (*_KEYS, "config.scheduler.name", "latency_ms", "model_file_sha256", "reference_designs")
@@ -65,15 +67,18 @@ def designs_table(results: pd.DataFrame) -> pd.DataFrame:
               if field in elk.columns}
     table = elk.groupby(keys)[list(fields.values())].first()  # the first non-null value of each
     table.columns = list(fields)
-    ours = done[done["reference_designs"] != "published"]
+    ours = done[~done["config.scheduler.name"].str.startswith("elk_")]
     if not ours.empty:
         latency = ours.pivot_table(index=keys, columns="config.scheduler.name", values="latency_ms",
                                    aggfunc="first")
+        table = table.join(latency, how="outer")
+        own_accounting = ours[ours["reference_designs"] != "published"]
         own = {f"elkopt_{field.removesuffix('_ms')}": field for field in ("ideal_ms", "lower_bound_ms")
-               if field in ours.columns}
-        references = ours.groupby(keys)[list(own.values())].min()
-        references.columns = list(own)
-        table = table.join(latency, how="outer").join(references, how="outer")
+               if field in own_accounting.columns}
+        if not own_accounting.empty and own:
+            references = own_accounting.groupby(keys)[list(own.values())].min()
+            references.columns = list(own)
+            table = table.join(references, how="outer")
     table.columns.name = None
     table = table.reset_index()
     return in_model_order(_with_published(table, results), keys)
@@ -109,9 +114,10 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for d in designs:
         gain = full["elk_full"] / full[d] if "elk_full" in full.columns else None
-        own_ideal = full.get("elkopt_ideal") if d not in DESIGNS else full["ideal"]
+        # elkopt on its own accounting has its own Ideal; in the published model, the published one
+        own_ideal = full["elkopt_ideal"] if d not in DESIGNS and "elkopt_ideal" in full.columns else full["ideal"]
         row = {"design": d, "configurations": len(full), **mean_ratios(full, d),
-               "pct_of_own_ideal": np.nan if own_ideal is None else float((own_ideal / full[d]).mean() * 100)}
+               "pct_of_own_ideal": float((own_ideal / full[d]).mean() * 100)}
         if gain is not None:
             row.update(gain_vs_elk_full=float(gain.mean()), min_gain_vs_elk_full=float(gain.min()),
                        max_gain_vs_elk_full=float(gain.max()),
