@@ -188,6 +188,7 @@ class ConventionsConfig:
     capacity_split: bool = False
     padded_hbm_bytes: bool = False
     published_delivery: bool = False
+    noc_thresholds: bool = False
 
 
 @dataclass

@@ -14,8 +14,9 @@ graph (the importer and graph transforms)
     drop_scalar_operands  broadcast scalars are not operands (the published parser deletes
                         them; elkopt keeps them as 1-element on-chip operands)
 
-plans (read by the published designs, scheduler=elk_*; elkopt's schedulers always plan on
-elkopt's plan tables and time on elkopt's timeline)
+plans (read by the published designs, scheduler=elk_*, and by elkopt's search in the
+published model, scheduler=elkopt; elkopt's other schedulers always plan on elkopt's plan
+tables and time on elkopt's timeline)
     published_plans     the operators' plans and costs come from the published enumeration
                         and cold-hot tables (`elkopt.elk.tables`) and schedules are timed by
                         the published model. Off, the published designs choose from
@@ -40,9 +41,12 @@ loads (the published designs' load model, on either plan tables)
     padded_hbm_bytes    a load streams the operator's smallest cold size x cores (per-core
                         padding included); off, its unique HBM bytes
     published_delivery  loads are delivered at the published 5 GB/s per core (5.5 in
-                        Elk-Full and Ideal); off, at the chip's per-core link rate. The NoC
-                        thresholds (0.7, Elk-Dyn's sweep, 0.99) are the designs' policies
-                        and stay
+                        Elk-Full and Ideal); off, at the chip's per-core link rate
+    noc_thresholds      a load takes at most its design's published share of the NoC
+                        (Basic and Static 0.7, Elk-Dyn 0.9, 0.7 and 0.5, the best kept,
+                        Elk-Full and elkopt's search 0.99) and is stretched when its cold
+                        layout needs more; off, a load may take the whole NoC (share 1,
+                        Elk-Dyn runs once). Ideal has no share either way
 
 `Conventions()` is elkopt's accounting (every rule off); `Conventions.published()` turns
 every rule on. Library code takes a `Conventions`; the command line sets it with
@@ -72,6 +76,7 @@ RULES = {
                       "until they fit",
     "padded_hbm_bytes": "a load streams the smallest cold size x cores",
     "published_delivery": "loads delivered at the published 5 (5.5) GB/s per core",
+    "noc_thresholds": "a load takes at most its design's published share of the NoC",
 }
 #: What a rule needs on (it is meaningless without them).
 NEEDS = {
@@ -97,6 +102,7 @@ class Conventions:
     capacity_split: bool = False
     padded_hbm_bytes: bool = False
     published_delivery: bool = False
+    noc_thresholds: bool = False
 
     def __post_init__(self) -> None:
         for rule, needs in NEEDS.items():

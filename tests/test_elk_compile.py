@@ -332,6 +332,22 @@ def test_padded_hbm_bytes_and_published_delivery_reach_the_load_model(tiny_full)
     assert chip_rate.problem.noc_gbps == pytest.approx(5.5)
 
 
+def test_noc_thresholds_bound_each_designs_share_of_the_noc(tiny_full):
+    pb = tiny_full.problem
+    assert pb.noc_thresholds and pb.loads(5, 0.7).threshold == 0.7
+    assert sorted(tiny_full.results.elk_dyn.by_threshold) == [0.5, 0.7, 0.9]
+    whole = compile_elk(tiny_full.graph, POD4, "elk_dyn", Conventions.published().without("noc_thresholds"))
+    assert not whole.problem.noc_thresholds
+    assert whole.problem.loads(5, 0.7).threshold == 1.0 and whole.problem.loads(5.5, None).threshold is None
+    assert list(whole.results.elk_dyn.by_threshold) == [1.0] and whole.results.elk_dyn.printed_threshold == 1.0
+    # a load whose cold layout needs more than 0.7 of the NoC is stretched only under the rule
+    t = next(t for t in pb.index if t.min_cold > 0)
+    wide = t.min_cold * 8
+    stretched, _ = pb.loads(5, 0.7).timing(wide, t.min_cold, t.hbm_bytes)
+    free, _ = whole.problem.loads(5, 0.7).timing(wide, t.min_cold, t.hbm_bytes)
+    assert stretched > free >= pb.loads(5, 0.7).hbm_cycles(t.min_cold, t.hbm_bytes)
+
+
 def test_rules_that_need_others_say_which():
     with pytest.raises(ValueError, match="conventions.slice_compute needs conventions.drop_scalar_operands and "
                                          "conventions.published_plans"):
@@ -339,6 +355,6 @@ def test_rules_that_need_others_say_which():
     assert Conventions().only("reduce_ladder").active == ("drop_scalar_operands", "published_plans", "reduce_ladder")
     no_plans = Conventions.published().without("published_plans")
     assert no_plans.active == ("reload_activations", "slice_input_shape", "drop_scalar_operands",
-                               "padded_hbm_bytes", "published_delivery")
+                               "padded_hbm_bytes", "published_delivery", "noc_thresholds")
     assert Conventions.published().plan_rules() == PlanRules()
     assert Conventions().plan_rules() == PlanRules(False, False, False, False)

@@ -277,7 +277,7 @@ def _published_problem(graph: Graph, chip: Chip, conventions: Conventions, layer
         say(f"published capacity split ({capacity} MiB): {graph.n_ops} -> {len(ops)} operators")
     _check_layers(len(ops), layers)
     return Problem(ops, hbm_GBps, chip.cores, sram, layers, interconnect,
-                   None if conventions.published_delivery else chip_noc_gbps(chip))
+                   None if conventions.published_delivery else chip_noc_gbps(chip), conventions.noc_thresholds)
 
 
 def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOptions, conventions: Conventions,
@@ -296,7 +296,7 @@ def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOpti
         raise PlanningError(str(err)) from None
     _check_layers(graph.n_ops, layers)
     return graph, report, tables, elkopt_problem(graph, tables, chip, layers, conventions.padded_hbm_bytes,
-                                                 conventions.published_delivery)
+                                                 conventions.published_delivery, conventions.noc_thresholds)
 
 
 def _check_layers(n_ops: int, layers: int) -> None:

@@ -161,17 +161,18 @@ def count_layers(graph: Graph) -> int:
 
 
 def elkopt_problem(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None,
-                   padded_hbm_bytes: bool = False, published_delivery: bool = False) -> Problem:
+                   padded_hbm_bytes: bool = False, published_delivery: bool = False,
+                   noc_thresholds: bool = False) -> Problem:
     """The published schedulers' problem on elkopt's accounting: `graph`'s operators with
     its plan tables as cold-hot tables (loads of their unique bytes unless
     `padded_hbm_bytes`), every design delivering loads at the chip's per-core link rate
-    (unless `published_delivery`; elkopt's plan costs hold COMM and COMP already);
-    `layers` by default counted (`count_layers`). ValueError when the chip is not one the
+    (unless `published_delivery`; elkopt's plan costs hold COMM and COMP already), loads
+    free to take the whole NoC (unless `noc_thresholds`); `layers` by default counted (`count_layers`). ValueError when the chip is not one the
     published model describes (`published_machine`)."""
     hbm_GBps, _knobs = published_machine(chip)
     return Problem(elk_ops_from_plans(graph, tables, padded_hbm_bytes), hbm_GBps, chip.cores,
                    chip.usable_sram_bytes_per_core, layers or count_layers(graph), ALL_TO_ALL,
-                   None if published_delivery else chip_noc_gbps(chip))
+                   None if published_delivery else chip_noc_gbps(chip), noc_thresholds)
 
 
 def chip_noc_gbps(chip: Chip) -> float:

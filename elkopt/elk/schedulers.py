@@ -84,7 +84,8 @@ class Problem:
     """The inputs every design shares, with each table's `TableIndex` built once. Pass it
     to any `schedule_*` function in place of the operator list. `noc_gbps`: every design
     delivers loads at this many GB/s per core (None: the published 5, or 5.5 in Elk-Full
-    and Ideal)."""
+    and Ideal); `noc_thresholds`: a load takes at most its design's published share of
+    the NoC (off: the whole NoC, and Elk-Dyn runs once)."""
 
     ops: Sequence[ElkOp]
     hbm_GBps: float
@@ -93,6 +94,7 @@ class Problem:
     layers: int = 1
     interconnect: Interconnect = ALL_TO_ALL
     noc_gbps: float | None = None
+    noc_thresholds: bool = True
     index: list[TableIndex] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,11 @@ class Problem:
 
     def loads(self, noc_gbps: float, threshold: float | None) -> LoadModel:
         """The load model of a design that delivers at `noc_gbps` per core (published),
-        or at `self.noc_gbps` when that is set (every design at the chip's rate)."""
+        or at `self.noc_gbps` when that is set (every design at the chip's rate), whose
+        loads take at most `threshold` of the NoC (1 without `noc_thresholds`; None:
+        Ideal's model)."""
+        if threshold is not None and not self.noc_thresholds:
+            threshold = 1.0
         return LoadModel(self.hbm_GBps, self.cores, self.noc_gbps or noc_gbps, threshold,
                          self.interconnect.mesh)
 
@@ -241,10 +247,13 @@ def schedule_elk_dyn(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = No
                      cores: int | None = None, sram_bytes: int | None = None,
                      layers: int = 1, interconnect: Interconnect = ALL_TO_ALL) -> ElkDynResult:
     """Elk-Dyn ("icbm ordered"): program-order preloads, cost-aware SRAM split per op,
-    at NoC thresholds 0.9, 0.7 and 0.5 (only 0.7 on a mesh)."""
+    at NoC thresholds 0.9, 0.7 and 0.5 (only 0.7 on a mesh; 1 without
+    `Problem.noc_thresholds`)."""
     pb = as_problem(ops, hbm_GBps, cores, sram_bytes, layers, interconnect)
     keys = [op.key for op in pb.ops]
     thresholds = ELK_DYN_THRESHOLDS if pb.interconnect.mesh < 0.5 else (0.7,)
+    if not pb.noc_thresholds:
+        thresholds = (1.0,)  # every threshold would be the whole NoC
     runs: dict[float, ElkSchedule] = {}
     for th in thresholds:
         design = ElkDynDesign(pb.index, keys, pb.sram_bytes, pb.max_load)

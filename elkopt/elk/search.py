@@ -16,13 +16,15 @@ may use) and chooses rows by what they do to the whole schedule's latency:
    light on the NoC and as small in cold bytes) as the row its operators run in wherever
    it fits the overlap's budget (`ElkFullDesign.prefer`); keep a row only if the whole
    schedule gets faster.
-3. Then rerun Elk-Full's order enumeration (every published order x delay_comp) with those
-   rows, and repeat from 2 while either step gains.
+3. If 2 chose any row, try the other contention mode (delay_comp) and rerun Elk-Full's order
+   enumeration (every published order x delay_comp) with those rows; repeat from 2 until a
+   round of 2 chooses no row.
 
 Every trial is one backward pass of the published engine, stopped as soon as it is sure to
 lose (`Bound`), so a trial costs a few milliseconds to tens of them. The search is
-deterministic and bounded by `max_trials`; it never returns a schedule slower than
-Elk-Full's, which it starts from.
+deterministic and bounded by `max_trials` (an order enumeration, once started, runs to its
+end and counts each of its runs); it never returns a schedule slower than Elk-Full's,
+which it starts from (and returns, renamed, when nothing is faster).
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def search_published(pb: Problem, full: ElkFullResult | None = None, max_trials:
                 best_back = evaluate_order(pb, order, dc, None, prefer)
         say(f"elkopt search in the published model, round {rounds}: {best_cycles / CYCLES_PER_MS:.4f} ms "
             f"(Elk-Full {full.schedule.latency_ms:.4f} ms), {trials} trials")
-    schedule = full.schedule if best_back is None else make_schedule("elkopt", best_back, pb.index)
+    schedule = replace(full.schedule, design="elkopt") if best_back is None else \
+        make_schedule("elkopt", best_back, pb.index)
     return SearchResult(schedule, tuple(order), dc, chosen, full.schedule.latency_cycles, trials, rounds)
 
 
