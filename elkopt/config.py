@@ -154,6 +154,7 @@ class PlanningConfig:
     split_fraction: Optional[float] = 0.25
     max_copies: int = 4
     split_policy: str = "if_faster"
+    plan_space: str = "reference"
     layers: Optional[int] = None
     split_factor: Optional[int] = None
 
@@ -337,6 +338,7 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         split_fraction=cfg.split_fraction,
         max_copies=cfg.max_copies,
         split_policy=cfg.split_policy,
+        plan_space=cfg.plan_space,
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph, Operator
 from elkopt.graph.split import SplitReport, split_large_operators
+from elkopt.plans.space import PLAN_SPACES
 from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables, cached_table
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
@@ -48,6 +49,8 @@ class PlanningOptions:
     split_policy: "if_faster" plans the graph both whole and cut and keeps the faster
         (whole if cut is not faster; cut if whole cannot be planned); "always" plans only
         the cut graph.
+    plan_space: "reference" keeps the reference pruning's core-use floor; "full" lets a
+        split use any number of cores (`elkopt.plans.space.PLAN_SPACES`).
     """
 
     cache_dir: str | None = None
@@ -58,6 +61,7 @@ class PlanningOptions:
     split_fraction: float | None = 0.25
     max_copies: int = 4
     split_policy: str = "if_faster"
+    plan_space: str = "reference"
 
     def __post_init__(self) -> None:
         for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):
@@ -68,6 +72,9 @@ class PlanningOptions:
                              f"got {self.split_fraction}")
         if self.max_copies < 2:
             raise ValueError(f"planning.max_copies must be >= 2, got {self.max_copies}")
+        if self.plan_space not in PLAN_SPACES:
+            raise ValueError(f"planning.plan_space must be one of {', '.join(PLAN_SPACES)}, "
+                             f"got {self.plan_space!r}")
         if self.split_policy not in SPLIT_POLICIES:
             raise ValueError(f"planning.split_policy must be one of {', '.join(SPLIT_POLICIES)}, "
                              f"got {self.split_policy!r}")
@@ -154,7 +161,7 @@ def split_graph(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Gra
 
     def fastest(op: Operator) -> float:  # cycles of the op's fastest plan; inf if none fits
         table, _hit = cached_table(op, chip, graph.elem_bytes, options.max_spatial_splits,
-                                   options.cache_dir)
+                                   options.cache_dir, options.plan_space)
         return float(table.total_cycles.min()) if len(table) else float("inf")
 
     return split_large_operators(graph, chip.total_sram_bytes, options.split_fraction,
@@ -175,7 +182,7 @@ def _compile(
     say(f"{graph.name}: {graph.n_ops} operators; building plan tables")
     try:
         tables = build_tables(
-            graph, chip, options.max_spatial_splits, options.cache_dir, progress=say
+            graph, chip, options.max_spatial_splits, options.cache_dir, progress=say, plan_space=options.plan_space
         )
     except InfeasibleOperatorError as err:
         raise PlanningError(str(err)) from None

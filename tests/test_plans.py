@@ -143,3 +143,61 @@ def test_exchange_factor_when_spanning_chips():
 def test_mesh_chip_validates_its_shape():
     with pytest.raises(ValueError, match="mesh_rows"):
         Chip(name="m", topology=Topology.MESH, cores_per_chip=64, mesh_rows=4, mesh_cols=8, mesh_link_bytes_per_s=1e9)
+
+
+def test_full_plan_space_drops_only_the_core_use_floor():
+    shape = OpShape.of(dot())
+    reference = {tuple(r) for r in enumerate_spatial(shape, SMALL.cores)}
+    full = {tuple(r) for r in enumerate_spatial(shape, SMALL.cores, plan_space="full")}
+    _, pad = pruning_floors(shape, SMALL.cores)
+    want = set()
+    for s in itertools.product(*(range(1, min(l, SMALL.cores) + 1) for l in shape.lengths)):
+        eff = math.prod(l / (math.ceil(l / x) * x) for l, x in zip(shape.lengths, s))
+        if math.prod(s) <= SMALL.cores and eff >= pad - 1e-12:  # any number of cores
+            want.add(s)
+    assert full == want and reference < full and (1, 1, 1) in full - reference
+    with pytest.raises(ValueError, match="planning.plan_space must be one of reference, full"):
+        enumerate_spatial(shape, SMALL.cores, plan_space="wide")
+
+
+def norm_sum(h=4096):
+    """A decode step's RMSNorm sum at batch 1: [1, h] summed over h."""
+    return Operator("norm.sum", "Sum", OpKind.REDUCE, (Dim("b", 1), Dim("h", h)),
+                    Operand("s", ("b",), CHIP), (Operand("x", ("b", "h"), CHIP),), reduce="sum")
+
+
+def test_a_small_reduction_runs_on_few_cores_in_the_full_space():
+    # the reference floor makes a 4096-element sum use a fifth of 5888 cores and pay
+    # their reduction; in the full space its fastest plan uses a handful
+    chip = Chip(name="pod4", n_chips=4, cores_per_chip=1472)
+    reference = build_table(norm_sum(), chip, 2, 256)
+    full = build_table(norm_sum(), chip, 2, 256, plan_space="full")
+    ref_best, full_best = np.argmin(reference.total_cycles), np.argmin(full.total_cycles)
+    assert reference.spatial[:, 1].min() > 1000
+    assert full.spatial[full_best, 1] < 64
+    assert full.total_cycles[full_best] < reference.total_cycles[ref_best] / 10
+
+
+def test_each_plan_space_has_its_own_cache_entries(tmp_path):
+    graph = build_graph("tiny", "decode", 1, 128)
+    reference = build_tables(graph, SMALL, 64, cache_dir=tmp_path)
+    full = build_tables(graph, SMALL, 64, cache_dir=tmp_path, plan_space="full")
+    assert reference.cache_hits == 0 and full.cache_hits == 0
+    assert build_tables(graph, SMALL, 64, cache_dir=tmp_path, plan_space="full").cache_hits == full.unique_ops
+    assert build_tables(graph, SMALL, 64, cache_dir=tmp_path).cache_hits == reference.unique_ops
+    # the full space holds every reference split; here no operator's fastest plan is slower
+    for a, b in zip(reference.tables, full.tables):
+        assert b.total_cycles.min() <= a.total_cycles.min() * (1 + 1e-12)
+
+
+def test_the_full_plan_space_plans_a_batch_1_decode_step_faster():
+    from elkopt.pipeline import PlanningOptions, compile_model
+
+    chip = Chip(name="pod4", n_chips=4, cores_per_chip=1472)
+    graph = build_graph("tiny", "decode", 1, 2048)
+    reference = compile_model(graph, chip, "static", PlanningOptions())
+    full = compile_model(graph, chip, "static", PlanningOptions(plan_space="full"))
+    assert full.timeline.latency_ms < 0.5 * reference.timeline.latency_ms
+    assert full.references["lower_bound"] < reference.references["lower_bound"]
+    with pytest.raises(ValueError, match="planning.plan_space must be one of reference, full, got 'wide'"):
+        PlanningOptions(plan_space="wide")

@@ -291,7 +291,8 @@ def _elkopt_problem(graph: Graph, chip: Chip, layers: int, options: PlanningOpti
         say(f"cut operators reading more than {options.split_fraction:g} of the SRAM from HBM: "
             f"{whole.n_ops} -> {graph.n_ops} operators")
     try:
-        tables = build_tables(graph, chip, options.max_spatial_splits, options.cache_dir, progress=say)
+        tables = build_tables(graph, chip, options.max_spatial_splits, options.cache_dir, progress=say,
+                              plan_space=options.plan_space)
     except InfeasibleOperatorError as err:
         raise PlanningError(str(err)) from None
     _check_layers(graph.n_ops, layers)

@@ -31,6 +31,9 @@ from elkopt.plans import cycles as cyc
 #: Core-use and padding floors of the reference pruning (spec section 4).
 CORE_USE_FLOOR = 0.9
 PADDING_FLOOR = 0.9
+#: The plan spaces: "reference" keeps the reference pruning's core-use floor, "full" drops
+#: it (a split may use any number of cores; the padding floor stays).
+PLAN_SPACES = ("reference", "full")
 #: Above this many temporal combinations per split, the rarest are thinned.
 MAX_TEMPORAL_COMBOS = 4096
 
@@ -79,8 +82,13 @@ def _padding(lengths: np.ndarray, splits: np.ndarray) -> np.ndarray:
     return lengths / (np.ceil(lengths / splits) * splits)
 
 
-def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = None) -> np.ndarray:
+def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = None,
+                      plan_space: str = "reference") -> np.ndarray:
     """All spatial splits (n, D) passing the pruning floors, as int64.
+
+    `plan_space` "full" drops the core-use floor: every split of 1 to `cores` cores within
+    the padding floor (and the dim limit), a superset of the reference space. The rest of
+    this doc is the reference rule.
 
     A split uses at most `cores` cores, keeps the padding floor and, on a mesh
     or torus, partitions at most `max_split_dims` dims (spec section 6). The
@@ -95,8 +103,12 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
     widened space is never empty (one core is always a split) and never
     changes an operator that already had plans.
     """
+    if plan_space not in PLAN_SPACES:
+        raise ValueError(f"planning.plan_space must be one of {', '.join(PLAN_SPACES)}, got {plan_space!r}")
     lengths = np.array(shape.lengths, dtype=np.int64)
     core_use, pad_floor = pruning_floors(shape, cores)
+    if plan_space == "full":
+        core_use = 0.0
     reachable = cores
     if max_split_dims is not None:
         # On a mesh a small operator may not reach the floor with its few
@@ -436,9 +448,10 @@ def pareto_2d(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return order[keep]
 
 
-def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> CostedPlans:
-    """Every plan worth keeping for one operator, costed."""
-    spatial = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims)
+def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int,
+                    plan_space: str = "reference") -> CostedPlans:
+    """Every plan worth keeping for one operator, costed (`plan_space`: `PLAN_SPACES`)."""
+    spatial = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims, plan_space)
     if len(spatial) == 0:
         return CostedPlans(
             np.zeros((0, shape.n_dims), np.int64),
@@ -459,6 +472,7 @@ def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int
 
 
 __all__ = [
+    "PLAN_SPACES",
     "OpShape",
     "CostedPlans",
     "enumerate_plans",

@@ -142,10 +142,12 @@ class PlanTable:
         return {name: getattr(self, name) for name in _ARRAYS}
 
 
-def build_table(op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> PlanTable:
-    """Enumerate, cost and reduce the plans of one operator."""
+def build_table(op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
+                plan_space: str = "reference") -> PlanTable:
+    """Enumerate, cost and reduce the plans of one operator (`plan_space`:
+    `elkopt.plans.space.PLAN_SPACES`)."""
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
-    costed = enumerate_plans(shape, chip, elem_bytes, max_splits)
+    costed = enumerate_plans(shape, chip, elem_bytes, max_splits, plan_space)
     fits = costed.hot_bytes <= chip.usable_sram_bytes_per_core
     costed = CostedPlans(*(a[fits] for a in _fields(costed)))
     if len(costed) == 0:
@@ -275,12 +277,14 @@ _NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controll
                  "hbm_sides", "inter_chip_bytes_per_s", *CALIBRATION_FIELDS)
 
 
-def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int) -> str:
-    """Hex digest naming the table of `shape` on `chip` (name excluded)."""
+def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, plan_space: str = "reference") -> str:
+    """Hex digest naming the table of `shape` on `chip` (name excluded) in `plan_space`
+    (the reference space keeps the keys it had before there were others)."""
     chip_fields = asdict(chip)
     for name in _NOT_IN_PLANS:
         chip_fields.pop(name)
-    text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits))
+    space = () if plan_space == "reference" else (plan_space,)
+    text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits, *space))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -308,8 +312,10 @@ def build_tables(
     max_splits: int = 256,
     cache_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    plan_space: str = "reference",
 ) -> TableSet:
-    """Plan tables for every operator of `graph`, computed once per signature.
+    """Plan tables for every operator of `graph`, computed once per signature, in
+    `plan_space` (`elkopt.plans.space.PLAN_SPACES`).
 
     Raises InfeasibleOperatorError naming the operator when one fits in no plan.
     """
@@ -323,7 +329,7 @@ def build_tables(
     ticker = Ticker(progress, "plan tables: unique operators", len(members))
     for n, (shape, first) in enumerate(members.items(), 1):
         op = graph.ops[first]
-        table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir)
+        table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir, plan_space)
         hits += hit
         if len(table) == 0:
             raise _infeasible(op, shape, chip, graph.elem_bytes)
@@ -336,7 +342,7 @@ def build_tables(
 
 def cached_table(
     op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
-    cache_dir: str | Path | None,
+    cache_dir: str | Path | None, plan_space: str = "reference",
 ) -> tuple[PlanTable, bool]:
     """`build_table` through the disk cache: (table, whether it came from the cache).
 
@@ -346,8 +352,8 @@ def cached_table(
     """
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
     if not cache_dir:
-        return build_table(shape, chip, elem_bytes, max_splits), False
-    key = table_key(shape, chip, elem_bytes, max_splits)
+        return build_table(shape, chip, elem_bytes, max_splits, plan_space), False
+    key = table_key(shape, chip, elem_bytes, max_splits, plan_space)
     path = Path(cache_dir) / f"{key}.npz"
     try:
         arrays = cache.read_entry(path, key, TABLE_FORMAT, _ARRAYS)
@@ -356,7 +362,7 @@ def cached_table(
             return PlanTable(**arrays), True
     except cache.CorruptEntry as err:
         problem = str(err)
-    table = build_table(shape, chip, elem_bytes, max_splits)
+    table = build_table(shape, chip, elem_bytes, max_splits, plan_space)
     if len(table):
         not_saved = cache.write_entry(path, key, TABLE_FORMAT, table.to_arrays())
     else:  # nothing to cache, but a bad file in its place must go
