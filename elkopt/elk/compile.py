@@ -7,8 +7,8 @@
 Ideal (and Elk-Full when it is the one asked for: it is the slow one), and returns the
 asked design's schedule with every design's latency beside it. Under
 `conventions.published_plans` it also runs ``scheduler=elkopt``: elkopt's search in the
-published model (`elkopt.elk.search`), which starts from Elk-Full's schedule. The tables and the timing
-follow the conventions:
+published model (`elkopt.elk.search`), which starts from Elk-Full's schedule. The tables
+and the timing follow the conventions:
 
 - `conventions.published_plans` on: the published cold-hot tables (`elkopt.elk.program.
   elk_ops`, after the published capacity split under `conventions.capacity_split`), and
@@ -344,5 +344,5 @@ def _on_elkopt_timeline(results: PublishedResults, ops: list[ElkOp], graph: Grap
     return out, deferred
 
 
-__all__ = ["ELKOPT", "ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "runs_published_model", "ElkRun", "compile_elk", "count_layers",
-           "published_machine"]
+__all__ = ["ELKOPT", "ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "ElkRun", "compile_elk", "count_layers",
+           "published_machine", "runs_published_model"]

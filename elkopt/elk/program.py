@@ -167,8 +167,9 @@ def elkopt_problem(graph: Graph, tables: TableSet, chip: Chip, layers: int | Non
     its plan tables as cold-hot tables (loads of their unique bytes unless
     `padded_hbm_bytes`), every design delivering loads at the chip's per-core link rate
     (unless `published_delivery`; elkopt's plan costs hold COMM and COMP already), loads
-    free to take the whole NoC (unless `noc_thresholds`); `layers` by default counted (`count_layers`). ValueError when the chip is not one the
-    published model describes (`published_machine`)."""
+    free to take the whole NoC (unless `noc_thresholds`); `layers` by default counted
+    (`count_layers`). ValueError when the chip is not one the published model describes
+    (`published_machine`)."""
     hbm_GBps, _knobs = published_machine(chip)
     return Problem(elk_ops_from_plans(graph, tables, padded_hbm_bytes), hbm_GBps, chip.cores,
                    chip.usable_sram_bytes_per_core, layers or count_layers(graph), ALL_TO_ALL,
