@@ -7,7 +7,8 @@ in two stages, both vectorised with numpy:
 1. every spatial split that passes the reference pruning (core use and
    padding floors; on a mesh at most two split dims) is costed without
    temporal splitting. An operator left with no split widens the core-use
-   floor once (`enumerate_spatial`) instead of failing;
+   floor once (`enumerate_spatial`) instead of failing. The "full" plan
+   space (`PLAN_SPACES`, `planning.plan_space`) has no core-use floor;
 2. the `max_spatial_splits` most promising splits (the fastest, and those on
    the front of fastest vs smallest possible footprint) get the full
    temporal enumeration under the divisibility rules.
