@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph, Operator
 from elkopt.graph.split import SplitReport, split_large_operators
-from elkopt.plans.space import PLAN_SPACES
+from elkopt.plans.space import check_plan_space
 from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables, cached_table
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
@@ -72,9 +72,7 @@ class PlanningOptions:
                              f"got {self.split_fraction}")
         if self.max_copies < 2:
             raise ValueError(f"planning.max_copies must be >= 2, got {self.max_copies}")
-        if self.plan_space not in PLAN_SPACES:
-            raise ValueError(f"planning.plan_space must be one of {', '.join(PLAN_SPACES)}, "
-                             f"got {self.plan_space!r}")
+        check_plan_space(self.plan_space)
         if self.split_policy not in SPLIT_POLICIES:
             raise ValueError(f"planning.split_policy must be one of {', '.join(SPLIT_POLICIES)}, "
                              f"got {self.split_policy!r}")

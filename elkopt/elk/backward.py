@@ -25,6 +25,12 @@ from elkopt.elk.lookup import CYCLES_PER_MS, TableIndex
 Contention = Literal["compute", "loads", "none"]
 
 
+def load_bytes(min_cold: int, hbm_bytes: int, cores: int) -> int:
+    """What an operator's load streams: `hbm_bytes`, or (-1, published) `min_cold` bytes
+    per core on every core, per-core padding included."""
+    return hbm_bytes if hbm_bytes >= 0 else min_cold * cores
+
+
 @dataclass(frozen=True)
 class LoadModel:
     """How long an operator's HBM load takes and how much NoC time it leaves idle.
@@ -44,7 +50,7 @@ class LoadModel:
     def hbm_cycles(self, min_cold: int, hbm_bytes: int = -1) -> float:
         """Cycles to stream an operator's data from HBM (unit: 2^20 B/ms per GB/s):
         `hbm_bytes`, or (-1, published) `min_cold` bytes per core on every core."""
-        total = hbm_bytes if hbm_bytes >= 0 else min_cold * self.cores
+        total = load_bytes(min_cold, hbm_bytes, self.cores)
         return float(total) / 1024. / 1024. / self.hbm_GBps * CYCLES_PER_MS
 
     def timing(self, cold: int, min_cold: int, hbm_bytes: int = -1) -> tuple[float, float]:

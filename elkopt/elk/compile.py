@@ -102,7 +102,7 @@ class ElkRun:
 
     @property
     def design(self) -> str:
-        return ELK_SCHEDULERS.get(self.scheduler, self.scheduler)
+        return design_name(self.scheduler)
 
     @property
     def op_names(self) -> list[str]:
@@ -178,6 +178,11 @@ class ElkRun:
         return exec_args, load_args
 
 
+def design_name(scheduler: str) -> str:
+    """The paper's name of a published design's scheduler (elkopt's search: its own)."""
+    return ELK_SCHEDULERS.get(scheduler, scheduler)
+
+
 def runs_published_model(scheduler: str, conventions: Conventions) -> bool:
     """Whether `compile_elk` runs `scheduler`: a published design, or elkopt's search in
     the published model (``elkopt`` under `conventions.published_plans`)."""
@@ -219,7 +224,7 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
               "elk_dyn": results.elk_dyn.schedule, "elk_ideal": results.ideal,
               "elk_full": results.elk_full.schedule if results.elk_full else None,
               ELKOPT: search.schedule if search else None}[scheduler]
-    design = ELK_SCHEDULERS.get(scheduler, scheduler)
+    design = design_name(scheduler)
     problems = check_elk_schedule(chosen, pb)
     if problems:
         raise ScheduleError(f"the {design} schedule breaks {len(problems)} rules: " + "; ".join(problems[:3]))
@@ -345,4 +350,4 @@ def _on_elkopt_timeline(results: PublishedResults, ops: list[ElkOp], graph: Grap
 
 
 __all__ = ["ELKOPT", "ELK_CHECKS", "ELK_SCHEDULERS", "REFERENCE_KEYS", "ElkRun", "compile_elk", "count_layers",
-           "published_machine", "runs_published_model"]
+           "design_name", "published_machine", "runs_published_model"]

@@ -283,6 +283,11 @@ def schedule_ideal(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = None
     return make_schedule("ideal", back, pb.index)
 
 
+def elk_full_bound(pb: Problem) -> Bound:
+    """The data to stop Elk-Full's runs early (`Bound`) under its load model, no limit yet."""
+    return Bound.build(pb.index, pb.loads(5.5, ELK_FULL_THRESHOLD))
+
+
 def evaluate_order(pb: Problem, order: Sequence[int], delay_comp: bool,
                    bound: Bound | None = None, prefer: Mapping[int, int] | None = None
                    ) -> BackwardSchedule | None:
@@ -315,7 +320,7 @@ def schedule_elk_full(ops: Sequence[ElkOp] | Problem, hbm_GBps: float | None = N
     first = sorted(range(len(orders)), key=lambda p: orders[p] != identity)
     best: tuple[float, int, int, BackwardSchedule] | None = None
     completed = 0
-    base = Bound.build(pb.index, pb.loads(5.5, ELK_FULL_THRESHOLD))
+    base = elk_full_bound(pb)
     for p in first:
         for dc in (0, 1):
             bound = replace(base, limit=best[0] * (1 + PRUNE_MARGIN)) if prune and best else None

@@ -34,9 +34,9 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from elkopt.elk.backward import BackwardSchedule, Bound
+from elkopt.elk.backward import BackwardSchedule
 from elkopt.elk.lookup import CYCLES_PER_MS, TableIndex
-from elkopt.elk.schedulers import (ELK_FULL_THRESHOLD, PRUNE_MARGIN, ElkFullResult, ElkSchedule, Problem,
+from elkopt.elk.schedulers import (PRUNE_MARGIN, ElkFullResult, ElkSchedule, Problem, elk_full_bound,
                                    evaluate_order, make_schedule, schedule_elk_full)
 
 #: Trials (backward passes) the search may spend by default, order enumerations included.
@@ -102,7 +102,7 @@ def search_published(pb: Problem, full: ElkFullResult | None = None, max_trials:
     `full` (Elk-Full's result; run here when not given)."""
     say = progress or (lambda _msg: None)
     full = full or schedule_elk_full(pb)
-    base = Bound.build(pb.index, pb.loads(5.5, ELK_FULL_THRESHOLD))
+    base = elk_full_bound(pb)
     order, dc = full.order, full.delay_comp
     best_cycles = full.schedule.latency_cycles
     best_back: BackwardSchedule | None = None

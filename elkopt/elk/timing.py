@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from elkopt.elk.backward import load_bytes
 from elkopt.elk.lookup import CYCLES_PER_MS
 from elkopt.elk.schedulers import ElkSchedule, Problem
 from elkopt.schedule.timeline import Timeline
@@ -30,7 +31,7 @@ ELK_CHECKS = (
 def hbm_bytes(pb: Problem, i: int) -> int:
     """What op i's load streams: its table's unique bytes, or (published) min cold x cores."""
     t = pb.index[i]
-    return t.hbm_bytes if t.hbm_bytes >= 0 else t.min_cold * pb.cores
+    return load_bytes(t.min_cold, t.hbm_bytes, pb.cores)
 
 
 def _exe_cycles(pb: Problem, rows: np.ndarray) -> np.ndarray:

@@ -39,6 +39,12 @@ PLAN_SPACES = ("reference", "full")
 MAX_TEMPORAL_COMBOS = 4096
 
 
+def check_plan_space(plan_space: str) -> None:
+    """ValueError naming planning.plan_space unless it is one of `PLAN_SPACES`."""
+    if plan_space not in PLAN_SPACES:
+        raise ValueError(f"planning.plan_space must be one of {', '.join(PLAN_SPACES)}, got {plan_space!r}")
+
+
 @dataclass(frozen=True)
 class OpShape:
     """What the cost model needs of an operator: no names, only structure."""
@@ -104,8 +110,7 @@ def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = N
     widened space is never empty (one core is always a split) and never
     changes an operator that already had plans.
     """
-    if plan_space not in PLAN_SPACES:
-        raise ValueError(f"planning.plan_space must be one of {', '.join(PLAN_SPACES)}, got {plan_space!r}")
+    check_plan_space(plan_space)
     lengths = np.array(shape.lengths, dtype=np.int64)
     core_use, pad_floor = pruning_floors(shape, cores)
     if plan_space == "full":
@@ -474,6 +479,7 @@ def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int
 
 __all__ = [
     "PLAN_SPACES",
+    "check_plan_space",
     "OpShape",
     "CostedPlans",
     "enumerate_plans",
