@@ -141,12 +141,13 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         inputs = build_inputs(run_config)
         say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
             f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
-        if runs_published_model(run_config.scheduler.name, to_conventions(run_config.conventions)):
+        conventions = to_conventions(run_config.conventions)
+        if runs_published_model(run_config.scheduler.name, conventions):
             published = published_model(inputs)
-            split_factor = run_config.planning.split_factor or PUBLISHED_SPLIT_FACTOR.get(published, DEFAULT_SPLIT_FACTOR)
+            split_factor = (run_config.planning.split_factor
+                            or PUBLISHED_SPLIT_FACTOR.get(published, DEFAULT_SPLIT_FACTOR))
             layers = run_config.planning.layers or PUBLISHED_LAYERS.get(published)
-            result = compile_elk(inputs.graph, inputs.chip, run_config.scheduler.name,
-                                 to_conventions(run_config.conventions), layers=layers,
+            result = compile_elk(inputs.graph, inputs.chip, run_config.scheduler.name, conventions, layers=layers,
                                  split_factor=split_factor, options=to_planning_options(run_config.planning),
                                  progress=say)
         elif run_config.simulate and run_config.sim.calibrate_rounds > 0:

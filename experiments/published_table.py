@@ -53,7 +53,8 @@ def main() -> None:
         results = run_published(ops, args.hbm, args.cores, 624 * 1024, layers)
         total_s = time.perf_counter() - start
         ms = results.latency_ms()
-        published = PUBLISHED_MS[zoo] if (args.batch, args.kv_len, args.hbm, args.cores) == (32, 2048, 16000, 5888) else {}
+        setup = (args.batch, args.kv_len, args.hbm, args.cores)
+        published = PUBLISHED_MS[zoo] if setup == (32, 2048, 16000, 5888) else {}
         for design, key in DESIGNS.items():
             ours = ms[design]
             theirs = published.get(key)

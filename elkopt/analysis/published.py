@@ -5,9 +5,9 @@ An ``elk_full`` job runs every published design on its configuration and records
 (``basic_ms``, ``static_ms``, ``elk_dyn_ms``, ``elk_dyn_printed_ms``, ``elk_full_ms``,
 ``ideal_ms``; ``reference_designs: published``); an ``elkopt`` job records its own latency:
 under ``conventions=published`` its search in the published model (which records the
-published designs too), under elkopt's accounting with its own Ideal and lower bound. Files are named by the
-zoo model whose published numbers they stand for (`elkopt.published.PUBLISHED_GRAPHS`,
-by the SHA-256 of the file).
+published designs too), under elkopt's accounting with its own Ideal and lower bound.
+Files are named by the zoo model whose published numbers they stand for
+(`elkopt.published.PUBLISHED_GRAPHS`, by the SHA-256 of the file).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def designs_table(results: pd.DataFrame) -> pd.DataFrame:
     ``static``, ``elk_dyn``, ``elk_dyn_printed``, ``elk_full``, ``ideal``, ``lower_bound``:
     from the jobs that ran them, ``reference_designs == "published"``); each elkopt
     scheduler's latency under its name (``elkopt``), with elkopt's own Ideal and lower
-    bound (``elkopt_ideal``, ``elkopt_lower_bound``) when it ran on its own accounting
-    (in the published model, ``conventions.published_plans``, it has the published ones); and the published values
-    (``published_<design>``) where the paper lists them: batch 32, KV 2048, beside jobs
-    that ran its setup (their metrics carry ``published_ms``)."""
+    bound (``elkopt_ideal``, ``elkopt_lower_bound``) when it ran on its own accounting (in
+    the published model, ``conventions.published_plans``, it has the published ones); and
+    the published values (``published_<design>``) where the paper lists them: batch 32,
+    KV 2048, beside jobs that ran its setup (their metrics carry ``published_ms``)."""
     need = (*_KEYS, "config.scheduler.name", "latency_ms", "model_file_sha256", "reference_designs")
     done = finished(results, need=need)
     keys = ["model", *_KEYS.values()]

@@ -88,10 +88,9 @@ def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, table
 def elk_dyn_start(graph: Graph, tables: TableSet, chip: Chip, layers: int | None = None) -> Evaluated | None:
     """Elk-Dyn's decisions on elkopt's plan tables (the best of its three NoC thresholds:
     three candidate decision sets) as an elkopt schedule, timed and checked: a starting
-    point for elkopt's own scheduler. None when
-    there is none: the published model cannot describe the chip
-    (`elkopt.elk.program.published_machine`), the graph is too small for it, Elk-Dyn
-    finds no plan, or its decisions do not make a valid elkopt schedule."""
+    point for elkopt's own scheduler. None when there is none: the published model cannot
+    describe the chip (`elkopt.elk.program.published_machine`), the graph is too small for
+    it, Elk-Dyn finds no plan, or its decisions do not make a valid elkopt schedule."""
     try:
         pb = elkopt_problem(graph, tables, chip, layers, noc_thresholds=True)
         plan, _deferred = to_schedule(schedule_elk_dyn(pb).schedule, pb.ops, graph, tables, "elk_dyn",
