@@ -35,7 +35,7 @@ from typing import Callable, Hashable
 import numpy as np
 
 from elkopt.elk.backward import BackwardSchedule
-from elkopt.elk.lookup import CYCLES_PER_MS, TableIndex
+from elkopt.elk.lookup import TableIndex
 from elkopt.elk.schedulers import (PRUNE_MARGIN, ElkFullResult, ElkSchedule, Problem, elk_full_bound,
                                    evaluate_order, make_schedule, schedule_elk_full)
 
@@ -104,18 +104,19 @@ def search_published(pb: Problem, full: ElkFullResult | None = None, max_trials:
     full = full or schedule_elk_full(pb)
     base = elk_full_bound(pb)
     order, dc = full.order, full.delay_comp
-    best_cycles = full.schedule.latency_cycles
-    best_back: BackwardSchedule | None = None
+    best = replace(full.schedule, design="elkopt")
     chosen: dict[Hashable, int] = {}
     prefer: dict[int, int] = {}
     trials = rounds = 0
     groups = _groups(pb)
 
     def trial(rows: dict[int, int], delay_comp: bool) -> BackwardSchedule | None:
+        """The backward pass with `rows` preferred, if it beats the best so far."""
         nonlocal trials
         trials += 1
-        bound = replace(base, limit=best_cycles * (1 - PRUNE_MARGIN))
-        return evaluate_order(pb, order, delay_comp, bound, rows)
+        bound = replace(base, limit=best.latency_cycles * (1 - PRUNE_MARGIN))
+        back = evaluate_order(pb, order, delay_comp, bound, rows)
+        return back if back is not None and back.latency_cycles < bound.limit else None
 
     improved = True
     while improved and trials < max_trials:
@@ -133,27 +134,24 @@ def search_published(pb: Problem, full: ElkFullResult | None = None, max_trials:
                 tried.add(r)
                 rows_i = {**prefer, **{i: r for i in ops}}
                 back = trial(rows_i, dc)
-                if back is not None and back.latency_cycles < best_cycles * (1 - PRUNE_MARGIN):
-                    best_cycles, best_back, prefer, improved = back.latency_cycles, back, rows_i, True
+                if back is not None:
+                    best, prefer, improved = make_schedule("elkopt", back, pb.index), rows_i, True
                     chosen[key] = r
                     at = rows.index(r)  # its neighbours next
                     pending = [q for q in rows[max(0, at - 2):at + 3] if q not in tried] + pending
         if chosen != rows_before and trials < max_trials:
             # the other contention mode, then every published order, with the rows chosen
             back = trial(prefer, not dc)
-            if back is not None and back.latency_cycles < best_cycles * (1 - PRUNE_MARGIN):
-                best_cycles, best_back, dc = back.latency_cycles, back, not dc
+            if back is not None:
+                best, dc = make_schedule("elkopt", back, pb.index), not dc
             reordered = schedule_elk_full(pb, prefer=prefer)
             trials += reordered.runs
-            if reordered.schedule.latency_cycles < best_cycles * (1 - PRUNE_MARGIN):
+            if reordered.schedule.latency_cycles < best.latency_cycles * (1 - PRUNE_MARGIN):
                 order, dc = reordered.order, reordered.delay_comp
-                best_cycles = reordered.schedule.latency_cycles
-                best_back = evaluate_order(pb, order, dc, None, prefer)
-        say(f"elkopt search in the published model, round {rounds}: {best_cycles / CYCLES_PER_MS:.4f} ms "
+                best = replace(reordered.schedule, design="elkopt")
+        say(f"elkopt search in the published model, round {rounds}: {best.latency_ms:.4f} ms "
             f"(Elk-Full {full.schedule.latency_ms:.4f} ms), {trials} trials")
-    schedule = replace(full.schedule, design="elkopt") if best_back is None else \
-        make_schedule("elkopt", best_back, pb.index)
-    return SearchResult(schedule, tuple(order), dc, chosen, full.schedule.latency_cycles, trials, rounds)
+    return SearchResult(best, tuple(order), dc, chosen, full.schedule.latency_cycles, trials, rounds)
 
 
 __all__ = ["COARSE_ROWS", "MAX_TRIALS", "SearchResult", "pareto_rows", "search_published"]
