@@ -11,6 +11,7 @@ from elkopt.graph.ir import Dim, Operand, Operator, OpKind, Storage
 from elkopt.graph.zoo import build_graph
 from elkopt.plans.space import (
     OpShape,
+    cost_plans,
     enumerate_plans,
     enumerate_spatial,
     enumerate_temporal,
@@ -70,6 +71,33 @@ def test_temporal_rules():
             for d in range(t.shape[0]):
                 chain = sorted(t[d])
                 assert all(b % a == 0 for a, b in zip(chain, chain[1:]))
+
+
+def test_partial_sums_carried_in_time_by_hand():
+    # y[b, n] = x[b, k] w[k, n], b=4, n=96, k=64 on 2 x 8 cores (n, k): every output tile
+    # (4 x 48) has 8 replicas, one per k slice of 8. The output's factor 4 on its own dim
+    # n carries the partial sums in time: 4 of the replicas hold a 4 x 12 piece each,
+    # add their k slice's contribution and pass it on; after 4 iterations each piece
+    # holds the sum over those 4 slices, and 8 / 4 = 2 replicas are left to reduce.
+    shape = OpShape.of(dot(b=4, n=96, k=64))
+    split = np.array([1, 2, 8])
+    ring = np.ones((3, 3), dtype=np.int64)
+    ring[1, 0] = 4  # dim n, operand 0 (the output)
+    _, pad = pruning_floors(shape, SMALL.cores)
+    assert any((t == ring).all() for t in enumerate_temporal(shape, split, pad))
+    plan = cost_plans(shape, split[None, :], ring[None], SMALL, 2)
+    shift = 2 * 0.28  # cycles per 2-byte element at the reference 5.5 GB/s per core
+    assert SMALL.shift_cycles_per_byte == 0.28
+    # 4 iterations of a (m=4, k=8, n=12) matmul: 24*ceil(4/6)*1*1 + 514 + 113 + 173 = 824
+    compute = 4 * 824
+    rotation = 2 * 118 * 3 + shift * 3 * 48  # 3 shifts of the 48-element piece
+    relayout = shift * 48 + 6 * 118
+    reduction = 2 * 118 + shift * 24 + (0.75 * 24 + 290)  # 2 replicas: half out, one add
+    assert plan.exchange_cycles[0] == pytest.approx(rotation + relayout + reduction)
+    assert plan.exec_cycles[0] == pytest.approx(compute + rotation + relayout + reduction)
+    assert plan.exec_cycles[0] == pytest.approx(5376.96)
+    # hot bytes: the rotating output piece twice (double-buffered), x's 4 x 8, w's 8 x 48
+    assert plan.hot_bytes[0] == 2 * (2 * 48 + 32 + 384)
 
 
 def test_footprints_by_hand():

@@ -15,6 +15,36 @@ in two stages, both vectorised with numpy:
 
 Stage 1 keeps the plan space tractable: the reference enumerates temporal
 factors for every spatial split and needs minutes for one large matmul.
+
+Temporal factors, and partial sums carried in time
+--------------------------------------------------
+`t[d][v] = f` cuts operand v's tile into f pieces along dim d; the pieces sit on
+f of the cores that hold replicas of that tile and rotate among them, one shift
+per iteration, so every core sees every piece (spec section 4). A factor is
+allowed only on a dim the operand indexes: a piece must be a piece of the tile.
+
+Partial sums of a contracted dim K are carried in time by the output's factor
+on one of its own dims. Say the output tile (M x N per core) has s_K replicas,
+one per K slice. With `t[M][out] = f` (f dividing s_K), f of those cores each
+hold an M/f piece of the tile; in every iteration a core adds its K slice's
+contribution to the piece it holds, then passes the piece on. After f
+iterations each piece has visited all f cores and holds their whole sum (a
+reduce-scatter done in the compute loop), so s_K / f replicas of M/f pieces are
+left to reduce spatially. The cost model charges exactly that: f iterations of
+an (M/f, K, N) matmul, f - 1 shifts of the M/f piece, and the reduction of
+s_K / f replicas of M/f x N elements (`_shuffle_cycles`). A hand-worked case is
+`tests/test_plans.py::test_partial_sums_carried_in_time_by_hand`.
+
+The published search also yields, through its temporal-sort quirk (ELK_REFERENCE
+7.1), an output factor on K itself: f iterations over a K/f slice, the whole
+M x N tile shifted f - 1 times, and s_K / f replicas reduced. That execution
+does not exist: while f whole-tile accumulators rotate, each collects a K/f
+slice from every core, so after the rotation the f cores still hold f partial
+sums of the whole tile and the reduction the cost drops is still owed. These
+plans are not in elkopt's space; under `conventions.published_plans` the
+published tables keep them, as published. `experiments/batch1_bound.py` shows
+what they would buy: a batch-1 Llama2-13B step's fastest plans sum to 1.63x its
+HBM time with them, 1.90x without, against 1.45x for the matmuls alone.
 """
 
 from __future__ import annotations
