@@ -154,6 +154,8 @@ class PlanningConfig:
     split_fraction: Optional[float] = 0.25
     max_copies: int = 4
     split_policy: str = "if_faster"
+    split_margin: float = 0.05
+    split_estimate: str = "elk_dyn"
     plan_space: str = "reference"
     layers: Optional[int] = None
     split_factor: Optional[int] = None
@@ -338,6 +340,8 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         split_fraction=cfg.split_fraction,
         max_copies=cfg.max_copies,
         split_policy=cfg.split_policy,
+        split_margin=cfg.split_margin,
+        split_estimate=cfg.split_estimate,
         plan_space=cfg.plan_space,
     )
 

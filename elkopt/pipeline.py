@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph, Operator
-from elkopt.graph.split import SplitReport, split_large_operators
-from elkopt.plans.space import check_plan_space
-from elkopt.plans.table import InfeasibleOperatorError, TableSet, build_tables, cached_table
+from elkopt.graph.split import CutChoice, SplitReport, choose_cuts, split_large_operators
+from elkopt.plans.space import OpShape, check_plan_space
+from elkopt.plans.table import InfeasibleOperatorError, PlanTable, TableSet, build_tables, cached_table
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
 from elkopt.schedule.schedule import Schedule
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from elkopt.solve import SolverOptions
 
 SCHEDULERS = ("basic", "static", "inductive", "elkopt")
-SPLIT_POLICIES = ("if_faster", "always")
+SPLIT_POLICIES = ("if_faster", "per_op", "always")
+#: How `choose_split` weighs a cut graph: the latency of Elk-Dyn's schedule on elkopt's
+#: tables and timeline, or of the Ideal schedule.
+SPLIT_ESTIMATES = ("elk_dyn", "ideal")
 
 
 class PlanningError(ValueError):
@@ -44,11 +47,17 @@ class PlanningOptions:
     max_preload_ops: how many operators ahead a load may be issued.
     layer_milp: elkopt polishes its layer plan with the layer-periodic MILP.
     split_fraction: operators whose HBM bytes exceed this fraction of the chip's SRAM
-        are cut into copies before planning (`elkopt.graph.split`); None = never.
-    max_copies: at most this many copies per split operator.
-    split_policy: "if_faster" plans the graph both whole and cut and keeps the faster
-        (whole if cut is not faster; cut if whole cannot be planned); "always" plans only
-        the cut graph.
+        may be cut into copies before planning, and those that fit in no plan whole must
+        be (`elkopt.graph.split`); None = never cut.
+    max_copies: at most this many copies per cut operator.
+    split_policy: "if_faster" decides per operator (`choose_split`) and, when a decision
+        was close (split_margin), also plans the runner-up graph (the close decisions the
+        other way) and keeps the faster; "per_op" plans only the per-operator choice;
+        "always" cuts every operator above split_fraction by the capacity rule of earlier
+        versions.
+    split_margin: an optional cut-or-whole decision whose best alternative's estimated
+        latency is within this fraction of its own is close.
+    split_estimate: the graph latency that weighs the options (`SPLIT_ESTIMATES`).
     plan_space: "reference" keeps the reference pruning's core-use floor; "full" lets a
         split use any number of cores (`elkopt.plans.space.PLAN_SPACES`).
     """
@@ -61,6 +70,8 @@ class PlanningOptions:
     split_fraction: float | None = 0.25
     max_copies: int = 4
     split_policy: str = "if_faster"
+    split_margin: float = 0.05
+    split_estimate: str = "elk_dyn"
     plan_space: str = "reference"
 
     def __post_init__(self) -> None:
@@ -72,7 +83,12 @@ class PlanningOptions:
                              f"got {self.split_fraction}")
         if self.max_copies < 2:
             raise ValueError(f"planning.max_copies must be >= 2, got {self.max_copies}")
+        if not 0 <= self.split_margin < float("inf"):
+            raise ValueError(f"planning.split_margin must be a finite fraction >= 0, got {self.split_margin}")
         check_plan_space(self.plan_space)
+        if self.split_estimate not in SPLIT_ESTIMATES:
+            raise ValueError(f"planning.split_estimate must be one of {', '.join(SPLIT_ESTIMATES)}, "
+                             f"got {self.split_estimate!r}")
         if self.split_policy not in SPLIT_POLICIES:
             raise ValueError(f"planning.split_policy must be one of {', '.join(SPLIT_POLICIES)}, "
                              f"got {self.split_policy!r}")
@@ -86,7 +102,7 @@ class RunResult:
     timeline: Timeline
     references: dict[str, float]  # latency in ms: basic, static, ideal, lower_bound
     compile_s: float
-    stats: dict[str, float | int] = field(default_factory=dict)
+    stats: dict[str, float | int | str] = field(default_factory=dict)
     tables: TableSet | None = None
     solve_stats: dict[str, float | int] = field(default_factory=dict)  # MILP schedulers only
 
@@ -101,9 +117,9 @@ def compile_model(
 ) -> RunResult:
     """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it.
 
-    With `options.split_fraction` set, large operators are cut into copies first
-    (`elkopt.graph.split`; `options.split_policy` says whether the whole graph is planned
-    too); the result's `graph` is the graph that was planned.
+    With `options.split_fraction` set, operators are cut into copies first, decided per
+    operator (`choose_split`; `options.split_policy` says whether the runner-up graph is
+    planned too); the result's `graph` is the graph that was planned.
     solver: HiGHS settings for the MILP schedulers (defaults if None).
     """
     if scheduler not in SCHEDULERS:
@@ -111,27 +127,35 @@ def compile_model(
     check_static_sweep(chip, options)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
-    cut, split = split_graph(graph, chip, options)
-    if not split.splits:
-        return _compile(graph, chip, scheduler, options, say, solver, start, split)
-    say(f"cut {len(split.splits)} operators reading more than {options.split_fraction:g} of the "
-        f"SRAM from HBM into copies: {graph.n_ops} -> {cut.n_ops} operators")
-    if options.split_policy == "always":
-        return _compile(cut, chip, scheduler, options, say, solver, start, split)
-    say("planning the graph with the operators cut")
-    with_cut = _compile(cut, chip, scheduler, options, say, solver, start, split)
-    say(f"with the operators cut: {with_cut.timeline.latency_ms:.3f} ms; planning them whole")
+    choice = choose_split(graph, chip, options, say)
+    if not choice.report.splits and choice.runner_up is None:
+        return _compile(graph, chip, scheduler, options, say, solver, start, choice.report)
+    stats = split_stats(choice)
+    what = (f"cut {len(choice.report.splits)} operators into copies: {graph.n_ops} -> {choice.graph.n_ops} operators"
+            if choice.report.splits else "every operator kept whole")
+    say(f"cutting decided per operator: {what} ({stats['split_choice_s']:.1f} s, "
+        f"{choice.evaluations} graphs weighed)")
+    if options.split_policy != "if_faster" or choice.runner_up is None:
+        result = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report)
+        return replace(result, stats={**result.stats, **stats})
+    alternative, alternative_report = choice.runner_up
+    say("planning the graph with the operators cut as chosen")
+    chosen = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report)
+    say(f"as chosen: {chosen.timeline.latency_ms:.3f} ms; planning the runner-up (the close choices the other "
+        f"way: {', '.join(choice.flipped)}; {len(alternative_report.splits)} operators cut, "
+        f"{alternative.n_ops} operators)")
     try:
-        whole = _compile(graph, chip, scheduler, options, say, solver, start, SplitReport({}))
+        other = _compile(alternative, chip, scheduler, options, say, solver, start, alternative_report)
     except PlanningError as error:
-        say(f"whole, the graph cannot be planned ({error}); keeping the cut graph")
-        return with_cut
-    faster = whole if whole.timeline.latency_cycles <= with_cut.timeline.latency_cycles else with_cut
-    say(f"whole: {whole.timeline.latency_ms:.3f} ms; keeping the "
-        f"{'whole' if faster is whole else 'cut'} graph")
-    stats = {**faster.stats, "split_cut_ms": with_cut.timeline.latency_ms,
-             "split_whole_ms": whole.timeline.latency_ms}
-    return replace(faster, stats=stats, compile_s=time.perf_counter() - start)
+        say(f"the runner-up cannot be planned ({error}); keeping the choice")
+        return replace(chosen, stats={**chosen.stats, **stats, "split_kept": "choice"},
+                       compile_s=time.perf_counter() - start)
+    faster = chosen if chosen.timeline.latency_cycles <= other.timeline.latency_cycles else other
+    say(f"runner-up: {other.timeline.latency_ms:.3f} ms; keeping the "
+        f"{'choice' if faster is chosen else 'runner-up'}")
+    stats.update(split_choice_ms=chosen.timeline.latency_ms, split_runner_up_ms=other.timeline.latency_ms,
+                 split_kept="choice" if faster is chosen else "runner-up")
+    return replace(faster, stats={**faster.stats, **stats}, compile_s=time.perf_counter() - start)
 
 
 #: At most this many execution-space steps in the Static sweep (each step schedules the
@@ -151,19 +175,82 @@ def check_static_sweep(chip: Chip, options: PlanningOptions) -> None:
             f"planning.static_step_bytes to at least {least:,}")
 
 
-def split_graph(graph: Graph, chip: Chip, options: PlanningOptions) -> tuple[Graph, SplitReport]:
-    """The graph with its large operators cut (`options.split_fraction`), dims chosen by
-    the fastest plan of the copies."""
+def split_graph(graph: Graph, chip: Chip, options: PlanningOptions,
+                progress: Callable[[str], None] | None = None) -> tuple[Graph, SplitReport]:
+    """The graph with operators cut as `options.split_policy` says (`choose_split`); the
+    graph itself when `options.split_fraction` is None."""
+    choice = choose_split(graph, chip, options, progress)
+    return choice.graph, choice.report
+
+
+def choose_split(graph: Graph, chip: Chip, options: PlanningOptions,
+                 progress: Callable[[str], None] | None = None) -> CutChoice:
+    """Which operators to cut, how and along which dim (`elkopt.graph.split`).
+
+    An operator's cost is its fastest plan (its plan table, through the disk cache); the
+    graph latency that weighs whole against k copies is that of Elk-Dyn's schedule on these
+    tables, timed on elkopt's timeline (`elkopt.elk.convert.elk_dyn_start`), or of the Ideal
+    schedule (`baselines.schedule_ideal`) with `options.split_estimate="ideal"` or where the
+    published model cannot describe the chip. split_policy "always" cuts every operator
+    above `options.split_fraction` by the capacity rule (`split_large_operators`) and names
+    no runner-up. Nothing is cut when `options.split_fraction` is None.
+    """
     if options.split_fraction is None:
-        return graph, SplitReport({})
+        return CutChoice(graph, SplitReport({}))
+    started = time.perf_counter()
+    tables: dict[OpShape, PlanTable] = {}
+
+    def table(op: Operator) -> PlanTable:
+        shape = OpShape.of(op)
+        if shape not in tables:
+            tables[shape] = cached_table(shape, chip, graph.elem_bytes, options.max_spatial_splits,
+                                         options.cache_dir, options.plan_space)[0]
+        return tables[shape]
 
     def fastest(op: Operator) -> float:  # cycles of the op's fastest plan; inf if none fits
-        table, _hit = cached_table(op, chip, graph.elem_bytes, options.max_spatial_splits,
-                                   options.cache_dir, options.plan_space)
-        return float(table.total_cycles.min()) if len(table) else float("inf")
+        plans = table(op)
+        return float(plans.total_cycles.min()) if len(plans) else float("inf")
 
-    return split_large_operators(graph, chip.total_sram_bytes, options.split_fraction,
-                                 options.max_copies, fastest)
+    say = progress or (lambda _msg: None)
+    state = {"elk_dyn": options.split_estimate == "elk_dyn", "weighed": 0}
+
+    def estimate(candidate: Graph) -> float:  # latency of `candidate`, cycles; inf if an op fits in no plan
+        per_op = tuple(table(op) for op in candidate.ops)
+        if any(len(t) == 0 for t in per_op):
+            return float("inf")
+        tableset = TableSet(per_op, len({id(t) for t in per_op}), 0, 0.0)
+        state["weighed"] += 1
+        if state["elk_dyn"]:
+            from elkopt.elk.convert import elk_dyn_start
+
+            dyn = elk_dyn_start(candidate, tableset, chip)
+            if dyn is not None:
+                return dyn.timeline.latency_cycles
+            if state["weighed"] > 1:  # the others were weighed by Elk-Dyn: this option is not taken
+                return float("inf")
+            state["elk_dyn"] = False
+            say("cutting: Elk-Dyn cannot schedule this graph on this chip; weighing the options by Ideal")
+        return baselines.schedule_ideal(candidate, tableset, chip, options.max_preload_ops).timeline.latency_cycles
+
+    if options.split_policy == "always":
+        cut, report = split_large_operators(graph, chip.total_sram_bytes, options.split_fraction,
+                                            options.max_copies, fastest)
+        return CutChoice(cut, report, seconds=time.perf_counter() - started)
+    choice = choose_cuts(graph, chip.total_sram_bytes, options.split_fraction, options.max_copies,
+                         fastest, estimate, options.split_margin, progress)
+    return replace(choice, seconds=time.perf_counter() - started)
+
+
+def split_stats(choice: CutChoice) -> dict[str, float | int | str]:
+    """metrics.json `stats` of a cut: the decisions (`split_choices`, one per distinct
+    operator decided), the adds, the graphs weighed and the time taken."""
+    return {
+        "split_adds": choice.report.adds,
+        "split_must": len(choice.report.must),
+        "split_choices": "; ".join(c.label for c in choice.candidates),
+        "split_evaluations": choice.evaluations,
+        "split_choice_s": round(choice.seconds, 3),
+    }
 
 
 def _compile(
