@@ -35,6 +35,11 @@ signature (the two operators' tables, op i+1's plan and the free SRAM);
 without a usable solution (e.g. a time limit too short to find one) takes
 the greedy choice for that window (`elkopt.schedule.window.greedy_window`);
 the stats count these fallbacks by reason, and one warning per run says so.
+
+Given a `start` (Static's answer on the same plan tables), the induction's plan
+is kept only if the timeline finds it no slower; otherwise the start is the
+result. So the scheduler is never worse than its start; the stats say which won
+(`start`) and what the induction alone achieved (`induction_cycles`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -79,6 +84,10 @@ class InductiveStats:
     max_gap: float = 0.0
     wall_s: float = 0.0
     backward_cycles: float = 0.0  # latency the induction predicted
+    induction_cycles: float = 0.0  # latency of the induction's own plan (timeline)
+    start: str = "induction"  # which plan the scheduler returns: the induction's, or its start's
+    # the induction's own plan, also when the start won (elkopt re-times it as a start of its own)
+    induction: Evaluated | None = field(default=None, repr=False)
 
     @property
     def fallback_windows(self) -> int:
@@ -98,6 +107,8 @@ class InductiveStats:
             "max_gap": self.max_gap,
             "scheduler_s": round(self.wall_s, 3),
             "predicted_cycles": round(self.backward_cycles, 1),
+            "induction_cycles": round(self.induction_cycles, 1),
+            "inductive_start": self.start,
         }
 
 
@@ -157,8 +168,13 @@ def schedule_inductive(
     solver: SolverOptions | None = None,
     max_preload_ops: int = DEFAULT_MAX_PRELOAD_OPS,
     progress: Callable[[str], None] | None = None,
+    start: Evaluated | None = None,
 ) -> tuple[Evaluated, InductiveStats]:
-    """Schedule `graph` by backward induction with exact window allocation."""
+    """Schedule `graph` by backward induction with exact window allocation.
+
+    start: an incumbent on the same plan tables (Static's answer): returned instead
+    of the induction's plan, renamed "inductive", when its timeline is strictly faster.
+    """
     begin = time.perf_counter()
     solver = solver or SolverOptions()
     n = graph.n_ops
@@ -323,6 +339,11 @@ def schedule_inductive(
         windows[j] = PROLOGUE if j == 0 else min(w, int(j))
     schedule = _schedule(graph, tables, [int(r) for r in b.row], windows, "inductive")
     timeline = compute_timeline(schedule, chip, [op.flops for op in graph.ops])
+    result = stats.induction = Evaluated(schedule, timeline)
+    stats.induction_cycles = timeline.latency_cycles
+    if start is not None and start.timeline.latency_cycles < timeline.latency_cycles - 1e-6:
+        result = Evaluated(replace(start.schedule, scheduler="inductive"), start.timeline)
+        stats.start = start.schedule.scheduler
     stats.wall_s = time.perf_counter() - begin
     first_load = float(b.load_start[loads].min()) if len(loads) else 0.0
     stats.backward_cycles = -min(float(b.start.min()), first_load)
@@ -332,7 +353,7 @@ def schedule_inductive(
             "a valid plan that may be slower (%s)",
             stats.fallback_windows, stats.milps_solved, describe_fallbacks(stats.fallbacks),
         )
-    return Evaluated(schedule, timeline), stats
+    return result, stats
 
 
 __all__ = ["InductiveStats", "HotPlans", "schedule_inductive"]

@@ -7,7 +7,7 @@ would overflow SRAM at the seams.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Hashable
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -51,12 +51,16 @@ def find_layers(signatures: list[Hashable], min_count: int = 2, max_period: int 
     return None
 
 
-def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_offset: int) -> LayerLoads:
+def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_offset: int,
+                loads: Sequence[int] | None = None) -> LayerLoads:
     """The decisions of the layer starting at op `first`, as load-timing data;
-    its loads in the order the schedule issues them."""
+    its loads in the order the schedule issues them. loads: the ops whose loads
+    to time instead, in their issue order (some may be past the layer)."""
     ops = schedule.ops[first : first + period]
     duration, rate = load_duration_and_rate(schedule, chip)
-    loads = [j for j in schedule.preload_order if first <= j < first + period]
+    if loads is None:
+        loads = [j for j in schedule.preload_order if first <= j < first + period]
+    loads = list(loads)
     duration, rate = duration[loads], rate[loads]
     loads = [j - first for j in loads]
     return LayerLoads(
@@ -66,7 +70,7 @@ def layer_loads(schedule: Schedule, chip: Chip, first: int, period: int, max_off
         load_op=np.array(loads, dtype=np.int64),
         duration=duration,
         rate=rate,
-        cold=np.array([ops[k].option.cold_bytes for k in loads], dtype=np.float64),
+        cold=np.array([schedule.ops[first + k].option.cold_bytes for k in loads], dtype=np.float64),
         sram=float(chip.usable_sram_bytes_per_core),
         max_offset=max_offset,
     )

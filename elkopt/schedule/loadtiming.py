@@ -129,13 +129,15 @@ def _shortest_cycle(layer: LayerLoads) -> tuple[float, np.ndarray] | None:
     return best
 
 
-def best_path(ops: LayerLoads, tick: Callable[[], None] | None = None) -> Timing | None:
+def best_path(ops: LayerLoads, tick: Callable[[], None] | None = None, issued: int = 0) -> Timing | None:
     """The same shortest path over a whole sequence of ops, not a cycle: from
-    (0, 0) (nothing loaded, time 0) to (K, H) (every op run). Exact for the
-    fixed plans; `offsets` as in `best_offsets`; None if SRAM cannot hold
-    what the ops need. tick(): called after each op's states are expanded
-    (K times; over a whole graph this path can take a minute)."""
-    found = _cycle_from(ops, 0, periodic=False, tick=tick)
+    (0, issued) (the HBM idle at time 0, the first `issued` loads already in
+    SRAM) to (K, H) (every op run, every load issued, the HBM idle). Exact for
+    the fixed plans; `offsets` as in `best_offsets` (0 for the loads already
+    issued); None if SRAM cannot hold what the ops need. tick(): called after
+    each op's states are expanded (K times; over a whole graph of thousands of
+    ops this path takes a minute or more)."""
+    found = _cycle_from(ops, issued, periodic=False, tick=tick)
     if found is None:
         return None
     return Timing(found[0], found[1], 0)
@@ -145,7 +147,8 @@ def _cycle_from(
     layer: LayerLoads, g0: int, periodic: bool = True, tick: Callable[[], None] | None = None
 ) -> tuple[float, np.ndarray] | None:
     """Shortest path (0, g0) -> (K, g0 + H), loads numbered over two layers
-    (periodic), or (0, 0) -> (K, H) over one sequence; tick() after each op."""
+    (periodic), or (0, g0) -> (K, H) over one sequence whose loads < g0 are
+    issued before it; tick() after each op."""
     K, H = layer.n_ops, layer.n_loads
     nominal = layer.nominal.tolist()
     exchange = layer.exchange.tolist()
@@ -156,7 +159,7 @@ def _cycle_from(
     rate = layer.rate.tolist() * copies
     cold = layer.cold.tolist() * copies
     own = {int(k): h for h, k in enumerate(layer.load_op)}  # op -> its load (this layer)
-    last = g0 + H  # first load that must not start in this layer
+    last = g0 + H if periodic else H  # first load that must not start in this layer
     # held[m][u]: cold bytes resident during op m once loads < u are issued:
     # those issued in the previous layer (< g0) and this layer's, until their op
     held_table = []

@@ -10,7 +10,9 @@ possibly in the previous layer): loads must be hidden, and kept off the
 interconnect while exchange-heavy operators run, within SRAM.
 
 1. `elkopt.schedule.loadtiming` solves that exactly for the fixed plans as a
-   shortest path (busy periods of the HBM between operator starts).
+   shortest path (busy periods of the HBM between operator starts), with the
+   cycle cut where the HBM is likely idle: at exchange-heavy ops, and where
+   the start's own timeline idles it.
 2. The preload order of the layer's heavy loads is searched by pairwise
    swaps, each order timed exactly by the same path
    (`elkopt.schedule.preloadorder`).
@@ -23,9 +25,14 @@ interconnect while exchange-heavy operators run, within SRAM.
    anywhere, which the shortest path cannot.
 4. The per-layer windows are unrolled over every layer
    (`elkopt.schedule.layers`), loads that would overflow SRAM at the seams
-   are deferred, and then every load of the whole graph is re-timed by the
-   same shortest path (the seams: head, tail, first and last layers). Each candidate is evaluated by the
-   timeline and kept only if the independent checker finds nothing.
+   are deferred. Then (`elkopt.schedule.seams`) a window of middle layers is
+   timed exactly by the same shortest path as a chain, not a cycle, and its
+   middle layer's windows are unrolled in turn (a steady state that leaves
+   the HBM idle at no fixed op); and the seams, the head with the first
+   layers and the tail with the last ones, are re-timed by that path, from
+   and to ops where the HBM is idle. Each candidate is evaluated by the
+   timeline and kept only if it is faster and the independent checker finds
+   nothing.
 """
 
 from __future__ import annotations
@@ -51,9 +58,12 @@ from elkopt.schedule.baselines import Evaluated
 from elkopt.schedule.checker import check_schedule
 from elkopt.schedule.layermilp import _build, _chosen, _warm_start, _windows
 from elkopt.schedule.layers import LayerBlock, find_layers, layer_loads, seam_candidates, unroll
-from elkopt.schedule.loadtiming import LayerLoads, best_offsets, best_path
+from elkopt.schedule.loadtiming import LayerLoads, best_offsets
 from elkopt.schedule.preloadorder import heavy_loads, search_order
 from elkopt.schedule.schedule import Schedule
+from elkopt.schedule.seams import (
+    SEAM_LAYERS, STEADY_LAYERS, idle_cuts, idle_loads, retime_segment, retime_steady_state, seam_segments, short_graph,
+)
 from elkopt.solve import SolveResult, SolverOptions, describe_fallbacks, solve
 
 log = logging.getLogger(__name__)
@@ -77,6 +87,8 @@ class PeriodicStats:
     milp_loads_moved: int = 0  # loads whose place in the order the kept result changed
     repaired_loads: int = 0
     seam_s: float = 0.0
+    seam_ops: int = 0  # ops of the segments re-timed at the seams
+    seam_steady_gain_cycles: float = 0.0  # of seam_gain_cycles, from the middle layers' steady state
     seam_gain_cycles: float = 0.0
     order_swaps_tried: int = 0
     order_swaps_kept: int = 0
@@ -111,6 +123,8 @@ class PeriodicStats:
             "order_swaps_kept": self.order_swaps_kept,
             "order_s": round(self.order_s, 3),
             "seam_s": round(self.seam_s, 3),
+            "seam_ops": self.seam_ops,
+            "seam_steady_gain_cycles": round(self.seam_steady_gain_cycles, 1),
             "seam_gain_cycles": round(self.seam_gain_cycles, 1),
             "periodic_s": round(self.wall_s, 3),
         }
@@ -144,6 +158,7 @@ def stitch(
     layer_milp: bool = False,
     name: str = "elkopt",
     seams: bool = True,
+    seam_layers: int | None = SEAM_LAYERS,
     reorder: bool = True,
     alternatives: Callable[[Schedule, int], Sequence[PlanOption]] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -158,6 +173,11 @@ def stitch(
 
     progress(line): counted progress of the phases that can run long (the
     layer's load timing, the preload orders, the layer MILP, the seams).
+
+    seam_layers: the seams re-time the head and the tail up to this many layers
+    into the repeating block, and the steady state from a window of middle
+    layers (`elkopt.schedule.seams`); None re-times the whole graph at once
+    (exact for the plans, but minutes on thousands of ops).
     """
     begin = time.perf_counter()
     stats = PeriodicStats()
@@ -187,16 +207,24 @@ def stitch(
             return False
         return not check_schedule(candidate.schedule, chip, dependencies, candidate.timeline)
 
-    distinct: list[tuple[str, Evaluated, LayerLoads]] = []
+    # Each start's middle layer, cut where an exchange-heavy op leaves the HBM
+    # likely idle, and where the start's own timeline idles it.
+    distinct: list[tuple[str, Evaluated, LayerLoads, list[int]]] = []
     for label, start in starts:
         layer = layer_loads(start.schedule, chip, middle, block.period, max_offset)
-        if not any(_same_layer(layer, other) for _, _, other in distinct):
-            distinct.append((label, start, layer))  # the same plans: the same timing
+        cuts = sorted(set(seam_candidates(layer)) | set(idle_cuts(
+            idle_loads(start.schedule, start.timeline), middle, block.period)))
+        for _, _, other, other_cuts in distinct:
+            if _same_layer(layer, other):  # the same plans: the same timing
+                other_cuts[:] = sorted(set(other_cuts) | set(cuts))
+                break
+        else:
+            distinct.append((label, start, layer, cuts))
     ticker = Ticker(progress, "elkopt: layer load timing (start plans x cuts)",
-                    sum(len(seam_candidates(layer)) for _, _, layer in distinct))
-    for label, start, layer in distinct:
+                    sum(len(cuts) for *_, cuts in distinct))
+    for label, start, layer, cuts in distinct:
         t0 = time.perf_counter()
-        timing = best_offsets(layer, seam_candidates(layer), tick=_step(ticker, lambda: f"{label} plans"))
+        timing = best_offsets(layer, cuts, tick=_step(ticker, lambda: f"{label} plans"))
         stats.path_s += time.perf_counter() - t0
         if timing is None:
             continue
@@ -266,23 +294,39 @@ def stitch(
                     stats.repaired_loads = moved
                     stats.milp_plans_changed = sum(a > 0 for a in picked)
                     stats.milp_loads_moved = moved_loads
-    # The seams (head, tail, first and last layers) are not steady state:
-    # re-time every load of the whole graph by the same shortest path, with
-    # the plans of the best result so far.
+    # The seams (head, tail, first and last layers) are not steady state: re-time
+    # the loads of a window of middle layers (unrolled as the steady state), then
+    # of the head and the tail segments (`elkopt.schedule.seams`; the whole graph
+    # with seam_layers=None) by the same shortest path, with the plans of the
+    # best result so far. The work grows with the layer, not with the layers.
     if seams:
         t0 = time.perf_counter()
-        whole = layer_loads(best.schedule, chip, 0, len(best.schedule.ops), max_preload_ops)
-        ticker = Ticker(progress, "elkopt: seams (load timing over all ops)", whole.n_ops)
-        timing = best_path(whole, tick=_step(ticker))
-        ticker.finish()
-        stats.seam_s = time.perf_counter() - t0
-        if timing is not None:
-            evaluated, moved = unroll(best.schedule, LayerBlock(0, len(best.schedule.ops), 1),
-                                      whole.load_op, timing.offsets, chip, flops, name)
+        n = len(best.schedule.ops)
+        whole = seam_layers is None or short_graph(block, seam_layers)
+        if not whole:  # first the steady state from a window of middle layers
+            ticker = Ticker(progress, "elkopt: seams (load timing over the middle layers)",
+                            (STEADY_LAYERS + 1) * block.period)
+            evaluated, moved, stats.seam_ops = retime_steady_state(
+                best, block, chip, flops, name, max_preload_ops, tick=_step(ticker))
+            ticker.finish()
             if better(evaluated):
-                stats.seam_gain_cycles = best.timeline.latency_cycles - evaluated.timeline.latency_cycles
+                stats.seam_steady_gain_cycles = best.timeline.latency_cycles - evaluated.timeline.latency_cycles
+                stats.seam_gain_cycles += stats.seam_steady_gain_cycles
                 best = evaluated
                 stats.repaired_loads = moved
+        segments = [(0, n)] if whole else seam_segments(block, idle_loads(best.schedule, best.timeline), seam_layers)
+        head_tail_ops = sum(end - first for first, end in segments)
+        stats.seam_ops += head_tail_ops
+        ticker = Ticker(progress, "elkopt: seams (load timing over the head and tail ops)", head_tail_ops)
+        for first, end in segments:
+            evaluated, moved = retime_segment(best, first, end, chip, flops, name, max_preload_ops,
+                                              tick=_step(ticker))
+            if better(evaluated):
+                stats.seam_gain_cycles += best.timeline.latency_cycles - evaluated.timeline.latency_cycles
+                best = evaluated
+                stats.repaired_loads = moved
+        ticker.finish()
+        stats.seam_s = time.perf_counter() - t0
     stats.layer_cycles = layer_cycles(best)
     stats.wall_s = time.perf_counter() - begin
     return best, stats
