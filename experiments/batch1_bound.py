@@ -38,10 +38,9 @@ from elkopt.plans.space import OpShape, cost_plans, divisors, enumerate_spatial,
 from elkopt.plans.table import build_table
 
 
-def carried_k_cycles(shape: OpShape, chip: Chip, elem_bytes: int) -> float:
+def carried_k_cycles(shape: OpShape, spatial: np.ndarray, chip: Chip, elem_bytes: int) -> float:
     """The fastest plan of a matmul with one output factor on a contracted dim (published
-    costing), over every spatial split of the full space; inf if none fits the SRAM."""
-    spatial = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims, "full")
+    costing), over the spatial splits `spatial`; inf if none fits the SRAM."""
     contracted = [d for d in range(shape.n_dims) if not shape.uses[0][d]]
     rows, temporal = [], []
     for split in spatial:
@@ -74,7 +73,8 @@ def bounds(model: str, batch: int, kv_len: int, chip: Chip, max_splits: int) -> 
             compute = float((plain.exec_cycles - plain.exchange_cycles).min())
             table = build_table(shape, chip, graph.elem_bytes, max_splits, "full")
             fastest = float(table.total_cycles.min())
-            carried = carried_k_cycles(shape, chip, graph.elem_bytes) if shape.kind is OpKind.MATMUL else fastest
+            matmul = shape.kind is OpKind.MATMUL
+            carried = carried_k_cycles(shape, spatial, chip, graph.elem_bytes) if matmul else fastest
             memo[shape] = (compute, fastest, min(fastest, carried))
         sums += memo[shape]
         kind = shape.kind.value + (" (HBM)" if any(shape.hbm) else "")

@@ -205,12 +205,22 @@ def split_dim(op: Operator, copies: int, cost: Callable[[Operator], float] | Non
     and adds cost least in total wins, ties to the `split_dims` order. Without it, the
     first of `split_dims`.
     """
-    candidates = split_dims(op, copies)
-    if not candidates or cost is None:
+    if cost is None:
+        candidates = split_dims(op, copies)
         return candidates[0] if candidates else None
+    cheapest = cheapest_cut(op, copies, cost)
+    return cheapest[0] if cheapest is not None else None
+
+
+def cheapest_cut(op: Operator, copies: int, cost: Callable[[Operator], float]) -> tuple[str, float] | None:
+    """(dim, cycles) of the cheapest cut of `op` into `copies` (`cut_cost`), ties to the
+    `split_dims` order; None if no dim qualifies or no cut has a plan."""
+    candidates = split_dims(op, copies)
+    if not candidates:
+        return None
     totals = [cut_cost(op, d, copies, cost) for d in candidates]
     best = min(range(len(candidates)), key=lambda i: (totals[i], i))
-    return candidates[best] if math.isfinite(totals[best]) else None
+    return (candidates[best], totals[best]) if math.isfinite(totals[best]) else None
 
 
 def apply_cuts(graph: Graph, cuts: Mapping[str, Cut], must: frozenset[str] = frozenset()) -> tuple[Graph, SplitReport]:
@@ -387,13 +397,9 @@ def choose_cuts(
             continue
         options: list[tuple[Cut | None, float]] = [(None, whole)] if not must else []
         for copies in range(2, max_copies + 1):
-            dims = split_dims(first, copies)
-            if not dims:
-                continue
-            totals = [cut_cost(first, d, copies, cost) for d in dims]
-            best = min(range(len(dims)), key=lambda i: (totals[i], i))
-            if math.isfinite(totals[best]):
-                options.append(((dims[best], copies), totals[best]))
+            cheapest = cheapest_cut(first, copies, cost)
+            if cheapest is not None:
+                options.append(((cheapest[0], copies), cheapest[1]))
         if len(options) > (0 if must else 1):
             candidates.append((members, must, options))
     if not candidates:
@@ -474,6 +480,7 @@ __all__ = [
     "CutChoice",
     "SplitReport",
     "apply_cuts",
+    "cheapest_cut",
     "choose_cuts",
     "contracted",
     "cut_cost",

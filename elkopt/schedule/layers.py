@@ -103,16 +103,32 @@ def unroll(
         base = block.start + layer * block.period
         for k, offset in zip(load_op, offsets):
             j = base + int(k)
-            windows[j] = j if offset == 0 else max(PROLOGUE, j - int(offset))
+            windows[j] = window_at(j, int(offset))
             layered.append(j)
     end = block.start + block.count * block.period
     order = [j for j in schedule.preload_order if j < block.start]
     order += layered + [j for j in schedule.preload_order if j >= end]
+    return apply_windows(schedule, windows, chip, flops, name, order)
+
+
+def window_at(j: int, offset: int) -> int:
+    """The preload window of op j's load issued `offset` ops ahead (0: with op j)."""
+    return j if offset == 0 else max(PROLOGUE, j - offset)
+
+
+def apply_windows(
+    schedule: Schedule, windows: np.ndarray, chip: Chip, flops: list[int], name: str,
+    order: list[int] | None = None,
+) -> tuple[Evaluated | None, int]:
+    """`schedule` with these preload windows (loads deferred to fit SRAM, `fit_sram`)
+    and, if given, this preload order, evaluated: (schedule or None if the timeline finds
+    a deadlock, loads deferred)."""
     windows, moved = fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
     ops = tuple(
         replace(o, preload_window=int(windows[i])) if o.has_load else o for i, o in enumerate(schedule.ops)
     )
-    candidate = replace(schedule, ops=ops, preload_order=tuple(order), scheduler=name)
+    preload_order = schedule.preload_order if order is None else tuple(order)
+    candidate = replace(schedule, ops=ops, preload_order=preload_order, scheduler=name)
     try:
         return Evaluated(candidate, compute_timeline(candidate, chip, flops)), moved
     except ScheduleError:
@@ -139,4 +155,5 @@ def fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.n
     return windows, len(moved)
 
 
-__all__ = ["LayerBlock", "find_layers", "fit_sram", "layer_loads", "seam_candidates", "unroll"]
+__all__ = ["LayerBlock", "apply_windows", "find_layers", "fit_sram", "layer_loads", "seam_candidates", "unroll",
+           "window_at"]

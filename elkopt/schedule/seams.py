@@ -35,16 +35,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 
 from elkopt.chip import Chip
 from elkopt.schedule.baselines import Evaluated
-from elkopt.schedule.layers import LayerBlock, fit_sram, layer_loads, unroll
+from elkopt.schedule.layers import LayerBlock, apply_windows, layer_loads, unroll, window_at
 from elkopt.schedule.loadtiming import best_path
 from elkopt.schedule.schedule import PROLOGUE, Schedule
-from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
+from elkopt.schedule.timeline import Timeline
 
 #: Layers of the repeating block re-timed with each seam (at least; a segment ends
 #: at the first op past them where the HBM is idle, at most one layer further).
@@ -185,14 +184,8 @@ def retime_segment(
         return None, 0
     windows = np.array([o.preload_window for o in schedule.ops], dtype=np.int64)
     for j, offset in zip(loads[len(carried):], timing.offsets[len(carried):]):
-        windows[j] = j if offset == 0 else max(PROLOGUE, j - int(offset))
-    windows, moved = fit_sram(schedule, windows, chip.usable_sram_bytes_per_core)
-    ops = tuple(replace(o, preload_window=int(windows[i])) if o.has_load else o for i, o in enumerate(schedule.ops))
-    candidate = replace(schedule, ops=ops, scheduler=name)
-    try:
-        return Evaluated(candidate, compute_timeline(candidate, chip, flops)), moved
-    except ScheduleError:
-        return None, moved
+        windows[j] = window_at(j, int(offset))
+    return apply_windows(schedule, windows, chip, flops, name)
 
 
 __all__ = ["SEAM_LAYERS", "STEADY_LAYERS", "idle_cuts", "idle_loads", "retime_segment", "retime_steady_state",
