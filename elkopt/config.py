@@ -156,7 +156,7 @@ class PlanningConfig:
     split_policy: str = "if_faster"
     split_margin: float = 0.05
     split_estimate: str = "elk_dyn"
-    plan_space: str = "reference"
+    plan_space: str = "full"
     layers: Optional[int] = None
     split_factor: Optional[int] = None
 

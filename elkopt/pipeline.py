@@ -72,7 +72,7 @@ class PlanningOptions:
     split_policy: str = "if_faster"
     split_margin: float = 0.05
     split_estimate: str = "elk_dyn"
-    plan_space: str = "reference"
+    plan_space: str = "full"
 
     def __post_init__(self) -> None:
         for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):

@@ -129,6 +129,7 @@ from elkopt.graph.ir import Graph, OpKind
 from elkopt.graph.onnx_graph import read_onnx
 from elkopt.graph.zoo import build_graph, get_architecture
 from elkopt.pipeline import PlanningOptions, compile_model
+from elkopt.plans.space import PLAN_SPACES
 from elkopt.plans.table import default_cache_dir
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "chip"
@@ -418,9 +419,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the import, top 12 by cumtime")
     parser.add_argument("--save", metavar="DIR", help="keep the ONNX files in DIR (for python -m elkopt.run "
                         "model=file model.format=onnx model.path=DIR/<model>.onnx)")
+    parser.add_argument("--plan-space", choices=PLAN_SPACES, default="reference",
+                        help="planning.plan_space (experiments/README's numbers for this script were "
+                             "measured in reference, the default before full)")
     args = parser.parse_args()
     chip = Chip(**yaml.safe_load((CONF / f"{args.chip}.yaml").read_text()))
-    options = PlanningOptions(cache_dir=str(default_cache_dir()))
+    options = PlanningOptions(cache_dir=str(default_cache_dir()), plan_space=args.plan_space)
     layers = f"{args.layers} layers" if args.layers else "all layers"
     print(f"decode b{args.batch} KV {args.kv_len}, {layers}, norm {args.norm}, gqa {args.gqa}; "
           f"{args.chip}, {args.scheduler} schedules")

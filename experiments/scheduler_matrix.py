@@ -29,11 +29,17 @@ from pathlib import Path
 import pandas as pd
 
 from elkopt.app import peak_rss_mb
-from elkopt.published import PUBLISHED_MS
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
-from elkopt.pipeline import SPLIT_POLICIES, PlanningError, PlanningOptions, compile_model
+from elkopt.pipeline import (
+    SPLIT_POLICIES,
+    PlanningError,
+    PlanningOptions,
+    compile_model,
+)
+from elkopt.plans.space import PLAN_SPACES
 from elkopt.plans.table import default_cache_dir
+from elkopt.published import PUBLISHED_MS
 from elkopt.solve import SolverOptions
 
 
@@ -50,6 +56,9 @@ def main() -> None:
     parser.add_argument("--no-split", action="store_true", help="never cut operators")
     parser.add_argument("--split-policy", choices=SPLIT_POLICIES, default=PlanningOptions.split_policy,
                         help="planning.split_policy (default %(default)s)")
+    parser.add_argument("--plan-space", choices=PLAN_SPACES, default="reference",
+                        help="planning.plan_space (experiments/README's numbers for this script were "
+                             "measured in reference, the default before full)")
     args = parser.parse_args()
     cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
@@ -58,7 +67,7 @@ def main() -> None:
     for name, batch, kv in itertools.product(args.models, args.batches, args.kv_lens):
         graph = build_graph(name, "decode", batch, kv)
         start = time.perf_counter()
-        options = PlanningOptions(cache_dir=str(cache), layer_milp=args.layer_milp,
+        options = PlanningOptions(cache_dir=str(cache), layer_milp=args.layer_milp, plan_space=args.plan_space,
                                   split_fraction=None if args.no_split else args.split_fraction,
                                   split_policy=args.split_policy)
         try:

@@ -19,15 +19,16 @@ import numpy as np
 from elkopt.chip import Chip
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningOptions, compile_model
-from elkopt.plans.space import OpShape, enumerate_plans
+from elkopt.plans.space import PLAN_SPACES, OpShape, enumerate_plans
 from elkopt.plans.table import default_cache_dir
 from elkopt.schedule.periodic import find_layers
 from elkopt.solve import SolverOptions
 
 
-def exchange_front(op, chip: Chip, elem_bytes: int, max_splits: int) -> list[tuple[int, int]]:
+def exchange_front(op, chip: Chip, elem_bytes: int, max_splits: int,
+                   plan_space: str) -> list[tuple[int, int]]:
     """(exchange, execution) cycles of the plans no other beats in both, by exchange."""
-    plans = enumerate_plans(OpShape.of(op), chip, elem_bytes, max_splits)
+    plans = enumerate_plans(OpShape.of(op), chip, elem_bytes, max_splits, plan_space)
     fits = plans.hot_bytes <= chip.usable_sram_bytes_per_core
     exchange, execution = plans.exchange_cycles[fits], plans.exec_cycles[fits]
     front, best = [], np.inf
@@ -44,10 +45,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kv-len", type=int, default=4096)
     parser.add_argument("--min-stall", type=float, default=50.0, help="cycles; smaller stalls are not listed")
+    parser.add_argument("--plan-space", choices=PLAN_SPACES, default="reference",
+                        help="planning.plan_space (experiments/README's numbers for this script were "
+                             "measured in reference, the default before full)")
     args = parser.parse_args()
     cache = default_cache_dir()
     chip = Chip(name="ipu_pod4", n_chips=4)
-    options = PlanningOptions(cache_dir=str(cache))
+    options = PlanningOptions(cache_dir=str(cache), plan_space=args.plan_space)
     result = compile_model(build_graph(args.model, "decode", args.batch, args.kv_len), chip, "elkopt",
                            options, solver=SolverOptions(max_nodes=200))
     graph, timeline = result.graph, result.timeline
@@ -62,7 +66,7 @@ def main() -> None:
         if stall < args.min_stall:
             continue
         op, option = graph.ops[i], result.schedule.ops[i].option
-        front = exchange_front(op, chip, graph.elem_bytes, options.max_spatial_splits)
+        front = exchange_front(op, chip, graph.elem_bytes, options.max_spatial_splits, args.plan_space)
         print(f"  {op.name} ({op.label}): nominal {option.total_cycles:,.0f}, exchange "
               f"{option.exchange_cycles:,.0f}, stall {stall:,.0f} cycles; "
               f"front (exchange, execution) {front[:6]}{' ...' if len(front) > 6 else ''}")

@@ -83,7 +83,7 @@ def brute_force_splits(shape: OpShape, cores: int, max_split_dims: int) -> tuple
 
 
 def splits(shape: OpShape, cores: int, max_split_dims: int) -> set:
-    return {tuple(int(x) for x in row) for row in enumerate_spatial(shape, cores, max_split_dims)}
+    return {tuple(int(x) for x in row) for row in enumerate_spatial(shape, cores, max_split_dims, "reference")}
 
 
 def test_rotary_on_a_mesh_widens_the_core_use_floor():

@@ -16,7 +16,7 @@ from elkopt.schedule.checker import check_schedule
 def test_llama2_13b_reference_setup(tmp_path):
     chip = Chip(name="ipu_pod4", n_chips=4)
     graph = build_graph("llama2_13b", "decode", 32, 2048)
-    result = compile_model(graph, chip, "elkopt", PlanningOptions(cache_dir=str(tmp_path)))
+    result = compile_model(graph, chip, "elkopt", PlanningOptions(cache_dir=str(tmp_path), plan_space="reference"))
     deps = [graph.dependencies(i) for i in range(graph.n_ops)]
     assert check_schedule(result.schedule, chip, deps, result.timeline) == []
     refs = result.references

@@ -120,7 +120,7 @@ def _padding(lengths: np.ndarray, splits: np.ndarray) -> np.ndarray:
 
 
 def enumerate_spatial(shape: OpShape, cores: int, max_split_dims: int | None = None,
-                      plan_space: str = "reference") -> np.ndarray:
+                      plan_space: str = "full") -> np.ndarray:
     """All spatial splits (n, D) passing the pruning floors, as int64.
 
     `plan_space` "full" drops the core-use floor: every split of 1 to `cores` cores within
@@ -284,6 +284,11 @@ class CostedPlans:
 
     def __len__(self) -> int:
         return len(self.hot_bytes)
+
+    def subset(self, index: np.ndarray) -> CostedPlans:
+        """The plans at `index` (positions along the first axis)."""
+        return CostedPlans(self.spatial[index], self.temporal[index], self.hot_bytes[index],
+                           self.exec_cycles[index], self.exchange_cycles[index])
 
 
 def cost_plans(
@@ -484,8 +489,18 @@ def pareto_2d(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return order[keep]
 
 
+def _row_positions(rows: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """Positions in `rows` of the rows of `subset`, every one of which `rows` holds."""
+    def keys(a: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(a, dtype=np.int64)
+        return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+    order = np.argsort(keys(rows), kind="stable")
+    return order[np.searchsorted(keys(rows)[order], keys(subset))]
+
+
 def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int,
-                    plan_space: str = "reference") -> CostedPlans:
+                    plan_space: str = "full") -> CostedPlans:
     """Every plan worth keeping for one operator, costed (`plan_space`: `PLAN_SPACES`)."""
     spatial = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims, plan_space)
     if len(spatial) == 0:
@@ -498,6 +513,15 @@ def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int
         )
     stage1 = cost_plans(shape, spatial, no_temporal(shape, len(spatial)), chip, elem_bytes)
     chosen = select_splits(shape, stage1, max_splits)
+    if plan_space == "full" and len(chosen) < len(spatial):
+        # the splits the reference space would choose are chosen too: its selection samples a
+        # front that the full space lengthens, so it could otherwise drop a split the reference
+        # keeps (a forward pass's context BatchMatMul lost its fastest plan, 190,144 -> 322,118
+        # cycles); with them the full table holds every plan of the reference table
+        reference = enumerate_spatial(shape, chip.cores, chip.max_partitioned_dims, "reference")
+        inside = _row_positions(spatial, reference)
+        kept = inside[select_splits(shape, stage1.subset(inside), max_splits)]
+        chosen = np.union1d(chosen, kept)
     _, pad_floor = pruning_floors(shape, chip.cores)
     spat, temp = [], []
     for i in chosen:

@@ -143,7 +143,7 @@ class PlanTable:
 
 
 def build_table(op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
-                plan_space: str = "reference") -> PlanTable:
+                plan_space: str = "full") -> PlanTable:
     """Enumerate, cost and reduce the plans of one operator (`plan_space`:
     `elkopt.plans.space.PLAN_SPACES`)."""
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
@@ -277,13 +277,14 @@ _NOT_IN_PLANS = ("name", "hbm_bytes_per_s", "link_latency_cycles", "hbm_controll
                  "hbm_sides", "inter_chip_bytes_per_s", *CALIBRATION_FIELDS)
 
 
-def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, plan_space: str = "reference") -> str:
+def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, plan_space: str = "full") -> str:
     """Hex digest naming the table of `shape` on `chip` (name excluded) in `plan_space`
     (the reference space keeps the keys it had before there were others)."""
     chip_fields = asdict(chip)
     for name in _NOT_IN_PLANS:
         chip_fields.pop(name)
-    space = () if plan_space == "reference" else (plan_space,)
+    # the full space's selection also keeps the reference choice (enumerate_plans) since revision 2
+    space = () if plan_space == "reference" else (plan_space, 2)
     text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits, *space))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -312,7 +313,7 @@ def build_tables(
     max_splits: int = 256,
     cache_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    plan_space: str = "reference",
+    plan_space: str = "full",
 ) -> TableSet:
     """Plan tables for every operator of `graph`, computed once per signature, in
     `plan_space` (`elkopt.plans.space.PLAN_SPACES`).
@@ -342,7 +343,7 @@ def build_tables(
 
 def cached_table(
     op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
-    cache_dir: str | Path | None, plan_space: str = "reference",
+    cache_dir: str | Path | None, plan_space: str = "full",
 ) -> tuple[PlanTable, bool]:
     """`build_table` through the disk cache: (table, whether it came from the cache).
 
