@@ -47,7 +47,7 @@ from elkopt.elk.compile import ElkRun, compile_elk, runs_published_model
 from elkopt.elk.timing import ELK_CHECKS
 from elkopt.graph import zoo
 from elkopt.graph.dump_import import ImportNotes
-from elkopt.graph.ir import Graph
+from elkopt.graph.ir import Graph, OpKind, Storage
 from elkopt.pipeline import PlanningError, RunResult, compile_model
 from elkopt.published import (DEFAULT_SPLIT_FACTOR, PUBLISHED_GRAPHS, PUBLISHED_LAYERS, PUBLISHED_MS,
                                PUBLISHED_SPLIT_FACTOR)
@@ -331,14 +331,23 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     chip = to_chip(run_config.chip)
     source = digest = sizes = notes = None
     if model == "file":
+        if workload.kind is WorkloadKind.PREFILL:
+            raise ValueError("workload=prefill builds a zoo model's prefill step with its KV-cache writes; a graph "
+                             "file (model=file) has none: choose a zoo model, or workload=forward for the file")
         graph, sizes, notes = read_model_file(run_config.model, workload, to_conventions(run_config.conventions))
         model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,
-                                elem_bytes=workload.elem_bytes)
+                                elem_bytes=workload.elem_bytes, chunk=workload.chunk, kv_len=workload.cached,
+                                routing=workload.routing, decode_batch=workload.decode_batch,
+                                decode_kv_len=workload.decode_kv_len)
         if to_conventions(run_config.conventions).reload_activations:
             from elkopt.graph.reload import reload_activations
+            # the same operators and outputs: the KV-cache writes still hold
             graph = reload_activations(graph)
+    if run_config.simulate and graph.stores:
+        raise ValueError(f"simulate: the network simulator routes HBM loads only, and {workload.describe()} writes "
+                         f"{graph.hbm_bytes_written:,} B to HBM (its KV cache); set simulate=false")
     if run_config.simulate:  # fail before compiling, not after
         if runs_published_model(run_config.scheduler.name, to_conventions(run_config.conventions)):
             raise ValueError(f"simulate: the network simulator runs elkopt plans; {run_config.scheduler.name} "
@@ -505,6 +514,50 @@ def published_ms(model: str | None, workload: Workload, chip: Chip) -> dict[str,
     return PUBLISHED_MS.get(model) if reference_setup else None
 
 
+#: Substrings of a tensor name that mark KV cache, then weights (`kv_cache_bytes`).
+KV_NAMES, WEIGHT_NAMES = ("cache", "past"), ("weight", "bias")
+
+
+def kv_cache_bytes(graph: Graph) -> int:
+    """Bytes of a step's HBM reads that are KV cache (metrics.json `hbm_bytes_kv`; the rest,
+    `hbm_bytes_weights`, is weights, biases, norm scales and rotary tables).
+
+    An HBM operand is KV cache when its tensor's name says so (contains "cache" or "past":
+    the zoo's `*.k_cache`, `*.v_cache` and `*.kv_cache.*`, an ONNX decoder's past keys and
+    values, a dump's `*.cache`); not when it names a weight or bias (MLA's per-head absorbed
+    `kv_b.*_weight` are batched over heads like a cache); else when its operator is a
+    MatMul whose other input indexes one of its dims that the output indexes too, the batch
+    dim of a batched product (an einstein dump's caches, named by node ids). Limitation: an
+    unnamed weight batched over heads or experts would count as KV cache.
+    """
+    total = 0
+    for op in graph.ops:
+        for i, x in enumerate(op.inputs):
+            if x.storage is not Storage.HBM:
+                continue
+            name = x.tensor.lower()
+            if any(word in name for word in KV_NAMES):
+                kv = True
+            elif any(word in name for word in WEIGHT_NAMES) or op.kind is not OpKind.MATMUL or len(op.inputs) != 2:
+                kv = False
+            else:
+                other = op.inputs[1 - i]
+                kv = bool(set(x.dims) & set(other.dims) & set(op.output.dims))
+            total += op.elements(x) * graph.elem_bytes if kv else 0
+    return total
+
+
+def moe_experts_loaded(inputs: Any) -> float | None:
+    """Expected distinct routed experts read per expert layer in a decode step
+    (`elkopt.graph.moe.experts_loaded`, by workload.routing); None for a dense model, a
+    graph file or another workload."""
+    from elkopt.graph.moe import experts_loaded
+
+    if inputs.workload.kind is not WorkloadKind.DECODE or inputs.model not in zoo.ARCHITECTURES:
+        return None
+    return experts_loaded(zoo.ARCHITECTURES[inputs.model], inputs.workload.routing, inputs.workload.batch)
+
+
 def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | ElkRun) -> dict[str, Any]:
     """The metrics.json content; latencies in ms, utilisations as fractions of the latency.
     For a published design (`ElkRun`), basic_ms, static_ms and ideal_ms are the published
@@ -515,6 +568,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
     latency_ms = timeline.latency_cycles * ms_per_cycle
     refs = result.references
     elk = isinstance(result, ElkRun)
+    kv_bytes = kv_cache_bytes(inputs.graph)
     return {
         "model": inputs.model,
         "workload": inputs.describe_workload(),
@@ -522,7 +576,12 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
         "model_file_sizes": {str(k): v for k, v in (inputs.sizes or {}).items()} or None,
         "model_file_import": inputs.notes.to_dict() if inputs.notes is not None else None,
         "flops": inputs.graph.total_flops,
-        "hbm_bytes": inputs.graph.hbm_bytes,
+        "hbm_bytes": inputs.graph.hbm_bytes,  # read, as hbm_bytes_read (the name of earlier runs)
+        "hbm_bytes_read": inputs.graph.hbm_bytes,
+        "hbm_bytes_written": inputs.graph.hbm_bytes_written,  # a prefill step's KV cache; 0 otherwise
+        "hbm_bytes_kv": kv_bytes,  # of hbm_bytes_read: the KV cache (kv_cache_bytes), the rest weights
+        "hbm_bytes_weights": inputs.graph.hbm_bytes - kv_bytes,
+        "moe_experts_loaded": moe_experts_loaded(inputs),  # expected distinct experts per layer; None: dense
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,
@@ -641,8 +700,12 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"compiled in {metrics['compile_s']:.1f} s",
     ]
     if metrics.get("flops") is not None:  # absent in the metrics of older runs
+        written = metrics.get("hbm_bytes_written") or 0
+        kv = metrics.get("hbm_bytes_kv") or 0
         lines.append(f"  {metrics['flops'] / 1e9:.1f} GFLOP, "
-                     f"{metrics['hbm_bytes'] / 1e9:.2f} GB read from HBM")
+                     f"{metrics['hbm_bytes'] / 1e9:.2f} GB read from HBM"
+                     + (f" ({kv / 1e9:.2f} GB of it KV cache)" if kv else "")
+                     + (f", {written / 1e9:.2f} GB written" if written else ""))
     if metrics.get("model_file_import"):
         lines.append(f"  read {metrics['model']}: {ImportNotes(**metrics['model_file_import']).summary()}")
     lines.append(f"  {'':<24}{'latency ms':>12}{'run / ref':>12}")

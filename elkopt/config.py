@@ -74,10 +74,14 @@ class ModelConfig:
 
 @dataclass
 class WorkloadConfig:
-    """What the model runs: one decode step, or a training forward pass.
+    """What the model runs: one decode step, a training forward pass, or a prefill step.
 
     kv_len (tokens of KV cache per request) is used by decode, seq_len
     (tokens per sequence) by forward; elem_bytes is the element size in bytes.
+    prefill: seq_len is the prompt per request, its K and V written to HBM; with
+    chunk, one chunk step of that many tokens after kv_len tokens of the same
+    prompt already cached (default 0), `elkopt.graph.prefill`; decode_batch decode
+    tokens ride along, each after decode_kv_len cached positions (default seq_len).
     """
 
     kind: str = MISSING
@@ -85,6 +89,12 @@ class WorkloadConfig:
     kv_len: Optional[int] = None
     seq_len: Optional[int] = None
     elem_bytes: int = 2
+    chunk: Optional[int] = None
+    decode_batch: int = 0
+    decode_kv_len: Optional[int] = None
+    # mixture of experts: how tokens spread over the routed experts, `elkopt.graph.moe`
+    # (uniform, zipf:<s>, or loads:<l0>,<l1>,... one load per expert)
+    routing: str = "uniform"
 
 
 @dataclass
@@ -272,32 +282,62 @@ register_configs()
 class WorkloadKind(StrEnum):
     DECODE = "decode"  # one new token per request, KV cache read from HBM
     FORWARD = "forward"  # training forward pass over whole sequences
+    PREFILL = "prefill"  # a prompt (or one chunk of it) per request, its KV cache written to HBM
 
 
 @dataclass(frozen=True)
 class Workload:
     """A validated workload: kind, batch (requests or sequences), tokens, element bytes.
 
-    tokens is the KV length for decode and the sequence length for forward.
+    tokens is the KV length for decode and the sequence length for forward and prefill.
+    Prefill only: chunk (tokens of one chunk step, None: the whole prompt), cached
+    (workload.kv_len: tokens of the prompt already cached before the chunk), decode_batch
+    (decode tokens riding along) and decode_kv_len (their cached positions, None: seq_len).
     """
 
     kind: WorkloadKind
     batch: int
     tokens: int
     elem_bytes: int = 2
+    chunk: int | None = None
+    cached: int = 0
+    decode_batch: int = 0
+    decode_kv_len: int | None = None
+    routing: str = "uniform"  # workload.routing of a mixture of experts (`elkopt.graph.moe`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", WorkloadKind(self.kind))
+        from elkopt.graph.moe import parse_routing
+
+        parse_routing(self.routing)  # ValueError naming workload.routing and its forms
         token_field = "kv_len" if self.kind is WorkloadKind.DECODE else "seq_len"
         for name, value in (("batch", self.batch), (token_field, self.tokens),
                             ("elem_bytes", self.elem_bytes)):
             if not value > 0:
                 raise ValueError(f"workload.{name} must be > 0, got {value}")
+        if self.kind is WorkloadKind.PREFILL:
+            from elkopt.graph.prefill import check_prefill
+
+            check_prefill(self.batch, self.tokens, self.chunk, self.cached, self.elem_bytes,
+                          decode_batch=self.decode_batch, decode_kv_len=self.decode_kv_len)
+        elif self.chunk is not None:
+            raise ValueError(f"workload.chunk={self.chunk} cuts a prompt into chunks: it needs "
+                             f"workload.kind=prefill (workload=prefill), not {self.kind}")
+        elif self.decode_batch or self.decode_kv_len is not None:
+            raise ValueError(f"workload.decode_batch and workload.decode_kv_len add decode tokens to a prefill "
+                             f"step: they need workload.kind=prefill (workload=prefill), not {self.kind}")
 
     def describe(self) -> str:
-        """A short label, e.g. "decode b32 kv2048"."""
+        """A short label, e.g. "decode b32 kv2048", "prefill b1 seq2048 chunk512 kv1024"."""
         tokens = "kv" if self.kind is WorkloadKind.DECODE else "seq"
-        return f"{self.kind} b{self.batch} {tokens}{self.tokens}"
+        label = f"{self.kind} b{self.batch} {tokens}{self.tokens}"
+        if self.chunk is not None:
+            label += f" chunk{self.chunk} kv{self.cached}"
+        if self.decode_batch:
+            label += f" +decode b{self.decode_batch} kv{self.decode_kv_len or self.tokens}"
+        if self.routing != "uniform":
+            label += f" routing {self.routing}"
+        return label
 
 
 def to_workload(cfg: WorkloadConfig) -> Workload:
@@ -309,7 +349,12 @@ def to_workload(cfg: WorkloadConfig) -> Workload:
     tokens = getattr(cfg, token_field)
     if tokens is None:
         raise ValueError(f"workload.{token_field} must be set for a {cfg.kind} workload")
-    return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes)
+    if cfg.kind == WorkloadKind.PREFILL:  # kv_len: the tokens of the prompt cached before the chunk
+        return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes, chunk=cfg.chunk,
+                        cached=cfg.kv_len or 0, routing=cfg.routing, decode_batch=cfg.decode_batch,
+                        decode_kv_len=cfg.decode_kv_len)
+    return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes, chunk=cfg.chunk, routing=cfg.routing,
+                    decode_batch=cfg.decode_batch, decode_kv_len=cfg.decode_kv_len)
 
 
 def to_conventions(cfg: ConventionsConfig) -> Conventions:

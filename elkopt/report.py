@@ -46,6 +46,7 @@ def _op_to_dict(op: OpSchedule, name: str) -> dict[str, Any]:
         "name": name,
         "preload_window": op.preload_window,
         "hbm_bytes": op.hbm_bytes,
+        "write_bytes": op.write_bytes,
         "option": {
             "plan": {
                 "spatial": list(option.plan.spatial),
@@ -82,7 +83,8 @@ def schedule_from_dict(d: dict[str, Any]) -> Schedule:
             cold_split=tuple(o["cold_split"]),
         )
         ops.append(OpSchedule(op=row["op"], option=option,
-                              preload_window=row["preload_window"], hbm_bytes=row["hbm_bytes"]))
+                              preload_window=row["preload_window"], hbm_bytes=row["hbm_bytes"],
+                              write_bytes=row.get("write_bytes", 0)))  # plans written before HBM writes
     return Schedule(ops=tuple(ops), preload_order=tuple(d["preload_order"]),
                     scheduler=d.get("scheduler", ""))
 

@@ -70,7 +70,9 @@ def test_operator_too_big_names_it():
     cramped = Chip(name="cramped", cores_per_chip=4, sram_bytes_per_core=16 * 1024)
     graph = build_graph("tiny", "decode", 8, 256)
     with pytest.raises(PlanningError, match=r"operator '.*' .* fits in no plan.*short by"):
-        compile_model(graph, cramped, "static", PlanningOptions())
+        compile_model(graph, cramped, "static", PlanningOptions(split_fraction=None))  # never cut
+    # cut into as many copies as it needs, it plans
+    assert compile_model(graph, cramped, "static", PlanningOptions()).stats["split_must"]
 
 
 def test_unknown_scheduler():

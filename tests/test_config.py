@@ -49,8 +49,9 @@ def error_text(excinfo: pytest.ExceptionInfo) -> str:
 
 def test_groups_have_the_documented_options():
     assert options("model") == sorted(
-        ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny", "file"])
-    assert options("workload") == ["decode", "forward"]
+        ["llama2_13b", "llama2_70b", "gemma2_27b", "opt_30b", "dit_xl_2", "tiny", "file", "llama3_8b",
+         "llama3_70b", "mixtral_8x7b", "deepseek_v2_lite"])
+    assert options("workload") == ["decode", "forward", "prefill"]
     assert options("chip") == ["ipu_mk2", "ipu_pod4", "mesh_pod4", "torus_pod4"]
     assert options("scheduler") == ["basic", "elk_basic", "elk_dyn", "elk_full", "elk_ideal", "elk_static",
                                     "elkopt", "inductive", "static"]
@@ -140,7 +141,8 @@ def test_declared_sweeps_cover_the_published_figures():
     counts = {e: len(sweep_jobs(e)) for e in options("experiment")}
     assert counts == {"batch_sweep": 28, "fig17_latency": 96, "fig17_published": 48, "fig17_equal_terms": 48,
                       "fig18_breakdown": 16, "fig19_hbm_sweep": 14,
-                      "fig22_noc_sweep": 16, "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0}
+                      "fig22_noc_sweep": 16, "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0,
+                      "long_context": 30}
     fig17 = {tuple(o[1:]) for o in sweep_jobs("fig17_latency")}
     assert ("model=opt_30b", "workload.batch=64", "workload.kv_len=4096", "scheduler=inductive") in fig17
 
@@ -224,7 +226,7 @@ def test_wrong_type_fails_at_composition_naming_the_field():
 @pytest.mark.parametrize("override, field", [
     ("workload.batch=-1", "workload.batch"),
     ("workload.kv_len=0", "workload.kv_len"),
-    ("workload.kind=prefill", "workload.kind"),
+    ("workload.kind=prefil", "workload.kind"),
     ("workload.kv_len=null", "workload.kv_len"),
 ])
 def test_bad_workload_values_name_the_field(override, field):

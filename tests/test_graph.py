@@ -34,9 +34,18 @@ EXPECTED_OPS = {
     "opt_30b": 2269,
     "tiny": 104,
     "dit_xl_2": 1710,
+    # not in the published study: Llama's 48-operator layer; a Mixtral layer adds the router,
+    # top-k and expert dispatch (elkopt.graph.moe); DeepSeek-V2-Lite's first layer is dense,
+    # its decode step reads the latent cache through one Slice more per layer
+    "llama3_8b": 1544,
+    "llama3_70b": 3848,
+    "mixtral_8x7b": 2056,
+    "deepseek_v2_lite": 2462,
 }
-OPS_PER_LAYER = {"llama2_13b": 48, "llama2_70b": 48, "gemma2_27b": 48, "tiny": 48,
-                 "opt_30b": 47, "dit_xl_2": 60}
+FORWARD_OPS = {**EXPECTED_OPS, "deepseek_v2_lite": 2435}
+OPS_PER_LAYER = {"llama2_13b": {48}, "llama2_70b": {48}, "gemma2_27b": {48}, "tiny": {48},
+                 "opt_30b": {47}, "dit_xl_2": {60}, "llama3_8b": {48}, "llama3_70b": {48},
+                 "mixtral_8x7b": {64}, "deepseek_v2_lite": {62, 92}}
 
 
 def dot(name: str = "fc", b: int = 4, n: int = 6, k: int = 5) -> Operator:
@@ -257,17 +266,21 @@ def test_decode_op_counts(name):
     graph = build_graph(name, "decode", B, S)
     print(f"{name} decode b{B} s{S}: {graph.n_ops} ops, {len(graph.unique_signatures())} signatures")
     assert graph.n_ops == EXPECTED_OPS[name]
-    assert {len(ops) for ops in by_layer(graph).values()} == {OPS_PER_LAYER[name]}
+    assert {len(ops) for ops in by_layer(graph).values()} == OPS_PER_LAYER[name]
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_forward_op_counts(name):
     graph = build_graph(name, "forward", 2, 2048)
     print(f"{name} forward b2 t2048: {graph.n_ops} ops")
-    assert graph.n_ops == EXPECTED_OPS[name]
+    assert graph.n_ops == FORWARD_OPS[name]
     assert len(by_layer(graph)) == get_architecture(name).n_layers
-    # no cache: attention reads only on-chip tensors
-    assert all(op.hbm_elements == 0 for op in graph.ops if op.label == "BatchMatMul")
+    # no cache: attention reads only on-chip tensors (and, with latent attention, the
+    # absorbed halves of kv_b_proj as weights)
+    hbm_reads = {x.tensor.split(".", 1)[1] for op in graph.ops if op.label == "BatchMatMul"
+                 for x in op.inputs if x.storage == Storage.HBM}
+    latent = get_architecture(name).uses_latent_attention
+    assert hbm_reads == ({"attn.kv_b.key_weight", "attn.kv_b.value_weight"} if latent else set())
 
 
 def test_opt30b_near_the_published_count():

@@ -280,7 +280,9 @@ def test_only_what_must_be_cut_is_cut_when_cutting_does_not_pay():
     result = compile_model(graph, chip, "elkopt", options)
     assert result.graph.hbm_bytes == graph.hbm_bytes
     adds = [op for op in result.graph.ops if re.search(r"\.attn\.(scores|context)\.add\d$", op.name)]
-    assert len(adds) == result.stats["split_adds"] == 6  # the contexts' partial sums, 3 per layer
+    # the contexts' partial sums: 7 copies each (the streamed count, ceil(bytes / (0.5 x SRAM)),
+    # beats 2 to 4 here), so 6 Adds per layer
+    assert len(adds) == result.stats["split_adds"] == 12
     added = sum(op.flops for op in adds)
     assert result.graph.total_flops == graph.total_flops + added
     assert result.stats["split_ops"] == 4 and "layer0.attn.scores (x2)" in result.stats["split_choices"]

@@ -201,6 +201,10 @@ def compile_elk(graph: Graph, chip: Chip, scheduler: str, conventions: Conventio
                          f"or {ELKOPT} with conventions.published_plans")
     if layers is not None and layers < 1:
         raise ValueError(f"planning.layers must be >= 1 (or null: detected), got {layers}")
+    if graph.stores:
+        raise ValueError(f"scheduler={scheduler}: the published designs model no HBM writes, and {graph.name} "
+                         f"writes {graph.hbm_bytes_written:,} B to HBM (its KV cache); choose "
+                         "scheduler=basic|static|inductive|elkopt")
     if split_factor < 1 or chip.cores // split_factor < 1:
         raise ValueError(f"planning.split_factor must be from 1 to the core count ({chip.cores}), got {split_factor}")
     say = progress or (lambda _msg: None)

@@ -67,13 +67,14 @@ def to_schedule(schedule: ElkSchedule, ops: Sequence[ElkOp], graph: Graph, table
         raise ValueError(f"{len(ops)} published operators, {len(tables.tables)} plan tables and "
                          f"{graph.n_ops} graph operators must be the same operators")
     hbm = np.asarray([op.hbm_bytes(graph.elem_bytes) for op in graph.ops], dtype=np.int64)
+    written = graph.write_bytes_per_op()  # Elk-Dyn does not see them; elkopt's timeline times them
     windows = load_windows(schedule, hbm > 0)
     out = []
     for i, (op, table) in enumerate(zip(ops, tables.tables)):
         if not len(op.table.row):
             raise ValueError(f"{op.name}: its cold-hot table was not made from an elkopt plan table")
         row = int(op.table.row[schedule.rows[i]])
-        out.append(OpSchedule(i, table.option(row), int(windows[i]) if hbm[i] else i, int(hbm[i])))
+        out.append(OpSchedule(i, table.option(row), int(windows[i]) if hbm[i] else i, int(hbm[i]), written[i]))
     plan = Schedule(tuple(out), tuple(j for j in schedule.load_order if hbm[j] > 0), name)
     windows, moved = fit_sram(plan, windows, sram_bytes)
     if not moved:

@@ -2,8 +2,9 @@
 
 Operators follow the published Elk graphs: element-wise pieces of normalisation, rotary
 embedding, softmax and activations are separate operators; data movement (reshape,
-transpose, concat, KV-cache writes, embedding gathers) is folded away. A Llama layer has 48
-operators. Each operator's output tensor is named after the operator; weights are HBM
+transpose, concat, embedding gathers, a decode step's KV-cache writes) is folded away. A
+Llama layer has 48 operators. A prefill step's KV-cache writes are `Graph.stores`
+(`elkopt.graph.prefill`). Each operator's output tensor is named after the operator; weights are HBM
 tensors named `<op>.weight` / `<op>.bias`.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .arch import Architecture, require_positive_int
-from .ir import Dim, Graph, Operand, OpKind, Operator, Storage
+from .ir import Dim, Graph, Operand, OpKind, Operator, Storage, Store
 
 Dims = dict[str, int]  # ordered: dim name -> length (elements)
 
@@ -34,6 +35,7 @@ class _GraphBuilder:
     def __init__(self) -> None:
         self.ops: list[Operator] = []
         self.graph_inputs: set[str] = set()
+        self.stores: list[Store] = []
 
     def add(self, name: str, label: str, kind: OpKind, dims: Dims, out: tuple[str, ...],
             inputs: tuple[Operand, ...], reduce: str | None = None) -> str:
@@ -67,23 +69,51 @@ class _GraphBuilder:
         """A scalar constant (eps, 1/n, ...) as an on-chip graph input."""
         return chip(self.graph_input(f"const.{name}"))
 
+    def store(self, tensor: str, hbm_tensor: str) -> None:
+        """Write the on-chip `tensor` to HBM as `hbm_tensor` once it is produced."""
+        self.stores.append(Store(tensor, hbm_tensor))
+
     def finish(self, name: str, elem_bytes: int) -> Graph:
-        return Graph(name, tuple(self.ops), elem_bytes, frozenset(self.graph_inputs))
+        return Graph(name, tuple(self.ops), elem_bytes, frozenset(self.graph_inputs), tuple(self.stores))
 
 
 @dataclass(frozen=True)
 class _Step:
-    """Token shape of one step: `tokens` new tokens per request, attending to `keys` positions."""
+    """Token shape of one step: `tokens` new tokens per request, attending to `keys` positions.
+
+    Decode reads the `keys` positions from the HBM cache; otherwise they are this step's own
+    tokens, on chip. A prefill step also attends to `cached` positions read from the HBM
+    cache (a chunk after the first), writes its keys and values to HBM (`store_kv`) and runs
+    the final norm and LM head on `head_tokens` tokens per request (the last ones; None:
+    every token; 0: no head). `riders` decode tokens (one per request, each attending to
+    `rider_keys` positions of its own cache in HBM) may ride along in a prefill step: the
+    step's tokens are then one flat row dim, [1, batch x tokens + riders], and each rider
+    gets its logits (`elkopt.graph.prefill`).
+    """
 
     batch: int
     tokens: int
     keys: int
     decode: bool
+    cached: int = 0
+    store_kv: bool = False
+    head_tokens: int | None = None
+    riders: int = 0
+    rider_keys: int = 0
 
     @property
     def rows(self) -> Dims:
-        """Row dims of element-wise operators: [B, T]."""
+        """Row dims of element-wise operators: [B, T] ([1, all tokens] with riders)."""
+        if self.riders:
+            return {"B": 1, "T": self.batch * self.tokens + self.riders}
         return {"B": self.batch, "T": self.tokens}
+
+    @property
+    def head_rows(self) -> Dims:
+        """Row dims of the final norm and LM head when `head_tokens` is set."""
+        if self.riders:
+            return {"B": 1, "T": self.batch * (self.head_tokens or 0) + self.riders}
+        return {"B": self.batch, "T": self.head_tokens or 0}
 
     @property
     def dot_rows(self) -> Dims:
@@ -209,8 +239,12 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
     """Fused QKV projection, rotary, scores, softmax (4 ops), context and output projection.
 
     Decode reads K and V caches [B, Hkv, S, D] from HBM; query heads sharing a KV head are
-    the group dim G, so each cache is read once. A full forward attends on chip.
+    the group dim G, so each cache is read once. A full forward attends on chip. Multi-head
+    latent attention is `elkopt.graph.moe.add_latent_attention`.
     """
+    if arch.uses_latent_attention:
+        from . import moe  # moe builds on this module's helpers
+        return moe.add_latent_attention(g, arch, step, p, x, mask)
     r = tuple(step.rows)
     d, n_kv, group = arch.head_dim, arch.n_kv_heads, arch.group_size
     qkv = _linear(g, f"{p}.qkv", step.dot_rows, x, arch.hidden, arch.q_dim + 2 * arch.kv_dim,
@@ -229,11 +263,15 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
     v = project("v", arch.kv_dim)
     if rotary:  # k leaves the rotary head-major, [B, Hkv, T, D]
         k = _rotary(g, f"{p}.rope_k", k, (*r, "Hkv", "D"),
-                    {"B": step.batch, "Hkv": n_kv, "T": step.tokens, "D": d})
+                    {"B": step.rows["B"], "Hkv": n_kv, "T": step.rows["T"], "D": d})
     if arch.scale_query:
         q = g.binary(f"{p}.scale_q", "Multiply", {**step.rows, "N": arch.q_dim},
                      chip(q, *r, "N"), g.constant("inv_sqrt_head_dim"))
     # Decode: the new k and v go to the caches (folded data movement); scores read the caches.
+    # Prefill: they are written to HBM (stores) and attended to on chip.
+    if step.store_kv:
+        g.store(k, f"{p}.k_cache.append")
+        g.store(v, f"{p}.v_cache.append")
     if step.decode:
         keys = hbm(f"{p}.k_cache", "B", "Hkv", "S", "D")
         values = hbm(f"{p}.v_cache", "B", "Hkv", "S", "D")
@@ -241,10 +279,16 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
         k_dims = ("B", "Hkv", "S", "D") if rotary else ("B", "S", "Hkv", "D")
         keys, values = chip(k, *k_dims), chip(v, "B", "S", "Hkv", "D")
 
-    space = {"B": step.batch, "Hkv": n_kv, "G": group, "T": step.tokens, "S": step.keys}
-    s_dims, row_dims = tuple(space), tuple(space)[:-1]
-    scores = g.matmul(f"{p}.scores", "BatchMatMul", {**space, "D": d}, s_dims,
+    own = {"B": step.batch, "Hkv": n_kv, "G": group, "T": step.tokens, "S": step.keys}
+    s_dims, row_dims = tuple(own), tuple(own)[:-1]
+    if step.cached:  # scores against the cached positions, read from HBM
+        g.matmul(f"{p}.scores_cached", "BatchMatMul", {**own, "S": step.cached, "D": d}, s_dims,
+                 chip(q, "B", "T", "Hkv", "G", "D"), hbm(f"{p}.k_cache", "B", "Hkv", "S", "D"))
+    scores = g.matmul(f"{p}.scores", "BatchMatMul", {**own, "D": d}, s_dims,
                       chip(q, "B", "T", "Hkv", "G", "D"), keys)
+    # softmax over the cached and the own positions: the concat of the two score blocks is
+    # folded into the next operator's input
+    space = {**own, "S": step.cached + step.keys}
     if not arch.scale_query:
         scores = g.binary(f"{p}.scale", "Divide", space, chip(scores, *s_dims),
                           g.constant("sqrt_head_dim"))
@@ -255,13 +299,29 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
                           g.constant("dtype_min"))
     probs = softmax_operators(g, f"{p}.softmax", space, row_dims, chip(scores, *s_dims))
     context_space = {**{n: space[n] for n in row_dims}, "D": d, "S": step.keys}
+    if step.cached:  # the cached positions' share of the context, V read from HBM
+        past = g.matmul(f"{p}.context_cached", "BatchMatMul", {**context_space, "S": step.cached},
+                        (*row_dims, "D"), chip(probs, *s_dims), hbm(f"{p}.v_cache", "B", "Hkv", "S", "D"))
     context = g.matmul(f"{p}.context", "BatchMatMul", context_space,
                        (*row_dims, "D"), chip(probs, *s_dims), values)
+    if step.cached:
+        context_rows = {**{n: space[n] for n in row_dims}, "D": d}
+        context = g.binary(f"{p}.context_add", "Add", context_rows, chip(past, *context_rows),
+                           chip(context, *context_rows))
+    if step.riders:  # the decode tokens' attention; the out projection reads both contexts
+        from . import prefill  # prefill builds on this module's helpers
+        context = prefill.add_rider_attention(g, arch, step, p, q)
     return _linear(g, f"{p}.out", step.dot_rows, context, arch.q_dim, arch.hidden, arch.bias)
 
 
-def _mlp(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str) -> str:
-    """Gated (fused gate-and-up Dot, 2 Slices, activation, product) or plain MLP."""
+def _mlp(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str, layer: int = 0,
+         routing: object = None) -> str:
+    """Gated (fused gate-and-up Dot, 2 Slices, activation, product) or plain MLP; a mixture
+    of experts in the expert layers of an MoE model (`elkopt.graph.moe`, `routing`: its
+    `workload.routing`)."""
+    if arch.is_expert_layer(layer):
+        from . import moe  # moe builds on this module's helpers
+        return moe.add_moe_mlp(g, arch, step, p, x, routing)
     rows = {**step.rows, "F": arch.ffn}
     if arch.gated:
         fused = _linear(g, f"{p}.gate_up", step.dot_rows, x, arch.hidden, 2 * arch.ffn, arch.bias)
@@ -283,7 +343,8 @@ def _residual(g: _GraphBuilder, name: str, rows: Dims, hidden: int, a: str, b: s
 # ---------------------------------------------------------------- decoder LLMs
 
 
-def _build_decoder(arch: Architecture, step: _Step, name: str, elem_bytes: int) -> Graph:
+def _build_decoder(arch: Architecture, step: _Step, name: str, elem_bytes: int,
+                   routing: object = None) -> Graph:
     """Embedded tokens -> layers -> final norm -> LM head.
 
     Each layer is norm, attention, residual Add, norm, MLP, residual Add: the published
@@ -306,11 +367,17 @@ def _build_decoder(arch: Architecture, step: _Step, name: str, elem_bytes: int) 
         h = _attention(g, arch, step, f"{p}.attn", h, mask)
         mid = _residual(g, f"{p}.attn_residual", rows, hidden, x, h)
         h = _norm(g, f"{p}.mlp_norm", rows, hidden, mid, arch.norm)
-        h = _mlp(g, arch, step, f"{p}.mlp", h)
+        h = _mlp(g, arch, step, f"{p}.mlp", h, layer, routing)
         x = _residual(g, f"{p}.mlp_residual", rows, hidden, mid, h)
-    x = _norm(g, "final_norm", rows, hidden, x, arch.norm)
-    if arch.vocab:
-        _linear(g, "lm_head", step.dot_rows, x, hidden, arch.vocab, bias=False)
+    if step.head_tokens is None:
+        x = _norm(g, "final_norm", rows, hidden, x, arch.norm)
+        if arch.vocab:
+            _linear(g, "lm_head", step.dot_rows, x, hidden, arch.vocab, bias=False)
+    elif step.head_tokens or step.riders:  # the last tokens of each request only: their slice of x is folded
+        last = step.head_rows
+        x = _norm(g, "final_norm", last, hidden, x, arch.norm)
+        if arch.vocab:
+            _linear(g, "lm_head", last, x, hidden, arch.vocab, bias=False)
     return g.finish(name, elem_bytes)
 
 
@@ -393,15 +460,17 @@ def _check(caller: str, arch: Architecture, sizes: dict[str, int]) -> None:
         require_positive_int(caller, field_name, value)
 
 
-def build_decode_graph(arch: Architecture, batch: int, kv_len: int, elem_bytes: int = 2) -> Graph:
+def build_decode_graph(arch: Architecture, batch: int, kv_len: int, elem_bytes: int = 2,
+                       routing: object = None) -> Graph:
     """One decode step: one new token for each of `batch` requests, each with a KV cache of
-    `kv_len` positions read from HBM. `elem_bytes` bytes per element (2 = fp16)."""
+    `kv_len` positions read from HBM. `elem_bytes` bytes per element (2 = fp16). `routing`:
+    how a mixture of experts spreads tokens (`elkopt.graph.moe.parse_routing`; None: uniform)."""
     _check("build_decode_graph", arch, {"batch": batch, "kv_len": kv_len, "elem_bytes": elem_bytes})
     if arch.kind != "decoder":
         raise ValueError(f"build_decode_graph: kind {arch.kind!r} of {arch.name!r} has no decode "
                          "step; use build_forward_graph")
     step = _Step(batch, tokens=1, keys=kv_len, decode=True)
-    return _build_decoder(arch, step, f"{arch.name}.decode.b{batch}.s{kv_len}", elem_bytes)
+    return _build_decoder(arch, step, f"{arch.name}.decode.b{batch}.s{kv_len}", elem_bytes, routing)
 
 
 def build_forward_graph(arch: Architecture, batch: int, seq_len: int, elem_bytes: int = 2) -> Graph:

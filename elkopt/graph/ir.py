@@ -87,6 +87,16 @@ class Operator:
     `part` marks one of several operators that together produce one tensor, each a slice
     of it along one dim (an operator split into copies, `elkopt.graph.split`); the
     signature ignores it, so equal slices share plan tables.
+
+    `load_factor` (> 0, default 1) scales the bytes the operator is expected to read from
+    HBM in one step, not its SRAM footprints: a mixture-of-experts operator holds the
+    weights of the experts it may run in its HBM operands, and only the experts the batch
+    routes to are read (`elkopt.graph.moe`), so `hbm_bytes` is the expected value,
+    rounded to the byte. `routed_by` names the tensor holding the routing decision
+    (top-k selection) that decides which of this operator's HBM data is needed: its load
+    cannot start before that tensor's producer has run, unless preloaded speculatively.
+    Both survive `split` and `dataclasses.replace`; the signature includes a factor other
+    than 1, so operators with different factors never share plan tables.
     """
 
     name: str
@@ -97,6 +107,8 @@ class Operator:
     inputs: tuple[Operand, ...]
     reduce: str | None = None
     part: tuple[int, int] | None = None  # (index, count): computes one slice of its output
+    load_factor: float = 1.0  # expected HBM bytes read / HBM operand bytes (mixture of experts)
+    routed_by: str | None = None  # the routing tensor this operator's HBM loads depend on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dims", tuple(self.dims))  # lists in, hashable record out
@@ -119,6 +131,13 @@ class Operator:
                         f"got {self.part!r}"]
         if len(set(names)) != len(names):
             return [f"duplicate dim names {names}"]
+        if (isinstance(self.load_factor, bool) or not isinstance(self.load_factor, (int, float))
+                or not math.isfinite(self.load_factor) or self.load_factor <= 0):
+            return [f"load_factor must be a finite number > 0, got {self.load_factor!r}"]
+        if self.load_factor != 1 and not any(x.storage == Storage.HBM for x in self.inputs):
+            return [f"load_factor {self.load_factor} scales HBM reads, but no input is in HBM"]
+        if self.routed_by is not None and not (isinstance(self.routed_by, str) and self.routed_by):
+            return [f"routed_by must be a tensor name or None, got {self.routed_by!r}"]
         problems = [
             f"dim {d.name!r} has length {d.length!r}, must be a positive int"
             for d in self.dims
@@ -208,22 +227,28 @@ class Operator:
 
     @cached_property
     def hbm_elements(self) -> int:
-        """Elements this operator reads from HBM (sum over its HBM operands)."""
+        """Elements of this operator's HBM operands (sum over them; what it holds on chip,
+        whatever its `load_factor`)."""
         return sum(self.elements(x) for x in self.inputs if x.storage == Storage.HBM)
 
     def hbm_bytes(self, elem_bytes: int) -> int:
-        """Bytes this operator reads from HBM, at `elem_bytes` bytes per element."""
-        return self.hbm_elements * elem_bytes
+        """Bytes this operator reads from HBM, at `elem_bytes` bytes per element: its HBM
+        elements x `elem_bytes`, times `load_factor` rounded to the nearest byte."""
+        if self.load_factor == 1:
+            return self.hbm_elements * elem_bytes
+        return round(self.hbm_elements * elem_bytes * self.load_factor)
 
     @cached_property
     def signature(self) -> Hashable:
         """Name-free cost key: equal for identical operators in different layers.
 
-        (kind, reduce, dim lengths, ((dim positions, storage) per operand, output first)).
+        (kind, reduce, dim lengths, ((dim positions, storage) per operand, output first)),
+        then the load factor when it is not 1.
         """
         position = {d.name: i for i, d in enumerate(self.dims)}
         operands = tuple((tuple(position[d] for d in x.dims), x.storage) for x in self.operands)
-        return (self.kind, self.reduce, self.dim_lengths, operands)
+        factor = () if self.load_factor == 1 else (float(self.load_factor),)
+        return (self.kind, self.reduce, self.dim_lengths, operands, *factor)
 
     @property
     def expression(self) -> str:
@@ -253,22 +278,36 @@ class Operator:
 
 
 @dataclass(frozen=True)
+class Store:
+    """An on-chip tensor written to HBM as `hbm_tensor` (the K or V of a prefill step
+    appended to the KV cache). The write starts once the operator producing `tensor` ends
+    (the last of its parts, for a split one) and moves the whole tensor: its producers'
+    output elements x the graph's `elem_bytes`."""
+
+    tensor: str
+    hbm_tensor: str
+
+
+@dataclass(frozen=True)
 class Graph:
     """Operators in program order; `elem_bytes` bytes per element (2 for fp16).
 
     `graph_inputs` names the on-chip tensors no operator produces (token embeddings,
-    attention masks, scalar constants).
+    attention masks, scalar constants). `stores` are the tensors written to HBM
+    (`Store`); none in a decode step or a forward pass.
     """
 
     name: str
     ops: tuple[Operator, ...]
     elem_bytes: int = 2
     graph_inputs: frozenset[str] = field(default_factory=frozenset)
+    stores: tuple[Store, ...] = ()
 
     def __post_init__(self) -> None:
         # accept any iterables, keep the dataclass hashable
         object.__setattr__(self, "ops", tuple(self.ops))
         object.__setattr__(self, "graph_inputs", frozenset(self.graph_inputs))
+        object.__setattr__(self, "stores", tuple(self.stores))
         if not isinstance(self.elem_bytes, int) or self.elem_bytes <= 0:
             raise ValueError(f"graph {self.name!r}: elem_bytes must be a positive int, "
                              f"got {self.elem_bytes!r}")
@@ -316,6 +355,19 @@ class Graph:
         if parts:
             missing = ", ".join(f"{t!r} ({len(done)} of {count})" for t, (count, done) in parts.items())
             raise ValueError(f"graph {self.name!r}: tensors with missing parts: {missing}")
+        self._check_stores(produced, hbm)
+
+    def _check_stores(self, produced: set[str], hbm: set[str]) -> None:
+        written: set[str] = set()
+        for store in self.stores:
+            if not isinstance(store, Store):
+                raise ValueError(f"graph {self.name!r}: stores must be Store records, got {store!r}")
+            if store.tensor not in produced:
+                raise ValueError(f"graph {self.name!r}: store of {store.tensor!r}: no operator produces it")
+            if store.hbm_tensor in written or store.hbm_tensor in hbm or store.hbm_tensor in produced:
+                raise ValueError(f"graph {self.name!r}: store of {store.tensor!r}: HBM tensor "
+                                 f"{store.hbm_tensor!r} is already written, read from HBM or on chip")
+            written.add(store.hbm_tensor)
 
     @property
     def n_ops(self) -> int:
@@ -329,8 +381,24 @@ class Graph:
 
     @property
     def hbm_bytes(self) -> int:
-        """Bytes read from HBM, each HBM tensor counted once per operator reading it."""
+        """Bytes read from HBM, each HBM tensor counted once per operator reading it (the
+        expected bytes of operators with a `load_factor`)."""
         return sum(op.hbm_bytes(self.elem_bytes) for op in self.ops)
+
+    @property
+    def hbm_bytes_written(self) -> int:
+        """Bytes written to HBM (`stores`)."""
+        return sum(self.write_bytes_per_op())
+
+    def write_bytes_per_op(self) -> tuple[int, ...]:
+        """Per operator, the bytes written to HBM once it ends (0 for most): each store's
+        bytes go to the last operator producing its tensor."""
+        written = [0] * len(self.ops)
+        for store in self.stores:
+            producers = self._producer_index[store.tensor]
+            elements = sum(self.ops[j].elements(self.ops[j].output) for j in producers)
+            written[producers[-1]] += elements * self.elem_bytes
+        return tuple(written)
 
     @cached_property
     def _producer_index(self) -> dict[str, tuple[int, ...]]:

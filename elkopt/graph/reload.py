@@ -31,4 +31,4 @@ def reload_activations(graph: Graph) -> Graph:
             for x in op.inputs)
         ops.append(replace(op, inputs=inputs) if inputs != op.inputs else op)
         previous = {op.output.tensor} | {x.tensor for x in op.inputs}
-    return Graph(graph.name, ops, graph.elem_bytes, graph.graph_inputs)
+    return replace(graph, ops=tuple(ops))  # the same graph inputs and stores

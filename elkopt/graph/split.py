@@ -29,7 +29,8 @@ whole (they must be cut) and those whose HBM data exceeds `fraction` of the chip
 (they may be); every other operator stays whole. Operators with one signature (the same
 operator in every layer) share one decision, so their copies share plan tables and the
 layers stay alike. A candidate's options are whole (if it has a plan) and, for each
-k = 2..max_copies, k copies along its cheapest dim for k:
+k = 2..max_copies, k copies along its cheapest dim for k (and for a candidate too large
+for that range, streamed copies: below):
 
 - **the dim** by execution alone, `cost` (cycles of an operator's fastest plan): the sum
   over the copies and the adds. Every dim moves the same HBM bytes in k loads of the same
@@ -57,6 +58,22 @@ k = 2..max_copies, k copies along its cheapest dim for k:
   execution, then fewer copies), until a pass changes nothing (at most `MAX_PASSES`). So
   an operator is cut only if its own cut pays, never because another operator needs
   cutting.
+
+**Streaming** (`copy_counts`). An operator whose HBM data exceeds `max_copies x fraction` of
+the SRAM (a long-context KV-cache BatchMatMul: Llama3-8B's K cache at batch 32, KV 128k,
+is 8.6 GB, 2.3 times an IPU-POD4's SRAM) would, in at most `max_copies` copies, load
+copies that each fill most of the SRAM, so no copy's load can overlap the execution of
+the one before. Its options also hold the fewest copies that bring each copy within
+`fraction` of the SRAM, `ceil(bytes / (fraction x SRAM))` (on average: copies are as even
+as the dim allows), which stream: each copy loads while the one before runs (Llama3-8B
+decode at batch 32, KV 128k on IPU-POD4: 47.5 ms in 3 copies, 33.7 ms, within 0.3% of the
+HBM bound, in 10; 20 or 40 copies gain nothing more). Copies whose tensors alone exceed the
+chip's SRAM are known to have no plan without enumerating any (`operand_bytes`). And an
+operator that fits in no plan whole and in no plan as any of those copies gets as many
+copies as it needs: the fewest with a plan, found by doubling and bisection
+(`fewest_copies_with_plan`). Operators within `max_copies x fraction` are weighed exactly
+as before. The chosen counts are in `CandidateChoice.label` (metrics.json
+`stats.split_choices`, "(streamed)" beyond max_copies) and `SplitReport.max_copies`.
 
 `choose_cuts` also names a runner-up graph. An optional decision is close when the best
 option of the other kind (whole against cut) came within `margin` of the chosen option's
@@ -109,6 +126,11 @@ class SplitReport:
     def added_ops(self) -> int:
         """Operators added to the graph (copies beyond the first, and the adds)."""
         return sum(k - 1 for _dim, k in self.splits.values()) + self.adds
+
+    @property
+    def max_copies(self) -> int:
+        """The most copies any operator was cut into (1 when nothing was cut)."""
+        return max((k for _dim, k in self.splits.values()), default=1)
 
 
 def contracted(op: Operator, dim: str) -> bool:
@@ -194,8 +216,15 @@ def _combine(op: Operator, j: int, copies: int) -> Operator:
 
 def cut_cost(op: Operator, dim: str, copies: int, cost: Callable[[Operator], float]) -> float:
     """Cycles of `op` cut along `dim` into `copies`: the fastest plans of the copies and of
-    the adds, summed (`cost`: an operator's fastest plan, inf when it has none)."""
-    return sum(cost(part) for part in split_operator(op, dim, copies))
+    the adds, summed (`cost`: an operator's fastest plan, inf when it has none). Stops at
+    the first part without a plan (the first copy is the longest): the others need not be
+    planned to know the cut has none."""
+    total = 0.0
+    for part in split_operator(op, dim, copies):
+        total += cost(part)
+        if not math.isfinite(total):
+            return math.inf
+    return total
 
 
 def split_dim(op: Operator, copies: int, cost: Callable[[Operator], float] | None = None) -> str | None:
@@ -221,6 +250,61 @@ def cheapest_cut(op: Operator, copies: int, cost: Callable[[Operator], float]) -
     totals = [cut_cost(op, d, copies, cost) for d in candidates]
     best = min(range(len(candidates)), key=lambda i: (totals[i], i))
     return (candidates[best], totals[best]) if math.isfinite(totals[best]) else None
+
+
+def copy_counts(hbm_bytes: int, limit: float, max_copies: int) -> list[int]:
+    """The copy counts weighed for an operator reading `hbm_bytes` from HBM (module docs,
+    "Streaming"): 2..max_copies, and when even `max_copies` copies would each read more than
+    `limit` bytes, also the fewest copies that bring each within it.
+
+    >>> copy_counts(8_600, 1_000, 4), copy_counts(4_000, 1_000, 4)
+    ([2, 3, 4, 9], [2, 3, 4])
+    """
+    counts = list(range(2, max_copies + 1))
+    if math.isfinite(limit) and hbm_bytes > max_copies * limit:
+        counts.append(math.ceil(hbm_bytes / limit))
+    return counts
+
+
+def operand_bytes(op: Operator, elem_bytes: int) -> int:
+    """Bytes of all of `op`'s tensors (output and inputs, each once): every plan holds them
+    all on chip while it runs, so an operator whose `operand_bytes` exceed the chip's SRAM
+    fits in no plan."""
+    tensors = {x.tensor: op.elements(x) for x in op.operands}
+    return sum(tensors.values()) * elem_bytes
+
+
+def fewest_copies_with_plan(op: Operator, start: int, cost: Callable[[Operator], float]) -> tuple[Cut, float] | None:
+    """((dim, copies), cycles) of the cheapest cut of `op` into the fewest copies, `start`
+    or more, whose copies and adds all have a plan (`cheapest_cut`); None when no count up
+    to the longest dim it can be cut along has one.
+
+    Copies only get smaller as their count grows, so a plan is assumed to stay once found:
+    the count is doubled until one is found, then bisected between the last count without
+    and the first with.
+    """
+    cuttable = split_dims(op, 2)
+    if not cuttable:
+        return None
+    longest = max(d.length for d in op.dims if d.name in cuttable)
+    low, high = start - 1, max(start, 2)  # low: the largest count known to have no plan
+    found = None
+    while found is None:
+        if low >= longest:
+            return None
+        high = min(high, longest)
+        found = cheapest_cut(op, high, cost)
+        if found is None:
+            low, high = high, 2 * high
+    best = ((found[0], high), found[1])
+    while high - low > 1:
+        middle = (low + high) // 2
+        trial = cheapest_cut(op, middle, cost)
+        if trial is None:
+            low = middle
+        else:
+            high, best = middle, ((trial[0], middle), trial[1])
+    return best
 
 
 def apply_cuts(graph: Graph, cuts: Mapping[str, Cut], must: frozenset[str] = frozenset()) -> tuple[Graph, SplitReport]:
@@ -305,13 +389,17 @@ class CandidateChoice:
     must: bool
     options: tuple[tuple[Cut | None, float, float], ...]
     chosen: Cut | None
+    max_copies: int = 0  # planning.max_copies in force (0: not recorded)
 
     @property
     def label(self) -> str:
-        """"layer0.attn.scores (x40): 4 copies along Hkv" and the like."""
+        """"layer0.attn.scores (x40): 4 copies along Hkv" and the like; "(streamed)" when the
+        copies are more than max_copies (module docs, "Streaming")."""
         what = "whole" if self.chosen is None else f"{self.chosen[1]} copies along {self.chosen[0]}"
         alike = f" (x{len(self.names)})" if len(self.names) > 1 else ""
-        return f"{self.names[0]}{alike}: {what}" + (" (fits in no plan whole)" if self.must else "")
+        streamed = self.chosen is not None and 0 < self.max_copies < self.chosen[1]
+        return (f"{self.names[0]}{alike}: {what}" + (" (streamed)" if streamed else "")
+                + (" (fits in no plan whole)" if self.must else ""))
 
     @property
     def latency(self) -> float:
@@ -376,13 +464,15 @@ def choose_cuts(
     (lower is better). margin: an optional decision whose best alternative of the other
     kind is within this fraction of its latency is close; the runner-up graph takes the
     close decisions the other way, in one direction (module docs). A compulsory candidate
-    with no option that has a plan is left whole (planning then names it).
+    gets as many copies as it needs (`fewest_copies_with_plan`); one that no count of copies
+    brings into a plan is left whole (planning then names it).
     """
     _check(fraction, max_copies)
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     say = progress or (lambda _msg: None)
-    cost = _memoised(cost)
+    planned = cost
+    cost = _memoised(lambda op: math.inf if operand_bytes(op, graph.elem_bytes) > total_sram_bytes else planned(op))
     limit = math.inf if fraction is None else fraction * total_sram_bytes
     groups: dict[Hashable, list[Operator]] = {}
     for op in graph.ops:
@@ -396,10 +486,15 @@ def choose_cuts(
         if not must and first.hbm_bytes(graph.elem_bytes) <= limit:
             continue
         options: list[tuple[Cut | None, float]] = [(None, whole)] if not must else []
-        for copies in range(2, max_copies + 1):
+        counts = copy_counts(first.hbm_bytes(graph.elem_bytes), limit, max_copies)
+        for copies in counts:
             cheapest = cheapest_cut(first, copies, cost)
             if cheapest is not None:
                 options.append(((cheapest[0], copies), cheapest[1]))
+        if must and not options:  # as many copies as it needs
+            needed = fewest_copies_with_plan(first, max(counts) + 1, cost)
+            if needed is not None:
+                options.append(needed)
         if len(options) > (0 if must else 1):
             candidates.append((members, must, options))
     if not candidates:
@@ -439,7 +534,7 @@ def choose_cuts(
     ticker.finish()
     decisions = tuple(
         CandidateChoice(tuple(op.name for op in members), must,
-                        tuple((o, e, last[g][o]) for o, e in options), current[g])
+                        tuple((o, e, last[g][o]) for o, e in options), current[g], max_copies)
         for g, (members, must, options) in enumerate(candidates)
     )
     cut, report = _cut_graph(graph, candidates, tuple(current), must_names)
@@ -483,7 +578,10 @@ __all__ = [
     "cheapest_cut",
     "choose_cuts",
     "contracted",
+    "copy_counts",
     "cut_cost",
+    "fewest_copies_with_plan",
+    "operand_bytes",
     "split_dim",
     "split_dims",
     "split_large_operators",

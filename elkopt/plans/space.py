@@ -50,7 +50,7 @@ HBM time with them, 1.90x without, against 1.45x for the matmuls alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -84,6 +84,10 @@ class OpShape:
     uses: tuple[tuple[bool, ...], ...]  # uses[v][d]; operand 0 is the output
     hbm: tuple[bool, ...]  # per operand: read from HBM
     reduce: str | None = None
+    # `Operator.load_factor`: no cost depends on it, but operators with different factors
+    # read different HBM bytes and so must not share a table object. Left out of the repr,
+    # which names cache files (`table_key` adds it when it is not 1).
+    load_factor: float = field(default=1.0, repr=False)
 
     @classmethod
     def of(cls, op: Operator) -> "OpShape":
@@ -91,7 +95,7 @@ class OpShape:
         operands = (op.output, *op.inputs)
         uses = tuple(tuple(n in o.dims for n in names) for o in operands)
         hbm = tuple(str(o.storage) == "hbm" for o in operands)
-        return cls(op.kind, tuple(d.length for d in op.dims), uses, hbm, op.reduce)
+        return cls(op.kind, tuple(d.length for d in op.dims), uses, hbm, op.reduce, float(op.load_factor))
 
     @property
     def n_dims(self) -> int:

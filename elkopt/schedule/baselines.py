@@ -9,7 +9,11 @@
 - Ideal: each operator in its fastest plan with the whole SRAM, preloads
   limited only by the sum of min-cold footprints, no interconnect contention.
   Not a bound, the reference the published work reports against.
-- Lower bound: max(all HBM bytes / HBM bandwidth, sum of fastest executions).
+- Lower bound: max(all HBM bytes read and written / HBM bandwidth, sum of
+  fastest executions).
+
+Every schedule here carries the graph's HBM writes (`Graph.stores`, per op
+`OpSchedule.write_bytes`); the timeline queues them on the HBM channel.
 
 Basic and Static try both preload layouts (the smallest, and the executing
 layout itself) and keep the faster, as the published baselines do.
@@ -75,6 +79,7 @@ def _schedule(
     graph: Graph, tables: TableSet, rows: Sequence[int], windows: np.ndarray, name: str
 ) -> Schedule:
     ops = []
+    written = graph.write_bytes_per_op()
     for i, op in enumerate(graph.ops):
         ops.append(
             OpSchedule(
@@ -82,6 +87,7 @@ def _schedule(
                 option=tables[i].option(rows[i]),
                 preload_window=int(windows[i]),
                 hbm_bytes=op.hbm_bytes(graph.elem_bytes),
+                write_bytes=written[i],
             )
         )
     order = tuple(i for i, o in enumerate(ops) if o.has_load)
@@ -225,9 +231,11 @@ def schedule_ideal(
 
 
 def lower_bound_cycles(graph: Graph, tables: TableSet, chip: Chip) -> float:
-    """max(HBM bytes / HBM bandwidth, sum of each operator's fastest plan)."""
+    """max(HBM bytes read and written / HBM bandwidth, sum of each operator's fastest
+    plan), cycles. Reads and writes share the HBM channel."""
     sram = chip.usable_sram_bytes_per_core
-    hbm = sum(op.hbm_bytes(graph.elem_bytes) for op in graph.ops) / chip.hbm_bytes_per_cycle
+    moved = sum(op.hbm_bytes(graph.elem_bytes) for op in graph.ops) + graph.hbm_bytes_written
+    hbm = moved / chip.hbm_bytes_per_cycle
     fastest = 0.0
     for table in tables.tables:
         fits = table.hot_bytes <= sram

@@ -23,6 +23,8 @@ CHECKS = (
     "operators run in program order, each after the operators whose outputs it reads, "
     "for at least its plan's cycles",
     "every load lasts at least its HBM and interconnect time and ends before its operator starts",
+    "every HBM write starts after its operator ends and lasts at least its HBM and interconnect time; "
+    "HBM loads and writes never overlap",
     "hot footprints of running operators and cold footprints of waiting loads never exceed "
     "the SRAM at any instant",
 )
@@ -53,6 +55,7 @@ def check_schedule(
     tolerance = 1e-9 * max(1.0, float(abs(timeline.exec_end).max()) if n else 1.0)
     problems += _check_execution(schedule, dependencies, timeline, tolerance)
     problems += _check_loads(schedule, chip, timeline, tolerance)
+    problems += _check_writes(schedule, chip, timeline, tolerance)
     problems += _check_sram(schedule, chip, timeline)
     return problems
 
@@ -193,6 +196,41 @@ def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: 
                 f"preload_order (op {previous}) ends at cycle {float(load_end[previous])}"
             )
         previous = j
+    return problems
+
+
+def _check_writes(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: float) -> list[str]:
+    """HBM writes (`OpSchedule.write_bytes`): each after its operator, long enough for its
+    bytes at the HBM rate and for their delivery from the operator's cores; and the HBM
+    channel moves one transfer at a time, loads and writes alike."""
+    ops = schedule.ops
+    if not any(op.has_write for op in ops):
+        return []
+    if timeline.write_start is None or timeline.write_end is None:
+        return ["the timeline has no HBM writes, the schedule has"]
+    problems = []
+    transfers = [(float(timeline.load_start[j]), float(timeline.load_end[j]), f"load of op {j}")
+                 for j in schedule.preload_order if 0 <= j < len(ops) and ops[j].has_load]
+    for i, op in enumerate(ops):
+        if not op.has_write:
+            continue
+        ws, we = float(timeline.write_start[i]), float(timeline.write_end[i])
+        if not (math.isfinite(ws) and math.isfinite(we)):
+            problems.append(f"op {i}: HBM write interval [{ws}, {we}] not finite")
+            continue
+        cores = op.option.cores_used
+        needed = max(op.write_bytes / chip.hbm_bytes_per_cycle,
+                     float(chip.delivery_cycles(op.write_bytes / cores, cores)))
+        if we - ws < needed - tolerance:
+            problems.append(f"op {i}: HBM write lasts {we - ws} cycles < {needed} cycles needed")
+        if ws < float(timeline.exec_end[i]) - tolerance:
+            problems.append(f"op {i}: HBM write starts at cycle {ws} before the op ends at cycle "
+                            f"{float(timeline.exec_end[i])}")
+        transfers.append((ws, we, f"write of op {i}"))
+    transfers = sorted(t for t in transfers if math.isfinite(t[0]) and math.isfinite(t[1]))
+    for (_, end, first), (begin, _, second) in zip(transfers, transfers[1:]):
+        if begin < end - tolerance:
+            problems.append(f"HBM: the {second} starts at cycle {begin} before the {first} ends at cycle {end}")
     return problems
 
 

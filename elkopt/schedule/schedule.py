@@ -21,16 +21,23 @@ class OpSchedule:
         ends and overlaps no execution (its data fits beside nothing else).
         Ignored for an operator without HBM data.
     hbm_bytes: the operator's unique HBM bytes (0 if it has none).
+    write_bytes: bytes written to HBM once the operator ends (`Graph.stores`:
+        the KV cache of a prefill step; 0 for most operators).
     """
 
     op: int
     option: PlanOption
     preload_window: int
     hbm_bytes: int
+    write_bytes: int = 0
 
     @property
     def has_load(self) -> bool:
         return self.hbm_bytes > 0
+
+    @property
+    def has_write(self) -> bool:
+        return self.write_bytes > 0
 
 
 @dataclass(frozen=True)

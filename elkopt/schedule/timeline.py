@@ -23,11 +23,28 @@ order:
   This is one pass, not a fixed point: the stall does not push back the loads
   that overlapped the nominal interval, and loads that overlap only the stall
   are not charged again.
+- HBM writes (`OpSchedule.write_bytes`: the KV cache a prefill step appends)
+  share the one HBM channel with the loads. The write of op i joins the HBM
+  queue when op i ends, right after the loads issued by then (those whose
+  window op has started, and a load issued as op i ends), and before every
+  load issued later: it starts at ``max(end of the HBM transfer before it,
+  end of op i)`` and lasts ``max(hbm, noc)`` cycles at the loads' per-byte
+  costs (``write_bytes / chip.hbm_bytes_per_cycle`` and the delivery of
+  ``write_bytes / cores_used`` bytes from each of the op's cores), so it delays
+  the loads behind it and, like a load, takes its share of the interconnect
+  from the operators it overlaps (the stall rule above counts it). No
+  calibration factor applies to writes.
 
 A load depends only on operator *starts*, and a load issued during op w starts
 no earlier than op w, so once start_i is fixed every load that can overlap
 op i's nominal interval is known. A load that waits (through preload_order) on
 an operator that itself waits on that load is a deadlock: `ScheduleError`.
+Writes add no deadlock: the write of op i waits only for op i's end and for
+transfers already queued, and every load queued behind it belongs to an
+operator after i (the loads of ops up to i were issued before those ops
+started, so before op i ended); a write only ever delays later operators.
+Transfers on the channel keep their queue order, so the transfers that can
+overlap op i are, as for loads alone, a contiguous run of that queue.
 """
 
 from __future__ import annotations
@@ -53,6 +70,10 @@ class Timeline:
     noc_cycles are 0 for them. exchange_cycles = exchange + distribution cycles
     of the chosen option. hot_bytes/cold_bytes are per core (cold is 0 for ops
     without a load). total_flops is None when no FLOP counts were given.
+    write_start/write_end are the HBM write after each op (nan without one),
+    write_hbm_cycles/write_noc_cycles its HBM and interconnect time (0 without);
+    None in timelines made elsewhere (the published designs' model), which
+    have no writes.
     """
 
     clock_hz: float
@@ -67,6 +88,10 @@ class Timeline:
     hot_bytes: np.ndarray
     cold_bytes: np.ndarray
     total_flops: float | None = None
+    write_start: np.ndarray | None = None
+    write_end: np.ndarray | None = None
+    write_hbm_cycles: np.ndarray | None = None
+    write_noc_cycles: np.ndarray | None = None
 
     @property
     def n_ops(self) -> int:
@@ -90,14 +115,26 @@ class Timeline:
         return ~np.isnan(self.load_start)
 
     @property
+    def has_write(self) -> np.ndarray:
+        """Per op, whether an HBM write follows it."""
+        if self.write_start is None:
+            return np.zeros(self.n_ops, dtype=bool)
+        return ~np.isnan(self.write_start)
+
+    def _write_total(self, cycles: np.ndarray | None) -> float:
+        return float(cycles.sum()) if cycles is not None else 0.0
+
+    @property
     def hbm_util(self) -> float:
-        """Fraction of [0, latency] HBM would need at full rate to move all bytes."""
+        """Fraction of [0, latency] HBM would need at full rate to move all bytes, read
+        and written."""
         latency = self.latency_cycles
-        return float(self.hbm_cycles.sum() / latency) if latency > 0 else 0.0
+        busy = self.hbm_cycles.sum() + self._write_total(self.write_hbm_cycles)
+        return float(busy / latency) if latency > 0 else 0.0
 
     @property
     def noc_util(self) -> float:
-        """(load delivery + exchange + distribution cycles) / latency.
+        """(load delivery + write delivery + exchange + distribution cycles) / latency.
 
         A plain sum of demand, not capped moment by moment: contended moments
         show up as stalls, not as a utilisation above 1.
@@ -105,7 +142,8 @@ class Timeline:
         latency = self.latency_cycles
         if latency <= 0:
             return 0.0
-        return float((self.noc_cycles.sum() + self.exchange_cycles.sum()) / latency)
+        busy = self.noc_cycles.sum() + self.exchange_cycles.sum() + self._write_total(self.write_noc_cycles)
+        return float(busy / latency)
 
     @property
     def tflops(self) -> float | None:
@@ -119,8 +157,9 @@ class Timeline:
 
         The stall of an op is placed at the end of its interval and counts as
         "interconnect_stall" whether or not a load overlaps it; the rest of
-        the op counts as "overlapped" when a load is in flight, else
-        "execute_only". Outside execution: "preload_only" or "idle".
+        the op counts as "overlapped" when a load or an HBM write is in
+        flight, else "execute_only". Outside execution: "preload_only" (a load
+        or a write in flight) or "idle".
         """
         parts = dict.fromkeys(
             ("preload_only", "execute_only", "overlapped", "interconnect_stall", "idle"), 0.0
@@ -130,18 +169,22 @@ class Timeline:
             return parts
         loaded = self.has_load
         nominal_end = self.exec_end - self.stall
+        # HBM transfers, loads then writes: one channel, so disjoint once sorted
+        written = self.has_write
+        transfer_start = self.load_start[loaded]
+        transfer_end = self.load_end[loaded]
+        if written.any():
+            transfer_start = np.concatenate([transfer_start, self.write_start[written]])
+            transfer_end = np.concatenate([transfer_end, self.write_end[written]])
         points = np.unique(np.concatenate([
-            [0.0, latency], self.exec_start, nominal_end, self.exec_end,
-            self.load_start[loaded], self.load_end[loaded],
+            [0.0, latency], self.exec_start, nominal_end, self.exec_end, transfer_start, transfer_end,
         ]))
         lengths = np.diff(points)
         mid = (points[:-1] + points[1:]) / 2
         executing, idx = _inside(self.exec_start, self.exec_end, mid)
         stalled = executing & (mid >= nominal_end[idx])
-        load_order = np.argsort(self.load_start[loaded], kind="stable")
-        loading, _ = _inside(
-            self.load_start[loaded][load_order], self.load_end[loaded][load_order], mid
-        )
+        load_order = np.argsort(transfer_start, kind="stable")
+        loading, _ = _inside(transfer_start[load_order], transfer_end[load_order], mid)
         working = executing & ~stalled
         parts["interconnect_stall"] = float(lengths[stalled].sum())
         parts["overlapped"] = float(lengths[working & loading].sum())
@@ -209,6 +252,20 @@ def load_cycles(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]
     return hbm, noc
 
 
+def write_cycles(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
+    """Per op (hbm_cycles, noc_cycles) of its HBM write (0 without one): the bytes over
+    the HBM rate, and the delivery of write_bytes / cores_used bytes from each of the
+    op's cores (the loads' cost model, `Chip.delivery_cycles`)."""
+    hbm = np.zeros(len(schedule.ops))
+    noc = np.zeros(len(schedule.ops))
+    for i, op in enumerate(schedule.ops):
+        if op.has_write:
+            cores = op.option.cores_used
+            hbm[i] = op.write_bytes / chip.hbm_bytes_per_cycle
+            noc[i] = chip.delivery_cycles(op.write_bytes / cores, cores)
+    return hbm, noc
+
+
 def load_duration_and_rate(schedule: Schedule, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
     """Per op: how long its load lasts, max(hbm, noc) cycles, and the share of
     the interconnect it takes meanwhile, noc / duration (both 0 without a load)."""
@@ -252,15 +309,28 @@ def compute_timeline(
     _check_preload_order(schedule)
     hbm, noc = load_cycles(schedule, chip)
     load_duration, noc_rate = _duration_and_rate(hbm, noc)
+    write_hbm, write_noc = write_cycles(schedule, chip)
+    write_duration, write_rate = _duration_and_rate(write_hbm, write_noc)
 
     exec_start = np.full(n, np.nan)
     exec_end = np.full(n, np.nan)
     stall = np.zeros(n)
     load_start = np.full(n, np.nan)
     load_end = np.full(n, np.nan)
+    write_start = np.full(n, np.nan)
+    write_end = np.full(n, np.nan)
     order = schedule.preload_order
     next_load = 0
-    last_load_end = 0.0
+    last_load_end = 0.0  # end of the last HBM transfer queued, load or write
+    # (start, end, interconnect rate) of every HBM transfer, in queue order
+    channel: list[tuple[float, float, float]] = []
+
+    def queue_write(i: int) -> None:
+        nonlocal last_load_end
+        if write_duration[i] > 0:
+            write_start[i] = max(last_load_end, float(exec_end[i]))
+            write_end[i] = last_load_end = write_start[i] + write_duration[i]
+            channel.append((write_start[i], write_end[i], write_rate[i]))
 
     def issue_ready_loads() -> None:
         nonlocal next_load, last_load_end
@@ -279,13 +349,14 @@ def compute_timeline(
                 return
             load_start[j] = max(last_load_end, window_start)
             load_end[j] = last_load_end = load_start[j] + load_duration[j]
+            channel.append((load_start[j], load_end[j], noc_rate[j]))
             next_load += 1
 
     issue_ready_loads()
     previous_end = 0.0
-    # Loads end in preload order and operators start in program order, so the loads that
-    # can overlap an operator are order[live:next_load]: those before `live` ended by its
-    # start (they overlap no later operator either), those from next_load are not issued.
+    # Transfers end in queue order and operators start in program order, so the transfers
+    # that can overlap an operator are channel[live:]: those before `live` ended by its
+    # start (they overlap no later operator either), those not queued yet start later.
     live = 0
     for i, op in enumerate(ops):
         if op.has_load and np.isnan(load_end[i]):
@@ -300,17 +371,18 @@ def compute_timeline(
         exec_start[i] = start
         issue_ready_loads()
         nominal = op.option.total_cycles
-        while live < next_load and load_end[order[live]] <= start:
+        while live < len(channel) and channel[live][1] <= start:
             live += 1
         busy = 0.0
-        for j in order[live:next_load]:
-            if load_start[j] >= start + nominal:
-                break  # issued in order, so every later load starts later still
-            busy += (min(load_end[j], start + nominal) - max(load_start[j], start)) * noc_rate[j]
+        for begin, end, rate in channel[live:]:
+            if begin >= start + nominal:
+                break  # queued in order, so every later transfer starts later still
+            busy += (min(end, start + nominal) - max(begin, start)) * rate
         exchange = op.option.exchange_cycles + op.option.distribution_cycles
         stall[i] = max(0.0, exchange + busy - nominal)
         exec_end[i] = previous_end = start + nominal + stall[i]
         issue_ready_loads()
+        queue_write(i)
 
     exchange_cycles = np.array(
         [op.option.exchange_cycles + op.option.distribution_cycles for op in ops], dtype=float
@@ -318,9 +390,11 @@ def compute_timeline(
     hot = np.array([op.option.hot_bytes for op in ops], dtype=np.int64)
     cold = np.array([op.option.cold_bytes if op.has_load else 0 for op in ops], dtype=np.int64)
     arrays = [exec_start, exec_end, stall, load_start, load_end, hbm, noc, exchange_cycles, hot, cold]
-    for a in arrays:
+    writes = [write_start, write_end, write_hbm, write_noc]
+    for a in arrays + writes:
         a.setflags(write=False)
     return Timeline(
         chip.clock_hz, *arrays,
         total_flops=None if flops is None else float(sum(flops)),
+        write_start=write_start, write_end=write_end, write_hbm_cycles=write_hbm, write_noc_cycles=write_noc,
     )

@@ -19,7 +19,9 @@ from elkopt.schedule.schedule import Schedule
 from elkopt.schedule.timeline import Timeline
 
 _PID = 1
-_LANES = {"execute": 1, "HBM load": 2, "interconnect stall": 3}
+_LANES = {"execute": 1, "HBM load": 2, "interconnect stall": 3, "HBM write": 4}
+#: Lanes drawn only when the timeline has something on them.
+_OPTIONAL_LANES = ("HBM write",)
 
 
 def build_chrome_trace(
@@ -68,7 +70,10 @@ def timeline_trace(
     events: list[dict] = [
         {"ph": "M", "pid": _PID, "name": "process_name", "args": {"name": chip.name}},
     ]
+    writes = timeline.has_write
     for lane, tid in _LANES.items():
+        if lane in _OPTIONAL_LANES and not writes.any():
+            continue
         events.append({"ph": "M", "pid": _PID, "tid": tid, "name": "thread_name",
                        "args": {"name": lane}})
         events.append({"ph": "M", "pid": _PID, "tid": tid, "name": "thread_sort_index",
@@ -89,6 +94,11 @@ def timeline_trace(
         if load_args[i] is not None and not math.isnan(load_start):
             events.append(span("HBM load", op_names[i], load_start, float(timeline.load_end[i]),
                                load_args[i]))
+        if writes[i]:
+            events.append(span("HBM write", op_names[i], float(timeline.write_start[i]),
+                               float(timeline.write_end[i]),
+                               {"op": i, "hbm_cycles": float(timeline.write_hbm_cycles[i]),
+                                "noc_cycles": float(timeline.write_noc_cycles[i])}))
     times, in_use = timeline.sram_profile()
     for t, used in zip(times, in_use):
         events.append({"ph": "C", "pid": _PID, "name": "SRAM per core (B)",

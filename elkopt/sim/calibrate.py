@@ -96,6 +96,9 @@ def calibrate(
     that; False: relative to the analytic aggregate."""
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
+    if graph.stores:
+        raise ValueError(f"sim.calibrate_rounds: the network simulator routes HBM loads only, and {graph.name} "
+                         f"writes {graph.hbm_bytes_written:,} B to HBM (its KV cache); set simulate=false")
     say = progress or (lambda _message: None)
     begin = time.perf_counter()
     options = options or PlanningOptions()

@@ -151,6 +151,10 @@ def simulate_schedule(
     """
     if bins < 2 or bins % 2:
         raise ValueError(f"bins must be an even number >= 2, got {bins}")
+    written = sum(op.write_bytes for op in schedule.ops)
+    if written:
+        raise ValueError(f"the network simulator routes HBM loads only; this {schedule.scheduler or 'schedule'} "
+                         f"plan writes {written:,} B to HBM (a prefill step's KV cache): simulate=false")
     if mapping == "dims" and (shapes is None or len(shapes) != len(schedule.ops)):
         raise ValueError("mapping 'dims' needs one operator shape per scheduled op")
     net = network or network_from_chip(chip)
