@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import elkopt
+from elkopt.analysis.bound import bound_metrics, format_bound_table, scheduled_operators
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
     ModelConfig, RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
@@ -610,6 +611,7 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
         "peak_rss_mb": peak_rss_mb(),
         "breakdown": {f"{part}_ms": cycles * ms_per_cycle
                       for part, cycles in timeline.breakdown().items()},
+        **bound_metrics(timeline, scheduled_operators(result)),  # bound, bound_by_part: compute/interconnect/HBM
         "stats": dict(result.stats),
         "solve": {} if elk else dict(result.solve_stats),
         "elkopt_version": elkopt.__version__,
@@ -714,6 +716,7 @@ def format_summary(metrics: dict[str, Any]) -> str:
             continue
         ratio = f"{latency / value:.3f}x" if value > 0 else "-"
         lines.append(f"  {label:<24}{value:>12.3f}{ratio:>12}")
+    lines += format_bound_table(metrics)  # none for runs from before it existed
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ into one row and writes ``SWEEP_DIR/results.parquet`` (atomically):
 - the job's config, flattened with dots (``config.chip.hbm_bytes_per_s``), from metrics.json
   or error.json, else from Hydra's ``.hydra/config.yaml``;
 - every metric, nested sections flattened the same way (``breakdown.idle_ms``,
-  ``simulation.simulated_ms``); lists are kept as JSON text.
+  ``simulation.simulated_ms``, ``bound.hbm_ms``, ``bound_by_part.kv_cache.hbm_ms``); lists
+  are kept as JSON text.
 
 A Hydra callback (`CollectCallback`, set in conf/config.yaml) runs it at the end of every
 sweep; run it by hand on any old sweep folder. A sweep of one of the published figures'
