@@ -105,3 +105,36 @@ def test_a_tail_segment_starts_from_the_loads_already_in_sram(seed):
     assert tail.timeline.latency_cycles == pytest.approx(plan.timeline.exec_end[first - 1] + path.period)
     assert np.array_equal(tail.timeline.exec_start[:first], plan.timeline.exec_start[:first])
     assert check_schedule(tail.schedule, UNIT, chain(n), tail.timeline) == []
+
+
+def fit_sram_by_definition(schedule, windows, sram):
+    """The rule of `fit_sram`, op by op over every load (quadratic; the reference)."""
+    ops, windows, moved = schedule.ops, windows.copy(), set()
+    loads = [j for j in range(len(ops)) if ops[j].has_load]
+    for i in range(len(ops)):
+        while True:
+            held = [j for j in loads if j > i and max(windows[j], 0) <= i and windows[j] != j]
+            if not held or ops[i].option.hot_bytes + sum(ops[j].option.cold_bytes for j in held) <= sram:
+                break
+            j = max(held)
+            windows[j] = i + 1 if i + 1 < j else j
+            moved.add(j)
+    return windows, len(moved)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fit_sram_defers_as_its_rule_says(seed):
+    from elkopt.schedule.layers import fit_sram
+
+    rng = np.random.default_rng(seed)
+    schedule = random_layers(seed, ops_per_layer=6, n_layers=6, n_loads=3)
+    ops = [dataclasses.replace(o, option=dataclasses.replace(
+        o.option, cold_bytes=int(rng.integers(0, 400)), hot_bytes=int(rng.integers(0, 600)))) for o in schedule.ops]
+    schedule = dataclasses.replace(schedule, ops=tuple(ops))
+    n = len(ops)
+    # windows anywhere from the prologue to the load's own op, zero-byte loads included
+    windows = np.array([int(rng.integers(-1, i + 1)) for i in range(n)])
+    for sram in (300, 700, 1500, 10_000):
+        got_windows, got_moved = fit_sram(schedule, windows, sram)
+        want_windows, want_moved = fit_sram_by_definition(schedule, windows, sram)
+        assert got_windows.tolist() == want_windows.tolist() and got_moved == want_moved

@@ -6,6 +6,7 @@ would overflow SRAM at the seams.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, replace
 from typing import Hashable, Sequence
 
@@ -137,21 +138,46 @@ def apply_windows(
 
 def fit_sram(schedule: Schedule, windows: np.ndarray, sram: float) -> tuple[np.ndarray, int]:
     """Defer loads until, at every op, hot bytes + cold bytes of loads issued
-    at or before it and not yet consumed fit; returns (windows, loads moved)."""
+    at or before it and not yet consumed fit; returns (windows, loads moved).
+
+    At op i the loads held are those j > i issued at or before it (window <= i, the
+    prologue counting as 0) other than loads issued at their own op (window j). While they
+    do not fit beside op i's hot bytes, the latest of them is deferred to op i + 1 (or to
+    its own op when that is i + 1). One pass in program order: a load joins the held set
+    at its window and leaves it at its own op, so each op costs the loads that join,
+    leave or move there, not all loads (bytes are integers: the sums are exact).
+    """
     ops = schedule.ops
     n = len(ops)
     windows = windows.copy()
-    cold = np.array([o.option.cold_bytes if o.has_load else 0 for o in ops], dtype=np.float64)
-    loads = [j for j in range(n) if ops[j].has_load]
+    cold = [int(o.option.cold_bytes) if o.has_load else 0 for o in ops]
+    joining: list[list[int]] = [[] for _ in range(n + 1)]  # op -> loads whose window it is
+    for j in range(n):
+        if ops[j].has_load and windows[j] != j and max(int(windows[j]), 0) < j:
+            joining[max(int(windows[j]), 0)].append(j)
+    held = [False] * n
+    latest: list[int] = []  # max-heap (negated) of held loads; entries no longer held are skipped
+    total = 0  # cold bytes of the loads held
     moved = set()
     for i in range(n):
-        while True:
-            held = [j for j in loads if j > i and max(windows[j], 0) <= i and windows[j] != j]
-            if ops[i].option.hot_bytes + cold[held].sum() <= sram or not held:
-                break
-            j = max(held)
-            windows[j] = i + 1 if i + 1 < j else j
+        if held[i]:  # consumed by its own op
+            held[i], total = False, total - cold[i]
+        for j in joining[i]:
+            held[j], total = True, total + cold[j]
+            heapq.heappush(latest, -j)
+        while ops[i].option.hot_bytes + total > sram:
+            while latest and not held[-latest[0]]:
+                heapq.heappop(latest)
+            if not latest:
+                break  # nothing held: op i alone decides
+            j = -heapq.heappop(latest)
+            held[j], total = False, total - cold[j]
             moved.add(j)
+            if i + 1 < j:
+                windows[j] = i + 1
+                joining[i + 1].append(j)
+            else:
+                windows[j] = j
     return windows, len(moved)
 
 
