@@ -32,7 +32,15 @@ FIXTURE_COLUMNS = (
 #: Per sweep, the further columns its fixture keeps.
 _DESIGN_COLUMNS = ("model", "model_file_sha256", "reference_designs", "basic_ms", "static_ms", "elk_dyn_ms",
                    "elk_dyn_printed_ms", "elk_full_ms")
-FIXTURE_EXTRA_COLUMNS = {"fig17_published": _DESIGN_COLUMNS, "fig17_equal_terms": _DESIGN_COLUMNS}
+_HBM_COLUMNS = ("hbm_bytes_read", "hbm_bytes_written", "hbm_bytes_kv", "hbm_bytes_weights")
+FIXTURE_EXTRA_COLUMNS = {
+    "fig17_published": _DESIGN_COLUMNS, "fig17_equal_terms": _DESIGN_COLUMNS,
+    # elkopt.analysis.serving reads these (the stats.moe_* ones are optional there)
+    "long_context": _HBM_COLUMNS,
+    "moe_batch": (*_HBM_COLUMNS, "moe_experts_loaded", "stats.moe_experts_preloaded", "stats.moe_experts_read",
+                  "stats.moe_wait_ms", "stats.moe_chosen_ms", "stats.moe_hbm_bytes_read"),
+    "prefill_chunks": (*_HBM_COLUMNS, "ttft_ms", "chunks"),
+}
 #: Per sweep, the rows its fixture keeps.
 FIXTURE_ROWS = {
     "fig17_latency": lambda t: t["config.model.name"].isin(["llama2_13b", "llama2_70b"])
@@ -48,6 +56,10 @@ FIXTURE_ROWS = {
     "fig23_core_sweep": lambda t: t["config.model.name"].isin(["llama2_13b", "dit_xl_2"])
     & t["config.chip.cores_per_chip"].isin([552, 920, 1472]),
     "fig24_training": lambda t: t["job"] == t["job"],
+    "long_context": lambda t: t["config.workload.kv_len"].isin([8192, 131072])
+    & t["config.workload.batch"].isin([1, 32]),
+    "moe_batch": lambda t: t["config.workload.batch"].isin([1, 16, 256]),
+    "prefill_chunks": lambda t: t["config.workload.chunk"].isin([256, 1024, 4096]),
 }
 
 

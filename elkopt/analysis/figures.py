@@ -1,4 +1,6 @@
-"""The published evaluation's figures, one function per experiment of `conf/experiment/`.
+"""The published evaluation's figures, one function per experiment of `conf/experiment/`,
+and those of the serving sweeps beyond it (issue 19: `long_context`, `moe_batch`,
+`prefill_chunks`; tables in `elkopt.analysis.serving`).
 
 Each takes the sweep's results table (`elkopt.collect`) and returns its figures by name.
 The notebooks call them, and a sweep of one of these experiments draws them into its
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from elkopt.analysis import bandwidth, latency, published, scaling
+from elkopt.analysis import bandwidth, latency, published, scaling, serving
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,10 +123,33 @@ def fig24_training(results: pd.DataFrame) -> dict[str, Figure]:
     return {"fig24_training": fig}
 
 
+def long_context(results: pd.DataFrame) -> dict[str, Figure]:
+    """Long-context decode: step latency against tokens cached, a line per KV length, with
+    the step's HBM time; one panel per model."""
+    return {"long_context": _per_model(serving.long_context_table(results), serving.plot_long_context, 6.5)}
+
+
+def moe_batch(results: pd.DataFrame) -> dict[str, Figure]:
+    """Mixture-of-experts decode against batch: latency per token, and distinct experts loaded."""
+    fig, axes = _grid(2, 5.5, 4)
+    serving.plot_moe(serving.moe_table(results), axes=axes)
+    fig.tight_layout()
+    return {"moe_batch": fig}
+
+
+def prefill_chunks(results: pd.DataFrame) -> dict[str, Figure]:
+    """Chunked prefill: time to first token, and HBM traffic, against chunk size."""
+    fig, axes = _grid(2, 5.5, 4)
+    serving.plot_prefill(serving.prefill_table(results), axes=axes)
+    fig.tight_layout()
+    return {"prefill_chunks": fig}
+
+
 #: Experiment name -> its figures.
 FIGURES: dict[str, Callable[[pd.DataFrame], dict[str, Figure]]] = {
     f.__name__: f for f in (fig17_latency, fig17_published, fig17_equal_terms, fig18_breakdown, fig19_hbm_sweep,
-                            fig22_noc_sweep, fig23_core_sweep, fig24_training)
+                            fig22_noc_sweep, fig23_core_sweep, fig24_training, long_context, moe_batch,
+                            prefill_chunks)
 }
 
 
