@@ -15,6 +15,9 @@ process, and network.png shows the links (heat maps on a mesh or torus). With
 calibrated by the simulation (`elkopt.sim.calibrate`) and the fastest simulated plan is
 written; metrics.json records every round.
 
+A chunked prompt (`workload=prefill workload.chunk=C`, workload.kv_len null) plans every
+chunk step, one subfolder each, and reports the time to first token: `elkopt.prefill_run`.
+
 Every file is written atomically and metrics.json last, so a folder with a
 metrics.json holds a finished run. Bad input ends in one line on stderr (and
 error.json) with exit status 2.
@@ -56,6 +59,7 @@ from elkopt.report import (
     plan_json_text, schedule_to_dict, write_json_atomic, write_text_atomic,
 )
 from elkopt.plans.space import OpShape
+from elkopt.prefill_run import chunk_lines, is_chunked_prompt, run_chunk_steps
 from elkopt.schedule.checker import CHECKS
 from elkopt.schedule.trace import timeline_trace, write_chrome_trace
 from elkopt.sim.mapping import MAPPINGS
@@ -139,6 +143,9 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         log.info(line)
 
     try:
+        if is_chunked_prompt(run_config):  # every chunk step of a prompt, one folder each
+            print(format_summary(run_chunk_steps(run_config, out, say, began)))
+            return 0
         inputs = build_inputs(run_config)
         say(f"compiling {inputs.model} ({inputs.graph.n_ops} ops, {inputs.describe_workload()}) on "
             f"{inputs.chip.name} with the {run_config.scheduler.name} scheduler")
@@ -163,7 +170,7 @@ def main(run_config: RunConfig, output_dir: str | os.PathLike) -> int:
         else:
             result = compile_model(inputs.graph, inputs.chip, run_config.scheduler.name,
                                    to_planning_options(run_config.planning), progress=say,
-                                   solver=solver_options(run_config))
+                                   solver=solver_options(run_config), routing=inputs.workload.routing)
         metrics = build_metrics(run_config, inputs, result)
         extra_events: list[dict] = []
         if run_config.simulate:
@@ -346,9 +353,6 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
             from elkopt.graph.reload import reload_activations
             # the same operators and outputs: the KV-cache writes still hold
             graph = reload_activations(graph)
-    if run_config.simulate and graph.stores:
-        raise ValueError(f"simulate: the network simulator routes HBM loads only, and {workload.describe()} writes "
-                         f"{graph.hbm_bytes_written:,} B to HBM (its KV cache); set simulate=false")
     if run_config.simulate:  # fail before compiling, not after
         if runs_published_model(run_config.scheduler.name, to_conventions(run_config.conventions)):
             raise ValueError(f"simulate: the network simulator runs elkopt plans; {run_config.scheduler.name} "
@@ -586,6 +590,9 @@ def build_metrics(run_config: RunConfig, inputs: RunInputs, result: RunResult | 
         "chip": inputs.chip.name,
         "scheduler": run_config.scheduler.name,
         "latency_ms": latency_ms,
+        # time to first token: a whole prompt's latency (every chunk step's: elkopt.prefill_run)
+        "ttft_ms": latency_ms if inputs.workload.kind is WorkloadKind.PREFILL and inputs.workload.cached == 0
+        and (inputs.workload.chunk or inputs.workload.tokens) == inputs.workload.tokens else None,
         "latency_cycles": timeline.latency_cycles,
         "ideal_ms": refs.get("ideal"),
         "lower_bound_ms": refs.get("lower_bound"),
@@ -710,6 +717,18 @@ def format_summary(metrics: dict[str, Any]) -> str:
                      + (f", {written / 1e9:.2f} GB written" if written else ""))
     if metrics.get("model_file_import"):
         lines.append(f"  read {metrics['model']}: {ImportNotes(**metrics['model_file_import']).summary()}")
+    moe = metrics.get("stats") or {}
+    if moe.get("moe_preload"):  # the routed experts' loads (elkopt.pipeline.choose_moe_preload)
+        preloaded = moe["moe_experts_preloaded"]
+        how = ("routed experts loaded after their router" if not preloaded else
+               f"all {preloaded} experts per layer preloaded, none waits for the router"
+               if preloaded >= moe["moe_experts_read"] else
+               f"{preloaded} experts per layer preloaded before the router, the misses after it")
+        wait = f", waiting {moe['moe_wait_ms']:.3f} ms" if moe.get("moe_wait_ms") is not None and preloaded else ""
+        lines.append(f"  mixture of experts: {how} ({moe['moe_experts_read']:.2f} experts read per layer, "
+                     f"{moe['moe_hbm_bytes_read'] / 1e9:.2f} GB in all{wait})")
+    if metrics.get("chunks"):  # every chunk step of a prompt: one line each, then the total
+        lines += chunk_lines(metrics)
     lines.append(f"  {'':<24}{'latency ms':>12}{'run / ref':>12}")
     for label, value in rows:
         if value is None:

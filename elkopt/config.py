@@ -80,7 +80,8 @@ class WorkloadConfig:
     (tokens per sequence) by forward; elem_bytes is the element size in bytes.
     prefill: seq_len is the prompt per request, its K and V written to HBM; with
     chunk, one chunk step of that many tokens after kv_len tokens of the same
-    prompt already cached (default 0), `elkopt.graph.prefill`; decode_batch decode
+    prompt already cached, `elkopt.graph.prefill`, or with kv_len null every chunk
+    step of the prompt in one run (`elkopt.prefill_run`); decode_batch decode
     tokens ride along, each after decode_kv_len cached positions (default seq_len).
     """
 
@@ -167,6 +168,7 @@ class PlanningConfig:
     split_margin: float = 0.05
     split_estimate: str = "elk_dyn"
     plan_space: str = "full"
+    moe_preload: str = "auto"
     layers: Optional[int] = None
     split_factor: Optional[int] = None
 
@@ -291,8 +293,9 @@ class Workload:
 
     tokens is the KV length for decode and the sequence length for forward and prefill.
     Prefill only: chunk (tokens of one chunk step, None: the whole prompt), cached
-    (workload.kv_len: tokens of the prompt already cached before the chunk), decode_batch
-    (decode tokens riding along) and decode_kv_len (their cached positions, None: seq_len).
+    (workload.kv_len: tokens of the prompt already cached before the chunk; None with a
+    chunk: every chunk step of the prompt, `chunk_steps`), decode_batch (decode tokens
+    riding along) and decode_kv_len (their cached positions, None: seq_len).
     """
 
     kind: WorkloadKind
@@ -300,7 +303,7 @@ class Workload:
     tokens: int
     elem_bytes: int = 2
     chunk: int | None = None
-    cached: int = 0
+    cached: int | None = 0
     decode_batch: int = 0
     decode_kv_len: int | None = None
     routing: str = "uniform"  # workload.routing of a mixture of experts (`elkopt.graph.moe`)
@@ -315,10 +318,12 @@ class Workload:
                             ("elem_bytes", self.elem_bytes)):
             if not value > 0:
                 raise ValueError(f"workload.{name} must be > 0, got {value}")
+        if self.cached is None and self.chunk is None:  # no chunk: the whole prompt, nothing cached
+            object.__setattr__(self, "cached", 0)
         if self.kind is WorkloadKind.PREFILL:
             from elkopt.graph.prefill import check_prefill
 
-            check_prefill(self.batch, self.tokens, self.chunk, self.cached, self.elem_bytes,
+            check_prefill(self.batch, self.tokens, self.chunk, self.cached or 0, self.elem_bytes,
                           decode_batch=self.decode_batch, decode_kv_len=self.decode_kv_len)
         elif self.chunk is not None:
             raise ValueError(f"workload.chunk={self.chunk} cuts a prompt into chunks: it needs "
@@ -327,12 +332,23 @@ class Workload:
             raise ValueError(f"workload.decode_batch and workload.decode_kv_len add decode tokens to a prefill "
                              f"step: they need workload.kind=prefill (workload=prefill), not {self.kind}")
 
+    @property
+    def chunk_steps(self) -> tuple[int, ...]:
+        """The cached tokens (kv_len) of every step this workload plans: one step, (cached,),
+        unless it is every chunk step of a prompt (chunk set, cached None): 0, chunk, 2 chunk,
+        ... up to seq_len - chunk."""
+        if self.cached is not None:
+            return (self.cached,)
+        return tuple(range(0, self.tokens, self.chunk))
+
     def describe(self) -> str:
-        """A short label, e.g. "decode b32 kv2048", "prefill b1 seq2048 chunk512 kv1024"."""
+        """A short label, e.g. "decode b32 kv2048", "prefill b1 seq2048 chunk512 kv1024",
+        "prefill b1 seq2048 chunk512 x4" (every chunk step of the prompt)."""
         tokens = "kv" if self.kind is WorkloadKind.DECODE else "seq"
         label = f"{self.kind} b{self.batch} {tokens}{self.tokens}"
         if self.chunk is not None:
-            label += f" chunk{self.chunk} kv{self.cached}"
+            label += f" chunk{self.chunk} kv{self.cached}" if self.cached is not None else \
+                f" chunk{self.chunk} x{len(self.chunk_steps)}"
         if self.decode_batch:
             label += f" +decode b{self.decode_batch} kv{self.decode_kv_len or self.tokens}"
         if self.routing != "uniform":
@@ -349,9 +365,9 @@ def to_workload(cfg: WorkloadConfig) -> Workload:
     tokens = getattr(cfg, token_field)
     if tokens is None:
         raise ValueError(f"workload.{token_field} must be set for a {cfg.kind} workload")
-    if cfg.kind == WorkloadKind.PREFILL:  # kv_len: the tokens of the prompt cached before the chunk
+    if cfg.kind == WorkloadKind.PREFILL:  # kv_len: the tokens cached before the chunk; None: every chunk step
         return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes, chunk=cfg.chunk,
-                        cached=cfg.kv_len or 0, routing=cfg.routing, decode_batch=cfg.decode_batch,
+                        cached=cfg.kv_len, routing=cfg.routing, decode_batch=cfg.decode_batch,
                         decode_kv_len=cfg.decode_kv_len)
     return Workload(WorkloadKind(cfg.kind), cfg.batch, tokens, cfg.elem_bytes, chunk=cfg.chunk, routing=cfg.routing,
                     decode_batch=cfg.decode_batch, decode_kv_len=cfg.decode_kv_len)
@@ -388,6 +404,7 @@ def to_planning_options(cfg: PlanningConfig) -> PlanningOptions:
         split_margin=cfg.split_margin,
         split_estimate=cfg.split_estimate,
         plan_space=cfg.plan_space,
+        moe_preload=str(cfg.moe_preload),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from elkopt.chip import Chip
+from elkopt.graph import moe
 from elkopt.graph.ir import Graph, Operator
 from elkopt.graph.split import CutChoice, SplitReport, choose_cuts, split_large_operators
 from elkopt.plans.space import OpShape, check_plan_space
@@ -20,7 +21,7 @@ from elkopt.plans.table import InfeasibleOperatorError, PlanTable, TableSet, bui
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
 from elkopt.schedule.schedule import Schedule
-from elkopt.schedule.timeline import Timeline
+from elkopt.schedule.timeline import ScheduleError, Timeline, compute_timeline
 
 if TYPE_CHECKING:
     from elkopt.solve import SolverOptions
@@ -30,6 +31,11 @@ SPLIT_POLICIES = ("if_faster", "per_op", "always")
 #: How `choose_split` weighs a cut graph: the latency of Elk-Dyn's schedule on elkopt's
 #: tables and timeline, or of the Ideal schedule.
 SPLIT_ESTIMATES = ("elk_dyn", "ideal")
+#: `planning.moe_preload`: how MoE layers load their routed experts (`compile_model`).
+MOE_PRELOADS = ("auto", "wait", "all", "<experts>")
+_MOE_PRELOAD_HELP = ("planning.moe_preload must be 'auto' (weigh waiting against speculative preloads, keep the "
+                     "fastest), 'wait' (routed experts load after their router), 'all' (preload every expert) or "
+                     "a number of experts >= 0 to preload before the router")
 
 
 class PlanningError(ValueError):
@@ -49,7 +55,8 @@ class PlanningOptions:
     split_fraction: operators whose HBM bytes exceed this fraction of the chip's SRAM
         may be cut into copies before planning, and those that fit in no plan whole must
         be (`elkopt.graph.split`); None = never cut.
-    max_copies: at most this many copies per cut operator.
+    max_copies: at most this many copies per cut operator, but for streamed ones and those
+        that need more to fit (`elkopt.graph.split`, "Streaming").
     split_policy: "if_faster" decides per operator (`choose_split`) and, when a decision
         was close (split_margin), also plans the runner-up graph (the close decisions the
         other way) and keeps the faster; "per_op" plans only the per-operator choice;
@@ -60,6 +67,9 @@ class PlanningOptions:
     split_estimate: the graph latency that weighs the options (`SPLIT_ESTIMATES`).
     plan_space: "reference" keeps the reference pruning's core-use floor; "full" lets a
         split use any number of cores (`elkopt.plans.space.PLAN_SPACES`).
+    moe_preload: how a mixture-of-experts layer loads its routed experts (`MOE_PRELOADS`,
+        `compile_model`): "wait" for the router, preload "all" or "<m>" likeliest experts
+        speculatively and load the misses after it, or "auto": the fastest of these.
     """
 
     cache_dir: str | None = None
@@ -73,8 +83,10 @@ class PlanningOptions:
     split_margin: float = 0.05
     split_estimate: str = "elk_dyn"
     plan_space: str = "full"
+    moe_preload: str = "auto"
 
     def __post_init__(self) -> None:
+        moe_preload_count(self.moe_preload)
         for name in ("max_spatial_splits", "static_step_bytes", "max_preload_ops"):
             if getattr(self, name) < 1:
                 raise ValueError(f"planning.{name} must be >= 1, got {getattr(self, name)}")
@@ -107,6 +119,21 @@ class RunResult:
     solve_stats: dict[str, float | int] = field(default_factory=dict)  # MILP schedulers only
 
 
+def moe_preload_count(value: str | int) -> int | None:
+    """`planning.moe_preload` as a number of experts to preload (-1 for "all"), or None
+    for "auto"; "wait" is 0. ValueError naming the field otherwise."""
+    text = str(value).strip()
+    if text == "auto":
+        return None
+    if text == "wait":
+        return 0
+    if text == "all":
+        return -1
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"{_MOE_PRELOAD_HELP}; got {value!r}")
+
+
 def compile_model(
     graph: Graph,
     chip: Chip,
@@ -114,12 +141,15 @@ def compile_model(
     options: PlanningOptions,
     progress: Callable[[str], None] | None = None,
     solver: SolverOptions | None = None,
+    routing: moe.Routing | str | None = None,
 ) -> RunResult:
     """Plan `graph` on `chip` with `scheduler`, check the plan, evaluate it.
 
     With `options.split_fraction` set, operators are cut into copies first, decided per
     operator (`choose_split`; `options.split_policy` says whether the runner-up graph is
     planned too); the result's `graph` is the graph that was planned.
+    A graph with routed experts (`elkopt.graph.moe`) loads them as `options.moe_preload`
+    says (`choose_moe_preload`); `routing` is the routing it was built with (None: uniform).
     solver: HiGHS settings for the MILP schedulers (defaults if None).
     """
     if scheduler not in SCHEDULERS:
@@ -127,6 +157,129 @@ def compile_model(
     check_static_sweep(chip, options)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
+    if any(op.routed_by is not None for op in graph.ops):
+        return choose_moe_preload(graph, chip, scheduler, options, say, solver, routing, start)
+    return _compile_cut(graph, chip, scheduler, options, say, solver, start)
+
+
+def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions,
+                       say: Callable[[str], None], solver: SolverOptions | None,
+                       routing: moe.Routing | str | None, start: float) -> RunResult:
+    """Plan an MoE graph waiting for its routers or preloading experts speculatively
+    (`elkopt.graph.moe.speculate`), as `options.moe_preload` says.
+
+    "auto" weighs waiting (m = 0) and preloading the round(D) and E likeliest experts
+    (each capped by `moe.max_speculation`) by planning each graph with the Static scheduler
+    (with Basic or Static asked for, that one, whose plans are then final), then plans the
+    fastest and the waiting graph with `scheduler` and keeps the faster, waiting on ties:
+    the chosen plan is never slower than waiting, by construction. The stats say what was
+    chosen: moe_experts_preloaded (m), moe_experts_read (expected experts read per layer),
+    moe_wait_ms, moe_chosen_ms, moe_preload_estimates (ms per m, by moe_estimate).
+    A graph built with another routing than `routing` raises PlanningError; with routing
+    None (uniform assumed) it is planned waiting, and the log says why.
+    """
+    count = moe_preload_count(options.moe_preload)
+    layers = moe.routed_layers(graph)
+    if count is None:
+        wanted = [0]
+        for layer in layers:
+            d = moe.expected_experts(routing, layer.n_experts, layer.top_k, layer.tokens)
+            wanted += [min(m, moe.max_speculation(layer)) for m in (round(d), layer.n_experts)]
+    else:
+        wanted = [max(layer.n_experts for layer in layers) if count < 0 else count]
+    candidates: dict[int, tuple[Graph, moe.Speculation]] = {}
+    try:
+        for m in wanted:
+            speculated = moe.speculate(graph, m, routing)
+            candidates.setdefault(speculated[1].experts, speculated)
+    except ValueError as error:
+        if routing is not None:
+            raise PlanningError(str(error)) from None
+        say(f"mixture of experts: {error}; planned waiting for the routers")
+        candidates = {0: (graph, moe.Speculation(0, len(layers), float("nan"), True))}
+    if len(candidates) == 1:
+        ((m, (planned, spec)),) = candidates.items()
+        result = _compile_cut(planned, chip, scheduler, options, say, solver, start)
+        latency = result.timeline.latency_ms
+        return _with_moe_stats(result, m, spec, options, latency if m == 0 else None, {}, "")
+
+    estimator = scheduler if scheduler in ("basic", "static") else "static"
+    estimates: dict[int, float] = {}  # ms
+    finals: dict[int, RunResult] = {}  # Basic or Static asked for: the estimates are the plans
+    for m, (candidate, spec) in sorted(candidates.items()):
+        what = "waiting for the routers" if m == 0 else f"preloading the {m} likeliest experts of every layer"
+        say(f"mixture of experts: weighing {what} ({spec.experts_read:.2f} experts read per layer) by {estimator}")
+        try:
+            if estimator == scheduler:
+                finals[m] = _compile_cut(candidate, chip, scheduler, options, lambda _msg: None, solver,
+                                         time.perf_counter())
+                estimates[m] = finals[m].timeline.latency_ms
+            else:
+                estimates[m] = _estimate_static(candidate, chip, options)
+        except PlanningError as error:
+            if m == 0:
+                raise
+            say(f"mixture of experts: {m} experts preloaded cannot be planned ({error})")
+            continue
+        say(f"mixture of experts: {m} preloaded: {estimates[m]:.4f} ms by {estimator}")
+    best = min(sorted(estimates), key=lambda m: estimates[m])  # ties: fewer preloaded
+    if estimator == scheduler:
+        wait, chosen, m = finals[0], finals[best], best
+    else:
+        say(f"mixture of experts: planning the waiting graph with {scheduler}")
+        wait = chosen = _compile_cut(graph, chip, scheduler, options, say, solver, time.perf_counter())
+        m = 0
+        if best != 0:
+            say(f"mixture of experts: planning {best} experts preloaded with {scheduler}")
+            try:
+                speculative = _compile_cut(candidates[best][0], chip, scheduler, options, say, solver,
+                                           time.perf_counter())
+            except PlanningError as error:
+                say(f"mixture of experts: {best} experts preloaded cannot be planned by {scheduler} ({error})")
+            else:
+                if speculative.timeline.latency_cycles < wait.timeline.latency_cycles:
+                    chosen, m = speculative, best
+    say(f"mixture of experts: {'waiting for the routers' if m == 0 else f'{m} experts preloaded speculatively'}: "
+        f"{chosen.timeline.latency_ms:.4f} ms (waiting {wait.timeline.latency_ms:.4f} ms)")
+    # the bound of the step, not of one way to load it: waiting reads the fewest bytes
+    bound = min(chosen.references["lower_bound"], wait.references["lower_bound"])
+    result = replace(chosen, compile_s=time.perf_counter() - start,
+                     references={**chosen.references, "lower_bound": bound})
+    return _with_moe_stats(result, m, candidates[m][1], options, wait.timeline.latency_ms, estimates, estimator)
+
+
+def _estimate_static(graph: Graph, chip: Chip, options: PlanningOptions) -> float:
+    """Latency (ms) of the Static schedule of `graph`, its operators cut by the per-operator
+    choice (no runner-up): the cheap estimate that ranks MoE preload candidates."""
+    cut = choose_split(graph, chip, replace(options, split_policy="per_op")
+                       if options.split_policy == "if_faster" else options).graph
+    try:
+        tables = build_tables(cut, chip, options.max_spatial_splits, options.cache_dir, plan_space=options.plan_space)
+        static = baselines.schedule_static(cut, tables, chip, options.static_step_bytes, options.max_preload_ops)
+    except (InfeasibleOperatorError, ValueError) as error:
+        raise PlanningError(str(error)) from None
+    return static.timeline.latency_cycles * 1e3 / chip.clock_hz
+
+
+def _with_moe_stats(result: RunResult, preloaded: int, spec: moe.Speculation, options: PlanningOptions,
+                    wait_ms: float | None, estimates: dict[int, float], estimator: str) -> RunResult:
+    """`result` with the MoE preload decision in its stats (`choose_moe_preload`)."""
+    stats = {
+        "moe_preload": str(options.moe_preload),
+        "moe_experts_preloaded": preloaded,
+        "moe_experts_read": spec.experts_read,
+        "moe_hbm_bytes_read": result.graph.hbm_bytes,
+        "moe_wait_ms": wait_ms,
+        "moe_chosen_ms": result.timeline.latency_ms,
+        "moe_preload_estimates": "; ".join(f"{m}: {ms:.4f} ms" for m, ms in sorted(estimates.items())),
+        "moe_estimate": estimator,
+    }
+    return replace(result, stats={**result.stats, **stats})
+
+
+def _compile_cut(graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions, say: Callable[[str], None],
+                 solver: SolverOptions | None, start: float) -> RunResult:
+    """compile_model on one graph: operators cut into copies as `options` say, then planned."""
     choice = choose_split(graph, chip, options, say)
     if not choice.report.splits and choice.runner_up is None:
         return _compile(graph, chip, scheduler, options, say, solver, start, choice.report)
@@ -223,7 +376,7 @@ def choose_split(graph: Graph, chip: Chip, options: PlanningOptions,
         if state["elk_dyn"]:
             from elkopt.elk.convert import elk_dyn_start
 
-            dyn = elk_dyn_start(candidate, tableset, chip)
+            dyn = with_router_waits(elk_dyn_start(candidate, tableset, chip), candidate, chip)
             if dyn is not None:
                 return dyn.timeline.latency_cycles
             if state["weighed"] > 1:  # the others were weighed by Elk-Dyn: this option is not taken
@@ -239,6 +392,23 @@ def choose_split(graph: Graph, chip: Chip, options: PlanningOptions,
     choice = choose_cuts(graph, chip.total_sram_bytes, options.split_fraction, options.max_copies,
                          fastest, estimate, options.split_margin, progress)
     return replace(choice, seconds=time.perf_counter() - started)
+
+
+def with_router_waits(evaluated: baselines.Evaluated | None, graph: Graph,
+                      chip: Chip) -> baselines.Evaluated | None:
+    """A schedule made without the graph's routers (Elk-Dyn's decisions,
+    `elkopt.elk.convert`) with its routed-expert loads waiting for them
+    (`OpSchedule.load_after`), re-timed; None for None or when that deadlocks."""
+    routers = moe.router_dependencies(graph)
+    if evaluated is None or not routers:
+        return evaluated
+    ops = tuple(replace(o, load_after=routers.get(o.op, ())) for o in evaluated.schedule.ops)
+    schedule = replace(evaluated.schedule, ops=ops)
+    try:
+        timeline = compute_timeline(schedule, chip, [op.flops for op in graph.ops])
+    except ScheduleError:
+        return None
+    return baselines.Evaluated(schedule, timeline)
 
 
 def split_stats(choice: CutChoice) -> dict[str, float | int | str]:
@@ -308,7 +478,7 @@ def _compile(
             from elkopt.elk.convert import elk_dyn_start
 
             say("scheduling: Elk-Dyn's decisions on these plan tables (a third start)")
-            dyn = elk_dyn_start(graph, tables, chip)
+            dyn = with_router_waits(elk_dyn_start(graph, tables, chip), graph, chip)
             if dyn is not None:
                 starts.append(("elk_dyn", dyn))
                 solve_stats["elk_dyn_start_ms"] = dyn.timeline.latency_cycles * to_ms
@@ -326,7 +496,8 @@ def _compile(
     else:
         chosen = {"basic": basic, "static": static}[scheduler]
     say("checking the plan independently")
-    assert_valid(chosen.schedule, chip, [graph.dependencies(i) for i in range(graph.n_ops)], chosen.timeline)
+    assert_valid(chosen.schedule, chip, [graph.dependencies(i) for i in range(graph.n_ops)], chosen.timeline,
+                 moe.router_dependencies(graph))
 
     references = {
         "basic": basic.timeline.latency_cycles * to_ms,

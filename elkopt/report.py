@@ -47,6 +47,7 @@ def _op_to_dict(op: OpSchedule, name: str) -> dict[str, Any]:
         "preload_window": op.preload_window,
         "hbm_bytes": op.hbm_bytes,
         "write_bytes": op.write_bytes,
+        **({"load_after": list(op.load_after)} if op.load_after else {}),  # a routed expert's router
         "option": {
             "plan": {
                 "spatial": list(option.plan.spatial),
@@ -84,7 +85,8 @@ def schedule_from_dict(d: dict[str, Any]) -> Schedule:
         )
         ops.append(OpSchedule(op=row["op"], option=option,
                               preload_window=row["preload_window"], hbm_bytes=row["hbm_bytes"],
-                              write_bytes=row.get("write_bytes", 0)))  # plans written before HBM writes
+                              write_bytes=row.get("write_bytes", 0),  # plans written before HBM writes
+                              load_after=tuple(row.get("load_after", ()))))  # ... and before router waits
     return Schedule(ops=tuple(ops), preload_order=tuple(d["preload_order"]),
                     scheduler=d.get("scheduler", ""))
 

@@ -142,7 +142,7 @@ def test_declared_sweeps_cover_the_published_figures():
     assert counts == {"batch_sweep": 28, "fig17_latency": 96, "fig17_published": 48, "fig17_equal_terms": 48,
                       "fig18_breakdown": 16, "fig19_hbm_sweep": 14,
                       "fig22_noc_sweep": 16, "fig23_core_sweep": 30, "fig24_training": 8, "llama_mesh": 0,
-                      "long_context": 30}
+                      "long_context": 30, "moe_batch": 18, "prefill_chunks": 5}
     fig17 = {tuple(o[1:]) for o in sweep_jobs("fig17_latency")}
     assert ("model=opt_30b", "workload.batch=64", "workload.kv_len=4096", "scheduler=inductive") in fig17
 

@@ -271,7 +271,7 @@ def test_a_chunk_with_riding_decode_tokens_plans():
     assert graph.hbm_bytes_written == 2 * 2 * (2 * 8 + 4) * 128 * 2
 
 
-def test_designs_without_writes_refuse_a_prefill():
+def test_designs_without_writes_refuse_a_prefill_and_the_simulator_runs_it():
     from elkopt.conventions import Conventions
     from elkopt.elk.compile import compile_elk
     from elkopt.sim.step import simulate_schedule
@@ -279,5 +279,110 @@ def test_designs_without_writes_refuse_a_prefill():
     graph = build_graph("tiny", "prefill", 2, 16)
     with pytest.raises(ValueError, match="published designs model no HBM writes.*tiny.prefill.b2.t16"):
         compile_elk(graph, SMALL, "elk_dyn", Conventions())
-    with pytest.raises(ValueError, match="routes HBM loads only"):
-        simulate_schedule(three_ops(written=1000), CHIP, mapping="serpentine")
+    # the simulator routes the write (tests/test_sim_writes.py): 1000 B from op0's one core,
+    # 100 cycles at the HBM ports (its 80 on the core's 12.5 B/cycle link hide under them),
+    # then the load behind it, as in the timeline (test_a_write_delays_the_next_load_by_its_hbm_cycles)
+    run = simulate_schedule(three_ops(written=1000), CHIP, mapping="serpentine")
+    np.testing.assert_allclose([run.write_start[0], run.write_end[0]], [100, 200])
+    np.testing.assert_allclose([run.load_start[2], run.load_end[2]], [200, 250])
+    assert run.latency_cycles == pytest.approx(260)
+
+
+# ---------------------------------------------------------------- a chunked prompt as one job
+
+def tiny_run(tmp_path, folder, *overrides):
+    """metrics.json of one run of the app on the tiny model (prefill, 2 x 32 tokens) on a
+    256-core IPU MK2, the Static scheduler, plan tables cached under tmp_path."""
+    import json
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import elkopt.config  # noqa: F401  (registers the schemas)
+    from elkopt.app import main
+
+    with initialize_config_module(config_module="elkopt.conf", version_base="1.3"):
+        run = OmegaConf.to_object(compose(config_name="config", overrides=[
+            "model=tiny", "workload=prefill", "workload.batch=2", "workload.seq_len=32", "chip=ipu_mk2",
+            "chip.cores_per_chip=256", "scheduler=static", "planning.max_spatial_splits=64",
+            f"planning.cache_dir={tmp_path / 'cache'}", *overrides]))
+    assert main(run, tmp_path / folder) == 0
+    return json.loads((tmp_path / folder / "metrics.json").read_text())
+
+
+def test_a_chunked_prompt_plans_every_step_and_sums_them(tmp_path):
+    import json
+
+    from elkopt.graph.zoo import get_architecture
+
+    chunked = tiny_run(tmp_path, "chunked", "workload.chunk=8")
+    steps = chunked["chunks"]
+    assert [c["kv_len"] for c in steps] == [0, 8, 16, 24]
+    assert chunked["workload"] == "prefill b2 seq32 chunk8 x4"
+    assert chunked["ttft_ms"] == chunked["latency_ms"] == pytest.approx(sum(c["latency_ms"] for c in steps))
+    assert chunked["lower_bound_ms"] == pytest.approx(sum(c["lower_bound_ms"] for c in steps))
+    assert sum(chunked["breakdown"].values()) == pytest.approx(chunked["ttft_ms"])
+    # each step is exactly the one-step run with its kv_len
+    for c in steps:
+        one = tiny_run(tmp_path, f"kv{c['kv_len']}", "workload.chunk=8", f"workload.kv_len={c['kv_len']}")
+        assert one["ttft_ms"] is None and "chunks" not in one
+        assert c["latency_ms"] == pytest.approx(one["latency_ms"], rel=1e-12)
+        assert c["hbm_bytes_read"] == one["hbm_bytes_read"]
+        saved = json.loads((tmp_path / "chunked" / c["folder"] / "metrics.json").read_text())
+        assert saved["latency_ms"] == c["latency_ms"]
+    # HBM by hand, in elements: per step and layer the weights (norms 2 x 256, qkv 256 x 512, out 256 x 256,
+    # gate_up 2 x 512 x 256, down 512 x 256), 4 rotary tables of [8 tokens, 64]; the K and V caches of the
+    # kv_len tokens before the step, [2 requests, 2 KV heads, kv_len, 64] each; once, the head (norm 256,
+    # lm_head 1000 x 256); written: every token's K and V, 2 x 2 x 32 x 128 per layer
+    tiny = get_architecture("tiny")
+    assert (tiny.n_layers, tiny.hidden, tiny.kv_dim, tiny.head_dim, tiny.ffn, tiny.vocab) == \
+        (2, 256, 128, 64, 512, 1000)
+    weights = 2 * 256 + 256 * 512 + 256 * 256 + 2 * 512 * 256 + 512 * 256 + 4 * 8 * 64
+    cache = [2 * 2 * 2 * kv * 64 for kv in (0, 8, 16, 24)]
+    assert [c["hbm_bytes_read"] for c in steps] == [2 * (2 * (weights + k) + (256256 if kv == 24 else 0))
+                                                    for k, kv in zip(cache, (0, 8, 16, 24))]
+    assert chunked["hbm_bytes_read"] == 2 * (4 * 2 * weights + 2 * 2 * 2 * 48 * 64 * 2 + 256256) == 10088960
+    assert chunked["hbm_bytes_written"] == 2 * 2 * 2 * 32 * 128 * 2 == 65536
+    assert chunked["hbm_bytes_kv"] == 2 * 2 * 2 * 2 * 48 * 64 * 2
+    # the later steps take their weight Dots' tables from the cache the first one filled
+    later = json.loads((tmp_path / "chunked" / steps[1]["folder"] / "metrics.json").read_text())
+    assert later["stats"]["plan_table_cache_hits"] > 0
+    # one trace: the steps back to back, one span each in the "chunk steps" process
+    trace = json.loads((tmp_path / "chunked" / "trace.json").read_text())["traceEvents"]
+    spans = [e for e in trace if e.get("pid") == 2 and e.get("ph") == "X"]
+    assert [e["ts"] for e in spans] == pytest.approx([0, *np.cumsum([c["latency_ms"] * 1e3 for c in steps])[:-1]])
+    assert max(e["ts"] + e.get("dur", 0) for e in trace if "ts" in e) == pytest.approx(chunked["ttft_ms"] * 1e3)
+    plan = json.loads((tmp_path / "chunked" / "plan.json").read_text())
+    assert plan == json.loads((tmp_path / "chunked" / steps[-1]["folder"] / "plan.json").read_text())
+
+
+def test_a_chunk_of_the_whole_prompt_is_the_whole_prompt(tmp_path):
+    whole = tiny_run(tmp_path, "whole")
+    one = tiny_run(tmp_path, "one", "workload.chunk=32")
+    assert whole["ttft_ms"] == whole["latency_ms"]
+    assert [c["kv_len"] for c in one["chunks"]] == [0]
+    assert one["ttft_ms"] == pytest.approx(whole["ttft_ms"], rel=1e-12)
+    assert one["hbm_bytes_read"] == whole["hbm_bytes_read"]
+
+
+def test_the_totals_of_a_prompt_sum_its_steps_and_rederive_their_labels():
+    from elkopt.prefill_run import total_metrics
+
+    def step(latency, lower, util, demand, bound):
+        return {"latency_ms": latency, "lower_bound_ms": lower, "ideal_ms": lower, "hbm_util": util,
+                "noc_util": 0.5, "tflops": 1.0, "peak_sram_bytes": int(100 * latency), "flops": 10,
+                "hbm_bytes": 7, "hbm_bytes_read": 7, "hbm_bytes_written": 2, "stats": {"cache_hits": 1},
+                "breakdown": {"execute_only_ms": latency}, "demand": {**demand, "bound": bound, "pct_of_latency": 0.0}}
+
+    first = step(4.0, 3.0, 0.25, {"compute_ms": 1.0, "hbm_ms": 3.0}, "hbm")  # the weights' step: HBM-bound
+    second = step(6.0, 5.0, 0.5, {"compute_ms": 5.0, "hbm_ms": 0.5}, "compute")
+    total = total_metrics([first, second], (0, 8))
+    assert total["ttft_ms"] == total["latency_ms"] == 10.0 and total["lower_bound_ms"] == 8.0
+    assert total["hbm_bytes_read"] == 14 and total["hbm_bytes_written"] == 4 and total["flops"] == 20
+    assert total["hbm_util"] == pytest.approx((0.25 * 4 + 0.5 * 6) / 10)  # weighted by latency
+    assert total["peak_sram_bytes"] == 600 and total["stats"] == {"cache_hits": 2}
+    assert total["breakdown"] == {"execute_only_ms": 10.0}
+    # 6 ms of compute against 3.5 of HBM over the prompt: compute-bound, at 60% of its latency
+    assert total["demand"] == {"compute_ms": 6.0, "hbm_ms": 3.5, "bound": "compute", "pct_of_latency": 60.0}
+    assert [(c["kv_len"], c["latency_ms"], c["folder"]) for c in total["chunks"]] == [
+        (0, 4.0, "step00_kv0"), (8, 6.0, "step01_kv8")]

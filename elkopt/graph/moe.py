@@ -50,6 +50,32 @@ the expert dim X, all [B, T, X] or [B, T]:
 Every routed-expert operator with HBM data has ``routed_by`` = the ``topk.select`` tensor:
 its load depends on that routing decision (`router_dependencies`).
 
+Waiting for the router, or preloading speculatively
+---------------------------------------------------
+Which experts a step needs is known once the layer's ``topk.select`` has run, so the load
+of an operator with ``routed_by`` starts no earlier than the end of that operator (the
+timeline enforces it through `OpSchedule.load_after`, the checker verifies it from the
+graph): *waiting*. A schedule may instead preload the ``m`` likeliest experts (largest
+pi_e) before the router and, after it, only the experts it missed: expected bytes
+``m + sum_{e outside the m likeliest} 1 - (1 - pi_e)^n`` experts, uniform
+``m + (E - m)(1 - (1 - k/E)^n)``, never fewer than the D of waiting. `speculate` turns
+a graph into that form exactly: each routed operator over G groups becomes two parts of
+one output along the expert dim X (`Operator.part`), ``<op>.speculative`` over m groups
+(m whole experts, load_factor 1, no ``routed_by``: no wait) and ``<op>.missed`` over the
+other G - m (``routed_by`` kept, load_factor = expected misses / (G - m)). FLOPs and the
+SRAM footprint (G experts' weights, as waiting holds) are unchanged; only the HBM bytes
+and the wait move. Hence ``m <= G - 1`` (the operands hold G experts: a speculative expert
+the batch does not route to is overwritten by a miss), except ``m = E`` when G = E (every
+expert preloaded, no misses, no wait); m = 0 is the waiting graph itself. Which m to use
+is a decision of the pipeline (`elkopt.pipeline.choose_moe_preload`, `planning.moe_preload`):
+"auto" weighs m = 0, round(D) and E (capped) by planning each graph with the Static
+scheduler, plans the fastest and the waiting graph with the scheduler asked for and keeps
+the faster, so the plan is never slower than waiting; "wait", "all" or a count fix m. One
+m serves every MoE layer (they repeat). The run's stats say what was chosen
+(``moe_experts_preloaded``, ``moe_experts_read``, ``moe_wait_ms``, ``moe_chosen_ms``).
+Speculation helps when the router's wait leaves HBM idle (small batches, where the misses
+are few) or when nearly every expert is read anyway (preloading all costs almost nothing).
+
 Multi-head latent attention (DeepSeek-V2) in decode
 ---------------------------------------------------
 The weight-absorbed form of inference engines: the cache holds per token the normalised
@@ -68,12 +94,12 @@ prefill step stores both to HBM; a chunk after cached tokens is not built.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .arch import Architecture
 from .builders import (_activation, _GraphBuilder, _linear, _rotary, _Step, chip, hbm, norm_operators,
                        softmax_operators)
-from .ir import Dim, Graph, Operand, OpKind, Operator
+from .ir import Dim, Graph, Operand, OpKind, Operator, Storage
 
 ROUTING_FORMS = ("uniform", "zipf:<s>", "loads:<l0>,<l1>,...")
 _ROUTING_HELP = ("workload.routing must be 'uniform', 'zipf:<s>' (s >= 0: expert e has popularity (e+1)^-s) "
@@ -336,8 +362,145 @@ def router_dependencies(graph: Graph) -> dict[int, tuple[int, ...]]:
     return deps
 
 
+# ---------------------------------------------------------------- speculative preloads
+
+
+@dataclass(frozen=True)
+class RoutedLayer:
+    """The routed-expert operators of one MoE layer: `router` = index of the operator
+    producing their routing decision, `ops` their indices; `n_experts` (E), `top_k` (k),
+    `tokens` (n) and `groups` (G, the expert dim X of the operators)."""
+
+    router: int
+    ops: tuple[int, ...]
+    n_experts: int
+    top_k: int
+    tokens: int
+    groups: int
+
+
+def routed_layers(graph: Graph) -> list[RoutedLayer]:
+    """The graph's MoE layers, in program order, read from its routed operators: E is the
+    expert dim X of the routing decision, n the product of its other dims, G the X of the
+    routed operators and k = G x C / n (their C token slots)."""
+    producers = graph.producers()
+    layers: dict[str, list[int]] = {}
+    for i, op in enumerate(graph.ops):
+        if op.routed_by is not None and op.hbm_elements:
+            layers.setdefault(op.routed_by, []).append(i)
+    found = []
+    for tensor, ops in layers.items():
+        router = max(producers.get(tensor, ()), default=None)
+        if router is None:
+            raise ValueError(f"operator {graph.ops[ops[0]].name!r}: routed_by {tensor!r} is produced by no operator")
+        select = {d.name: d.length for d in graph.ops[router].dims}
+        dims = [{d.name: d.length for d in graph.ops[i].dims} for i in ops]
+        if "X" not in select or any("X" not in d or "C" not in d for d in dims):
+            raise ValueError(f"routed operators of {tensor!r} do not have the expert dims X and C of "
+                             "elkopt.graph.moe; speculative preloads need them")
+        tokens = math.prod(v for d, v in select.items() if d != "X")
+        groups = dims[0]["X"]
+        found.append(RoutedLayer(router, tuple(ops), select["X"], groups * dims[0]["C"] // tokens, tokens, groups))
+    return sorted(found, key=lambda layer: layer.router)
+
+
+def likeliest_order(routing: Routing | str | None, n_experts: int, top_k: int) -> list[float]:
+    """Inclusion probabilities pi_e sorted from the likeliest expert down (ties in expert
+    order): the order in which speculation preloads them."""
+    return sorted(inclusion_probabilities(parse_routing(routing), n_experts, top_k), reverse=True)
+
+
+def missed_experts(routing: Routing | str | None, n_experts: int, top_k: int, tokens: int, preloaded: int) -> float:
+    """Expected experts read after the router when the `preloaded` likeliest were preloaded:
+    ``sum over the other experts of 1 - (1 - pi_e)^tokens``; uniform
+    ``(E - m)(1 - (1 - k/E)^n)``; 0 preloaded gives `expected_experts`."""
+    pis = likeliest_order(routing, n_experts, top_k)
+    return sum(1 - (1 - p) ** tokens for p in pis[preloaded:])
+
+
+def max_speculation(layer: RoutedLayer) -> int:
+    """The largest m `speculate` can represent: E when G = E, else G - 1 (module doc)."""
+    return layer.n_experts if layer.groups == layer.n_experts else layer.groups - 1
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """What `speculate` did: `experts` preloaded before the router per MoE layer (the
+    largest over layers), `experts_read` the expected experts read per layer (preloaded +
+    missed, summed over layers and divided by `layers`), `waiting` whether any load still
+    waits for a router."""
+
+    experts: int
+    layers: int
+    experts_read: float
+    waiting: bool
+
+
+def speculate(graph: Graph, experts: int, routing: Routing | str | None = None) -> tuple[Graph, Speculation]:
+    """The graph whose MoE layers preload the `experts` likeliest experts before their
+    router (module doc), capped per layer at `max_speculation`; 0 returns the graph as it
+    is. ValueError when the graph's expected experts do not match `routing` (the routing
+    the graph was built with must be given)."""
+    if experts < 0:
+        raise ValueError(f"planning.moe_preload: cannot preload {experts} experts; give a count >= 0")
+    layers = routed_layers(graph)
+    if not layers:
+        return graph, Speculation(0, 0, 0.0, False)
+    ops = list(graph.ops)
+    replaced: dict[int, tuple[Operator, ...]] = {}
+    most, read, waiting = 0, 0.0, False
+    for layer in layers:
+        e, k, n, g = layer.n_experts, layer.top_k, layer.tokens, layer.groups
+        expected = expected_experts(routing, e, k, n)
+        built = graph.ops[layer.ops[0]].load_factor * g
+        if not math.isclose(built, expected, rel_tol=1e-9):
+            raise ValueError(f"the graph's MoE layer reads {built:.6g} experts per step, routing "
+                             f"{parse_routing(routing).describe()!r} gives {expected:.6g}: pass the routing the "
+                             "graph was built with (workload.routing)")
+        m = min(experts, max_speculation(layer))
+        most = max(most, m)
+        missed = missed_experts(routing, e, k, n, m)
+        read += m + missed
+        waiting = waiting or m < e
+        if m == 0:
+            continue
+        for i in layer.ops:
+            op = ops[i]
+            if m == e:  # G = E: every expert preloaded, nothing left to wait for
+                replaced[i] = (replace(op, load_factor=1.0, routed_by=None),)
+            else:
+                replaced[i] = _speculative_parts(op, m, missed)
+    new_ops = [part for i, op in enumerate(ops) for part in replaced.get(i, (op,))]
+    spec = replace(graph, ops=tuple(new_ops)) if replaced else graph
+    return spec, Speculation(most, len(layers), read / len(layers), waiting)
+
+
+def _speculative_parts(op: Operator, preloaded: int, missed: float) -> tuple[Operator, Operator]:
+    """`op` over G expert groups as its parts over the first `preloaded` groups (whole
+    experts, no wait) and the other G - preloaded (reading `missed` experts' bytes, after
+    the router)."""
+    groups = next(d.length for d in op.dims if d.name == "X")
+    parts = []
+    for index, (suffix, length) in enumerate((("speculative", preloaded), ("missed", groups - preloaded))):
+        dims = tuple(Dim("X", length) if d.name == "X" else d for d in op.dims)
+        inputs = tuple(Operand(f"{x.tensor}.{suffix}", x.dims, x.storage) if x.storage == Storage.HBM else x
+                       for x in op.inputs)
+        # a miss-free layer (loads routing with unused experts) still needs a factor > 0: it rounds to 0 bytes
+        factor = 1.0 if index == 0 else max(missed, 1e-12) / length
+        parts.append(replace(op, name=f"{op.name}.{suffix}", dims=dims, inputs=inputs, part=(index, 2),
+                             load_factor=factor, routed_by=None if index == 0 else op.routed_by))
+    return parts[0], parts[1]
+
+
 __all__ = [
     "ROUTING_FORMS",
+    "RoutedLayer",
+    "routed_layers",
+    "likeliest_order",
+    "missed_experts",
+    "max_speculation",
+    "Speculation",
+    "speculate",
     "Routing",
     "parse_routing",
     "inclusion_probabilities",

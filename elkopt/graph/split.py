@@ -71,7 +71,8 @@ HBM bound, in 10; 20 or 40 copies gain nothing more). Copies whose tensors alone
 chip's SRAM are known to have no plan without enumerating any (`operand_bytes`). And an
 operator that fits in no plan whole and in no plan as any of those copies gets as many
 copies as it needs: the fewest with a plan, found by doubling and bisection
-(`fewest_copies_with_plan`). Operators within `max_copies x fraction` are weighed exactly
+(`fewest_copies_with_plan`). An operator whose on-chip tensors alone exceed the SRAM (`on_chip_bytes`)
+is not cut at all: cutting streams HBM data, and its copies would slice tensors held whole. Operators within `max_copies x fraction` are weighed exactly
 as before. The chosen counts are in `CandidateChoice.label` (metrics.json
 `stats.split_choices`, "(streamed)" beyond max_copies) and `SplitReport.max_copies`.
 
@@ -271,6 +272,15 @@ def operand_bytes(op: Operator, elem_bytes: int) -> int:
     all on chip while it runs, so an operator whose `operand_bytes` exceed the chip's SRAM
     fits in no plan."""
     tensors = {x.tensor: op.elements(x) for x in op.operands}
+    return sum(tensors.values()) * elem_bytes
+
+
+def on_chip_bytes(op: Operator, elem_bytes: int) -> int:
+    """Bytes of `op`'s on-chip tensors (its output and its inputs not in HBM, each once).
+    Cutting an operator streams its HBM data, not these: its copies slice tensors that are
+    on chip whole (produced before it, or read whole after it), so an operator whose
+    on-chip tensors exceed the chip's SRAM has no plan in any number of copies."""
+    tensors = {x.tensor: op.elements(x) for x in op.operands if x.storage != Storage.HBM}
     return sum(tensors.values()) * elem_bytes
 
 
@@ -486,13 +496,15 @@ def choose_cuts(
         if not must and first.hbm_bytes(graph.elem_bytes) <= limit:
             continue
         options: list[tuple[Cut | None, float]] = [(None, whole)] if not must else []
+        if on_chip_bytes(first, graph.elem_bytes) > total_sram_bytes:
+            continue  # its on-chip tensors alone overflow the SRAM: no copies help (planning names it)
         counts = copy_counts(first.hbm_bytes(graph.elem_bytes), limit, max_copies)
         for copies in counts:
             cheapest = cheapest_cut(first, copies, cost)
             if cheapest is not None:
                 options.append(((cheapest[0], copies), cheapest[1]))
-        if must and not options:  # as many copies as it needs
-            needed = fewest_copies_with_plan(first, max(counts) + 1, cost)
+        if must and not options:
+            needed = fewest_copies_with_plan(first, max(counts) + 1, cost)  # as many copies as it needs
             if needed is not None:
                 options.append(needed)
         if len(options) > (0 if must else 1):

@@ -13,7 +13,9 @@
   fastest executions).
 
 Every schedule here carries the graph's HBM writes (`Graph.stores`, per op
-`OpSchedule.write_bytes`); the timeline queues them on the HBM channel.
+`OpSchedule.write_bytes`); the timeline queues them on the HBM channel. Routed-expert
+loads wait for their router (`OpSchedule.load_after`, `elkopt.graph.moe`), Ideal's too:
+the relaxation lifts contention and memory limits, not causality.
 
 Basic and Static try both preload layouts (the smallest, and the executing
 layout itself) and keep the faster, as the published baselines do.
@@ -28,6 +30,7 @@ import numpy as np
 
 from elkopt.chip import Chip
 from elkopt.graph.ir import Graph
+from elkopt.graph.moe import router_dependencies
 from elkopt.plans.table import PlanTable, TableSet
 from elkopt.progress import Ticker
 from elkopt.schedule.schedule import PROLOGUE, OpSchedule, Schedule
@@ -80,6 +83,7 @@ def _schedule(
 ) -> Schedule:
     ops = []
     written = graph.write_bytes_per_op()
+    routers = router_dependencies(graph)
     for i, op in enumerate(graph.ops):
         ops.append(
             OpSchedule(
@@ -88,6 +92,7 @@ def _schedule(
                 preload_window=int(windows[i]),
                 hbm_bytes=op.hbm_bytes(graph.elem_bytes),
                 write_bytes=written[i],
+                load_after=routers.get(i, ()),
             )
         )
     order = tuple(i for i, o in enumerate(ops) if o.has_load)

@@ -7,7 +7,7 @@ recomputed from the schedule, the chip and the raw interval arrays (cycles).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from elkopt.chip import Chip
 from elkopt.schedule.schedule import PROLOGUE, Schedule
@@ -23,6 +23,7 @@ CHECKS = (
     "operators run in program order, each after the operators whose outputs it reads, "
     "for at least its plan's cycles",
     "every load lasts at least its HBM and interconnect time and ends before its operator starts",
+    "every routed-expert load starts after its router has run (speculative preloads are operators of their own)",
     "every HBM write starts after its operator ends and lasts at least its HBM and interconnect time; "
     "HBM loads and writes never overlap",
     "hot footprints of running operators and cold footprints of waiting loads never exceed "
@@ -35,11 +36,15 @@ def check_schedule(
     chip: Chip,
     dependencies: Sequence[Sequence[int]],
     timeline: Timeline | None = None,
+    routers: Mapping[int, Sequence[int]] | None = None,
 ) -> list[str]:
     """All rule violations of `schedule` (empty list = valid).
 
     dependencies[i]: the ops whose outputs op i reads. Without a `timeline`
     one is computed; if that fails, its error is reported as a violation.
+    routers[j]: the ops whose routing decision op j's load waits for, taken
+    from the graph (`elkopt.graph.moe.router_dependencies`), not from the
+    schedule's `load_after`; None or {} for a graph without routed experts.
     """
     n = len(schedule.ops)
     problems = _check_structure(schedule, chip)
@@ -55,6 +60,7 @@ def check_schedule(
     tolerance = 1e-9 * max(1.0, float(abs(timeline.exec_end).max()) if n else 1.0)
     problems += _check_execution(schedule, dependencies, timeline, tolerance)
     problems += _check_loads(schedule, chip, timeline, tolerance)
+    problems += _check_router_waits(schedule, routers or {}, timeline, tolerance)
     problems += _check_writes(schedule, chip, timeline, tolerance)
     problems += _check_sram(schedule, chip, timeline)
     return problems
@@ -65,9 +71,10 @@ def assert_valid(
     chip: Chip,
     dependencies: Sequence[Sequence[int]],
     timeline: Timeline | None = None,
+    routers: Mapping[int, Sequence[int]] | None = None,
 ) -> None:
     """Raise ScheduleError listing every violation, if there is any."""
-    problems = check_schedule(schedule, chip, dependencies, timeline)
+    problems = check_schedule(schedule, chip, dependencies, timeline, routers)
     if problems:
         listing = "\n  ".join(problems)
         raise ScheduleError(f"invalid schedule ({len(problems)} violations):\n  {listing}")
@@ -196,6 +203,24 @@ def _check_loads(schedule: Schedule, chip: Chip, timeline: Timeline, tolerance: 
                 f"preload_order (op {previous}) ends at cycle {float(load_end[previous])}"
             )
         previous = j
+    return problems
+
+
+def _check_router_waits(schedule: Schedule, routers: Mapping[int, Sequence[int]], timeline: Timeline,
+                        tolerance: float) -> list[str]:
+    """A routed-expert load reads the experts its router chose: it cannot start before
+    that router ends."""
+    problems = []
+    for j, producers in sorted(routers.items()):
+        if not 0 <= j < len(schedule.ops) or not schedule.ops[j].has_load:
+            continue
+        ls = float(timeline.load_start[j])
+        for r in producers:
+            if not 0 <= r < len(schedule.ops):
+                problems.append(f"op {j}: routed by op {r}, which does not exist")
+            elif not ls >= float(timeline.exec_end[r]) - tolerance:
+                problems.append(f"op {j}: routed-expert load starts at cycle {ls} before its router, op {r}, "
+                                f"ends at cycle {float(timeline.exec_end[r])} (preload speculatively instead)")
     return problems
 
 

@@ -23,6 +23,9 @@ class OpSchedule:
     hbm_bytes: the operator's unique HBM bytes (0 if it has none).
     write_bytes: bytes written to HBM once the operator ends (`Graph.stores`:
         the KV cache of a prefill step; 0 for most operators).
+    load_after: operators whose end the load waits for (besides its window):
+        the router of a routed-expert operator (`elkopt.graph.moe`), whose
+        decision says which experts to read; () for every other operator.
     """
 
     op: int
@@ -30,6 +33,7 @@ class OpSchedule:
     preload_window: int
     hbm_bytes: int
     write_bytes: int = 0
+    load_after: tuple[int, ...] = ()
 
     @property
     def has_load(self) -> bool:

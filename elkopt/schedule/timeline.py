@@ -12,6 +12,12 @@ order:
   ``max(end of load k-1, exec start of its preload_window op)`` (0 for PROLOGUE;
   the end of the previous op when the window is the op itself: a load that
   overlaps no execution).
+- A routed-expert load (`OpSchedule.load_after`: its router, `elkopt.graph.moe`)
+  also starts no earlier than the end of those operators: which experts to
+  read is known once the router has run. While it waits, the loads behind it
+  in preload_order wait too (one queue). A schedule that preloads experts
+  speculatively has them in operators without `load_after`
+  (`elkopt.graph.moe.speculate`).
 - Op i starts at ``max(end of op i-1, end of its own load)`` and lasts
   ``option.total_cycles + stall_i``.
 - Interconnect stall: a load in flight occupies the interconnect at rate
@@ -35,7 +41,8 @@ order:
   from the operators it overlaps (the stall rule above counts it). No
   calibration factor applies to writes.
 
-A load depends only on operator *starts*, and a load issued during op w starts
+A load depends only on operator *starts* (a routed-expert load also on its
+router's end, and routers come before their experts), and a load issued during op w starts
 no earlier than op w, so once start_i is fixed every load that can overlap
 op i's nominal interval is known. A load that waits (through preload_order) on
 an operator that itself waits on that load is a deadlock: `ScheduleError`.
@@ -347,6 +354,11 @@ def compute_timeline(
                 window_start = float(exec_start[window])
             else:
                 return
+            routers = ops[j].load_after
+            if routers:
+                if any(np.isnan(exec_end[r]) for r in routers):
+                    return  # the routing decision is not known yet
+                window_start = max(window_start, max(float(exec_end[r]) for r in routers))
             load_start[j] = max(last_load_end, window_start)
             load_end[j] = last_load_end = load_start[j] + load_duration[j]
             channel.append((load_start[j], load_end[j], noc_rate[j]))
@@ -363,6 +375,9 @@ def compute_timeline(
             blocker = order[next_load]
             window = ops[blocker].preload_window
             after = "itself" if window == i else f"(>= {i}), which cannot start before op {i}"
+            routers = [r for r in ops[blocker].load_after if r >= i]
+            if routers and window < i:
+                after = f"and waiting for its router, op {routers[0]} (>= {i}), which cannot run before op {i}"
             raise ScheduleError(
                 f"deadlock: op {i} waits for its load, which is queued in preload_order "
                 f"behind the load of op {blocker}, issued during op {window} {after}"

@@ -17,6 +17,11 @@ neither is in the analytic cost. The loop:
 4. simulate the new plan; stop when the simulated latency no longer improves by
    `min_gain` (or after `rounds` re-plans) and keep the fastest simulated plan.
 
+HBM writes (a prefill step's KV cache) are simulated with the rest, and they delay the
+loads queued behind them in the simulation, but they get no factor of their own: the
+analytic timeline applies none to writes (`elkopt.schedule.timeline`), so a load's factor
+measures its own duration only.
+
 A factor belongs to an operator, measured on the layout it had; a re-plan may choose
 another layout, for which the routed delivery cost changes exactly and the factor is an
 estimate that the next round measures.
@@ -96,9 +101,6 @@ def calibrate(
     that; False: relative to the analytic aggregate."""
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
-    if graph.stores:
-        raise ValueError(f"sim.calibrate_rounds: the network simulator routes HBM loads only, and {graph.name} "
-                         f"writes {graph.hbm_bytes_written:,} B to HBM (its KV cache); set simulate=false")
     say = progress or (lambda _message: None)
     begin = time.perf_counter()
     options = options or PlanningOptions()

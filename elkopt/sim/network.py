@@ -172,6 +172,26 @@ class Network:
             return route + self._between_chips(chip, self.chip_of(dst)) + [self.cores + dst]
         return route + self._grid_route(int(self.controller_core[c]), dst)
 
+    def route_to_controller(self, src: int, c: int, port: bool = True) -> list[int]:
+        """Links from core `src` to controller `c` and into HBM (an HBM write's data), the
+        reverse direction of `controller_route`: on a mesh or torus, dimension-order routing
+        from `src` to the controller's core, then its link back out to the controller; on
+        all-to-all, the injection link of `src` (the switch hands the data to the controller,
+        as it takes a load's data from it, on no link of its own) and the gateways between
+        chips, if any; then the controller's port (unless `port` is False)."""
+        if not 0 <= c < self.n_controllers:
+            raise ValueError(f"controller {c} is not in 0..{self.n_controllers - 1}")
+        self._check_core(src)
+        if self.topology is Topology.ALL_TO_ALL:
+            chip = c * self.n_chips // self.n_controllers
+            route = [src, *self._between_chips(self.chip_of(src), chip)]
+        else:  # per controller: its port, its link in, its link out (`grid`)
+            out = int(self.controller_link[c]) + self.n_controllers
+            if self.link_src[out] != self.controller_core[c] or self.link_dst[out] != self.controller_node(c):
+                raise ValueError(f"network: link {out} is not core {self.controller_core[c]} -> controller {c}")
+            route = [*self._grid_route(src, int(self.controller_core[c])), out]
+        return route + ([int(self.controller_port[c])] if port else [])
+
     def nearest_controller(self, core: int) -> int:
         """The controller with the fewest grid hops to `core` (ties: the lowest id) among
         those of the core's chip (all of them if its chip has none); on all-to-all, the

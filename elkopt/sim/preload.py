@@ -12,8 +12,13 @@ them). Two kinds of flows, running at the same time (HBM and delivery are pipeli
   core's ejection link; on a mesh or torus every replica is routed hop by hop from the
   controller's link into the grid (dimension-order routing, no multicast trees).
 
-The load lasts until the last flow ends. A plan on n cores uses logical cores 0..n-1,
-placed on the grid by `Network.placement` (serpentine rows).
+The load lasts until the last flow ends. An HBM write (`LoadRoutes.write_flows`) is the
+same in reverse: per core of the writing operator a flow of its share of the bytes to its
+nearest controller (dimension-order routing from the core on a mesh or torus, its
+injection link on all-to-all), and the port flows of the controllers into HBM.
+
+A plan on n cores uses logical cores 0..n-1, placed on the grid by `Network.placement`
+(serpentine rows).
 """
 
 from __future__ import annotations
@@ -28,24 +33,37 @@ from elkopt.sim.network import Network
 
 
 class LoadRoutes:
-    """Builds loads' flows on one network; every core's delivery route is computed once."""
+    """Builds loads' and HBM writes' flows on one network; every core's delivery route (and
+    route to its controller) is computed once."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
         self._deliveries: tuple[np.ndarray, np.ndarray] | None = None  # CSR by physical core
+        self._collections: tuple[np.ndarray, np.ndarray] | None = None  # the same, for writes
 
     def flows(self, hbm_bytes: float, cores_used: int, cold_bytes: float,
               cores: np.ndarray | None = None) -> Flows:
         """Port flows (one per controller) then delivery flows (one per core used): to the
         physical `cores`, by default the first `cores_used` of `Network.placement`."""
+        return self._flows(self.deliveries(), hbm_bytes, cores_used, float(cold_bytes), cores)
+
+    def write_flows(self, write_bytes: float, cores_used: int, cores: np.ndarray | None = None) -> Flows:
+        """An HBM write of `write_bytes` from the physical `cores` (default as `flows`), each
+        sending `write_bytes / cores_used` bytes: port flows (one per controller, its share
+        of the bytes into HBM) then per core a flow to its nearest controller
+        (`Network.route_to_controller`, without the port), the reverse of a load."""
+        return self._flows(self.collections(), write_bytes, cores_used, write_bytes / cores_used, cores)
+
+    def _flows(self, routes: tuple[np.ndarray, np.ndarray], hbm_bytes: float, cores_used: int,
+               per_core: float, cores: np.ndarray | None) -> Flows:
         net = self.network
         if not 1 <= cores_used <= net.cores:
             raise ValueError(f"cores_used must be in 1..{net.cores}, got {cores_used}")
         if cores is None:
             cores = net.placement[:cores_used]
         if len(cores) != cores_used:
-            raise ValueError(f"{len(cores)} cores given for a load to {cores_used}")
-        ptr, links = self.deliveries()
+            raise ValueError(f"{len(cores)} cores given for a transfer with {cores_used}")
+        ptr, links = routes
         start, length = ptr[cores], ptr[np.asarray(cores) + 1] - ptr[cores]
         offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
         # entries start[i] .. start[i] + length[i] of every chosen core, in order
@@ -54,10 +72,9 @@ class LoadRoutes:
         return Flows(
             np.concatenate([np.arange(k), k + offsets]).astype(np.int64),
             np.concatenate([np.asarray(net.controller_port, dtype=np.int64), gathered]),
-            np.concatenate([np.full(k, hbm_bytes / k), np.full(cores_used, float(cold_bytes))]),
+            np.concatenate([np.full(k, hbm_bytes / k), np.full(cores_used, per_core)]),
             np.zeros(k + cores_used),
         )
-
 
     def deliveries(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR (ptr, links) of every physical core's delivery route, built once."""
@@ -70,6 +87,15 @@ class LoadRoutes:
                           for c in range(net.cores)]
             self._deliveries = csr(routes)
         return self._deliveries
+
+    def collections(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (ptr, links) of every physical core's route to its nearest controller (an
+        HBM write's data; all-to-all: the core's injection link), built once."""
+        if self._collections is None:
+            net = self.network
+            self._collections = csr([net.route_to_controller(c, net.nearest_controller(c), port=False)
+                                     for c in range(net.cores)])
+        return self._collections
 
     def link_loads(self) -> np.ndarray:
         """Entry n-1: of the deliveries of one load to the first n cores of

@@ -175,10 +175,14 @@ TRACE_PID = 2
 def trace_events(run: SimulatedRun, schedule: Schedule, network: Network, chip: Chip,
                  op_names: list[str]) -> list[dict]:
     """Chrome trace events of the simulated run, as a process of its own: lanes
-    "execute", "exchange" and "HBM load" in simulated time, counters of core-link and HBM
+    "execute", "exchange", "HBM load" and (when the step writes to HBM) "HBM write" in
+    simulated time, counters of core-link and HBM
     port utilisation per time bin, and SRAM per core per core class."""
     us = 1e6 / chip.clock_hz
     lanes = {"execute": 1, "exchange": 2, "HBM load": 3}
+    written = ~np.isnan(run.write_end)
+    if written.any():
+        lanes["HBM write"] = 4
     events: list[dict] = [{"ph": "M", "pid": TRACE_PID, "name": "process_name",
                            "args": {"name": f"{chip.name}, simulated ({network.topology})"}}]
     for lane, tid in lanes.items():
@@ -198,6 +202,9 @@ def trace_events(run: SimulatedRun, schedule: Schedule, network: Network, chip: 
         if op.has_load and not np.isnan(run.load_end[i]):
             span("HBM load", op_names[i], run.load_start[i], run.load_end[i],
                  {"op": i, "hbm_bytes": op.hbm_bytes, "cold_bytes": op.option.cold_bytes})
+        if written[i]:
+            span("HBM write", op_names[i], run.write_start[i], run.write_end[i],
+                 {"op": i, "write_bytes": op.write_bytes, "bytes_per_core": op.write_bytes / op.option.cores_used})
     per_bin = bin_utilisation(run, network)
     core_links = per_bin[:, : network.n_core_links]
     used = link_utilisation(run, network)[: core_links.shape[1]] > 0

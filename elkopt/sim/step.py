@@ -15,10 +15,21 @@ kept; the times are the simulator's own, event to event:
   cycles, so an operator with nothing in flight takes its `total_cycles`, as in the
   analytic timeline.
 - Loads are issued one after another in `preload_order`, each once the previous one has
-  arrived and its window operator has started (`Schedule`). A load is two phases that
+  arrived and its window operator has started (`Schedule`; a routed-expert load,
+  `OpSchedule.load_after`, also once its routers have ended). A load is two phases that
   run at the same time and end when both have: its HBM reads (the controller ports'
   flows of `elkopt.sim.preload`) and its deliveries (one route per core it fills); the
   last bytes read still cross the longest delivery route.
+- HBM writes (`OpSchedule.write_bytes`, a prefill step's KV cache) share the one HBM
+  queue with the loads, ordered as in the analytic timeline: the write of op i joins the
+  queue when op i ends, behind the loads whose windows have opened by then, and ahead of
+  every load that becomes ready later (those wait for it to end). A write is a load in
+  reverse, two phases at the same time: its collections (each of op i's cores sends
+  `write_bytes / cores_used` bytes to its nearest controller, `LoadRoutes.write_flows`)
+  and its HBM writes through the controller ports (which carry reads and writes alike);
+  the last bytes written still cross the longest collection route. A write after the
+  last operator still runs (its bytes count in `link_bytes`), but the step's latency is
+  the end of the last operator, as in the analytic timeline.
 
 A *phase* is data that moves as one: all its flows progress at the same fraction of
 their bytes, so it ends when its busiest link has carried its share, and alone it takes
@@ -38,6 +49,7 @@ utilisation pictures; ring and delivery routes are built once per network and re
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,9 +66,16 @@ from elkopt.sim.network import Network, network_from_chip
 from elkopt.sim.preload import load_routes
 
 
+#: The phases of an HBM transfer: (its HBM port phase, its network phase).
+_KINDS = {"load": ("hbm", "delivery"), "write": ("write hbm", "collection")}
+
+
 @dataclass(frozen=True, eq=False)
 class SimulatedRun:
-    """When every operator and load ran in the simulation (cycles)."""
+    """When every operator, load and HBM write ran in the simulation (cycles).
+
+    write_start/write_end: the HBM write after each op (nan for ops without one, and in
+    runs made without them)."""
 
     exec_start: np.ndarray
     exec_end: np.ndarray
@@ -67,6 +86,13 @@ class SimulatedRun:
     events: int
     link_bins: np.ndarray  # (bins, links) bytes each link carried in each time bin
     bin_cycles: float  # width of a time bin; bin k covers [k, k + 1) * bin_cycles
+    write_start: np.ndarray | None = None
+    write_end: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("write_start", "write_end"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(len(self.exec_start), np.nan))
 
     @property
     def latency_cycles(self) -> float:
@@ -99,7 +125,8 @@ class _LinkBins:
 
 
 class _Phase:
-    """Data that moves as one (an op's exchange; a load's HBM reads; a load's deliveries):
+    """Data that moves as one (an op's exchange; a load's HBM reads; a load's deliveries;
+    a write's collections to the controllers; a write's HBM writes):
     the bytes it puts on each of its links, and the fraction of them still to move."""
 
     _serials = itertools.count()
@@ -151,10 +178,6 @@ def simulate_schedule(
     """
     if bins < 2 or bins % 2:
         raise ValueError(f"bins must be an even number >= 2, got {bins}")
-    written = sum(op.write_bytes for op in schedule.ops)
-    if written:
-        raise ValueError(f"the network simulator routes HBM loads only; this {schedule.scheduler or 'schedule'} "
-                         f"plan writes {written:,} B to HBM (a prefill step's KV cache): simulate=false")
     if mapping == "dims" and (shapes is None or len(shapes) != len(schedule.ops)):
         raise ValueError("mapping 'dims' needs one operator shape per scheduled op")
     net = network or network_from_chip(chip)
@@ -176,6 +199,8 @@ def simulate_schedule(
     exchange_start = np.full(n, np.nan)
     load_start = np.full(n, np.nan)
     load_end = np.full(n, np.nan)
+    write_start = np.full(n, np.nan)
+    write_end = np.full(n, np.nan)
     link_bytes = np.zeros(net.n_links)
     record = _LinkBins(net.n_links, bins, sum(op.option.total_cycles for op in ops))
     order = list(schedule.preload_order)
@@ -183,7 +208,8 @@ def simulate_schedule(
     t, events, next_op, next_load = 0.0, 0, 0, 0
     running: int | None = None  # the op computing or exchanging
     compute_end = np.inf
-    load_in_flight: int | None = None
+    queue: collections.deque[tuple[str, int]] = collections.deque()  # HBM transfers ready, in order
+    in_flight: tuple[str, int] | None = None  # ("load" or "write", op)
     rated: tuple = ()  # the phases the current rates were computed for
     rate = np.zeros(0)
 
@@ -195,26 +221,47 @@ def simulate_schedule(
             return not np.isnan(exec_end[j - 1])
         return not np.isnan(exec_start[w])
 
-    def issue_loads() -> None:
-        nonlocal next_load, load_in_flight
-        while load_in_flight is None and next_load < len(order) and window_open(order[next_load]):
-            j = order[next_load]
-            option = ops[j].option
-            flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes, placement(j).cores)
-            load_start[j] = t
+    def enqueue_loads() -> None:
+        """Queue, in preload_order, the loads whose windows (and routers) let them go."""
+        nonlocal next_load
+        while next_load < len(order) and window_open(order[next_load]) and all(
+                not np.isnan(exec_end[r]) for r in ops[order[next_load]].load_after):
+            queue.append(("load", order[next_load]))
             next_load += 1
+
+    def op_ended(i: int) -> None:
+        """Op i has ended: the loads it lets go queue first, then its write (module docs)."""
+        enqueue_loads()
+        if ops[i].write_bytes > 0:
+            queue.append(("write", i))
+
+    def issue_transfers() -> None:
+        """Start the HBM transfers (loads and writes) at the head of the queue, one at a time."""
+        nonlocal in_flight
+        enqueue_loads()
+        while in_flight is None and queue:
+            kind, j = queue.popleft()
+            option = ops[j].option
+            if kind == "load":
+                flows = loads.flows(ops[j].hbm_bytes, option.cores_used, option.cold_bytes, placement(j).cores)
+                load_start[j] = t
+            else:
+                flows = loads.write_flows(ops[j].write_bytes, option.cores_used, placement(j).cores)
+                write_start[j] = t
             ports = Flows(flows.ptr[:k + 1], flows.links[:k], flows.size[:k], flows.release[:k])
-            deliveries = Flows(flows.ptr[k:] - flows.ptr[k], flows.links[flows.ptr[k]:], flows.size[k:],
-                               flows.release[k:])
-            delivery = _phase_of("delivery", j, deliveries, net)
-            # the last bytes read still have to be delivered: the reads carry that latency too
-            started = [_Phase("hbm", j, *_per_link(ports), bandwidth, delivery.tail), delivery]
+            routed = Flows(flows.ptr[k:] - flows.ptr[k], flows.links[flows.ptr[k]:], flows.size[k:],
+                           flows.release[k:])
+            network_phase = _phase_of(_KINDS[kind][1], j, routed, net)
+            # the last bytes read still have to be delivered (the last bytes written, to reach
+            # their controller): the HBM phase carries that latency too
+            started = [_Phase(_KINDS[kind][0], j, *_per_link(ports), bandwidth, network_phase.tail),
+                       network_phase]
             started = [phase for phase in started if phase.left > 0]
             if not started:
-                load_end[j] = t
+                (load_end if kind == "load" else write_end)[j] = t
                 continue
             phases.extend(started)
-            load_in_flight = j
+            in_flight = (kind, j)
 
     def start_ops() -> None:
         nonlocal running, next_op, compute_end
@@ -228,10 +275,10 @@ def simulate_schedule(
             running, next_op = i, i + 1
 
     ticker = Ticker(progress, "simulation: operators started", n)
-    while next_op < n or running is not None:
-        issue_loads()
+    while next_op < n or running is not None or in_flight is not None or queue:
+        issue_transfers()
         start_ops()
-        issue_loads()  # the new op may open a window
+        issue_transfers()  # the new op may open a window
         if running is not None and compute_end <= t:  # compute done: exchange, or end
             option = ops[running].option
             exchange = option.exchange_cycles + option.distribution_cycles
@@ -244,6 +291,7 @@ def simulate_schedule(
             else:
                 t += exchange
                 exec_end[running] = t
+                op_ended(running)
                 running = None
             continue
         if not phases and compute_end == np.inf:
@@ -281,16 +329,18 @@ def simulate_schedule(
                 still.append(p)
             elif p.kind == "exchange":
                 exec_end[p.op] = t
+                op_ended(p.op)
                 running = None
         phases = still
-        if load_in_flight is not None and not any(p.op == load_in_flight and p.kind != "exchange"
-                                                  for p in phases):
-            load_end[load_in_flight] = t
-            load_in_flight = None
+        if in_flight is not None:
+            kind, j = in_flight
+            if not any(p.op == j and p.kind in _KINDS[kind] for p in phases):
+                (load_end if kind == "load" else write_end)[j] = t
+                in_flight = None
         ticker.update(next_op)
     ticker.finish()
     return SimulatedRun(exec_start, exec_end, exchange_start, load_start, load_end, link_bytes, events,
-                        record.data, record.width)
+                        record.data, record.width, write_start, write_end)
 
 
 def _phase_rates(phases: list[_Phase], bandwidth: np.ndarray, exchange_first: bool) -> np.ndarray:
