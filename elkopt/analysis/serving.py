@@ -199,12 +199,7 @@ def plot_moe(table: pd.DataFrame, axes: tuple[Axes, Axes] | None = None) -> tupl
     experts.set_ylabel("distinct experts loaded per layer")
     experts.set_title("routed experts read from HBM")
     experts.set_ylim(bottom=0)
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch")
-        _plain_ticks(ax, "x")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+    _log2_x(axes, "batch")
     return per_token, experts
 
 
@@ -295,13 +290,18 @@ def plot_prefill(table: pd.DataFrame, axes: tuple[Axes, Axes] | None = None) -> 
     traffic.set_ylabel("HBM traffic (GB)")
     traffic.set_title("HBM bytes per prompt")
     traffic.set_ylim(bottom=0)
+    _log2_x(axes, "chunk (tokens per step)")
+    return ttft, traffic
+
+
+def _log2_x(axes, xlabel: str) -> None:
+    """A base-2 log x axis with plain tick labels, a grid and a legend on every panel."""
     for ax in axes:
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("chunk (tokens per step)")
+        ax.set_xlabel(xlabel)
         _plain_ticks(ax, "x")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    return ttft, traffic
 
 
 __all__ = ["MOE_OPTIONAL", "chunk_steps", "hbm_bound_from", "load_or_none", "long_context_table", "moe_table",
