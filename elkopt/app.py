@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import elkopt
-from elkopt.analysis.bound import bound_metrics, format_bound_table, scheduled_operators
+from elkopt.analysis.bound import bound_metrics, format_bound_table, named_kv_cache, scheduled_operators
 from elkopt.chip import PUBLISHED_TB_PER_S, REFERENCE_CORE_LINK_BYTES_PER_S, Chip, Topology
 from elkopt.config import (
     ModelConfig, RunConfig, SimConfig, Workload, WorkloadKind, to_chip, to_planning_options, to_plain_dict,
@@ -519,8 +519,8 @@ def published_ms(model: str | None, workload: Workload, chip: Chip) -> dict[str,
     return PUBLISHED_MS.get(model) if reference_setup else None
 
 
-#: Substrings of a tensor name that mark KV cache, then weights (`kv_cache_bytes`).
-KV_NAMES, WEIGHT_NAMES = ("cache", "past"), ("weight", "bias")
+#: Substrings of a tensor name that mark a weight (`kv_cache_bytes`; KV cache: `named_kv_cache`).
+WEIGHT_NAMES = ("weight", "bias")
 
 
 def kv_cache_bytes(graph: Graph) -> int:
@@ -540,10 +540,9 @@ def kv_cache_bytes(graph: Graph) -> int:
         for i, x in enumerate(op.inputs):
             if x.storage is not Storage.HBM:
                 continue
-            name = x.tensor.lower()
-            if any(word in name for word in KV_NAMES):
+            if named_kv_cache(x.tensor):
                 kv = True
-            elif any(word in name for word in WEIGHT_NAMES) or op.kind is not OpKind.MATMUL or len(op.inputs) != 2:
+            elif any(word in x.tensor.lower() for word in WEIGHT_NAMES) or op.kind is not OpKind.MATMUL or len(op.inputs) != 2:
                 kv = False
             else:
                 other = op.inputs[1 - i]

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from elkopt.analysis.bound import sum_demand
 from elkopt.config import RunConfig, to_conventions, to_plain_dict, to_planning_options, to_workload
 from elkopt.report import write_json_atomic
 
@@ -124,7 +125,7 @@ def total_metrics(steps: list[dict[str, Any]], kv_lens: tuple[int, ...]) -> dict
     """metrics.json of the whole prompt from its steps' metrics (module doc): the last step's
     descriptive fields, SUMMED summed, LATENCY_WEIGHTED weighted by latency, peak SRAM the
     largest, numeric `stats` and every (nested) dict of `_ms` times (breakdown, bound,
-    demand, ... by part) summed per key, their DERIVED labels recomputed,
+    ... by part) summed per key, the demand by `elkopt.analysis.bound.sum_demand`,
     ttft_ms, pct_of_ideal and pct_of_lower_bound of the totals, and `chunks`."""
     from elkopt.app import percent_of
 
@@ -139,8 +140,9 @@ def total_metrics(steps: list[dict[str, Any]], kv_lens: tuple[int, ...]) -> dict
             sum(v * step["latency_ms"] for v, step in zip(values, steps)) / latency
     metrics["peak_sram_bytes"] = max(step["peak_sram_bytes"] for step in steps)
     for key, value in steps[-1].items():
-        if _is_times(value):  # the breakdown, the bound and demand, and by part
-            metrics[key] = _sum_times([step.get(key) or {} for step in steps], latency)
+        if _is_times(value):  # the breakdown, the critical-path bound, and by part
+            metrics[key] = _sum_times([step.get(key) or {} for step in steps])
+    metrics.update(sum_demand(steps))  # the resource demand, its bounds recomputed from the sums
     metrics["stats"] = _sum_numbers([step.get("stats") or {} for step in steps])
     metrics["solve"] = {}  # per step in the step folders' metrics.json
     metrics["peak_rss_mb"] = max(step.get("peak_rss_mb") or 0.0 for step in steps)
@@ -153,34 +155,18 @@ def total_metrics(steps: list[dict[str, Any]], kv_lens: tuple[int, ...]) -> dict
     return metrics
 
 
-#: Labels of a time section derived from its times: the largest one's cause, and its share
-#: of the latency (`elkopt.analysis.bound`: demand, demand_by_part).
-DERIVED = ("bound", "pct_of_latency")
-
-
 def _is_times(value: Any) -> bool:
-    """A non-empty dict of times (keys ending in `_ms`, and DERIVED labels), or of such dicts."""
+    """A non-empty dict of times (keys ending in `_ms`), or of such dicts."""
     return isinstance(value, dict) and bool(value) and all(
-        _is_times(v) if isinstance(v, dict) else key.endswith("_ms") or key in DERIVED for key, v in value.items())
+        _is_times(v) if isinstance(v, dict) else key.endswith("_ms") for key, v in value.items())
 
 
-def _sum_times(dicts: list[dict[str, Any]], latency_ms: float) -> dict[str, Any]:
-    """Per key (nested), the sum of the steps' times (a key missing in a step counts 0); a
-    DERIVED label recomputed from the sums: `bound` the cause with the most time,
-    `pct_of_latency` that time over `latency_ms` (the prompt's), in percent."""
+def _sum_times(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per key (nested), the sum of the steps' times (a key missing in a step counts 0)."""
     out: dict[str, Any] = {}
-    keys = list(dict.fromkeys(key for d in dicts for key in d))
-    for key in keys:
+    for key in dict.fromkeys(key for d in dicts for key in d):
         values = [d[key] for d in dicts if key in d]
-        if all(isinstance(v, dict) for v in values):
-            out[key] = _sum_times(values, latency_ms)
-        elif key.endswith("_ms"):
-            out[key] = sum(v or 0.0 for v in values)
-    times = {key[:-3]: value for key, value in out.items() if key.endswith("_ms")}
-    if "bound" in keys and times:
-        out["bound"] = max(times, key=times.get)
-    if "pct_of_latency" in keys and times:
-        out["pct_of_latency"] = 100.0 * max(times.values()) / latency_ms if latency_ms > 0 else None
+        out[key] = _sum_times(values) if all(isinstance(v, dict) for v in values) else sum(v or 0.0 for v in values)
     return out
 
 

@@ -137,9 +137,9 @@ def estimate_demand(timeline: Timeline) -> ResourceDemand:
 
 
 def bound_of(demand: dict[str, float]) -> str:
-    """The cause with the largest demand in `demand` ({cause: cycles or ms}); ties go to
-    the first in `CAUSES`."""
-    return max(CAUSES, key=lambda cause: (demand[cause], -CAUSES.index(cause)))
+    """The cause with the largest demand in `demand` ({cause: cycles or ms}, causes it
+    lacks left out); ties go to the first in `CAUSES`."""
+    return max((cause for cause in CAUSES if cause in demand), key=lambda cause: (demand[cause], -CAUSES.index(cause)))
 
 
 def attribute_bound(timeline: Timeline) -> BoundAttribution:
@@ -224,10 +224,15 @@ PART_ORDER = ("embedding", "norm", "projections", "attention", "kv_cache", "mlp"
               "modulation", "residual", "lm_head")
 
 
+def named_kv_cache(tensor: str) -> bool:
+    """Whether a tensor's name marks it as KV cache (contains one of `KV_NAMES`)."""
+    name = tensor.lower()
+    return any(word in name for word in KV_NAMES)
+
+
 def reads_kv_cache(op: Operator) -> bool:
     """Whether `op` reads KV cache from HBM (an HBM input named like a cache)."""
-    return any(x.storage is Storage.HBM and any(word in x.tensor.lower() for word in KV_NAMES)
-               for x in op.inputs)
+    return any(x.storage is Storage.HBM and named_kv_cache(x.tensor) for x in op.inputs)
 
 
 def step_part(op: Operator) -> str:
@@ -319,7 +324,8 @@ def sum_demand(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
 
     def summed(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        cycles = {cause: sum(row.get(f"{cause}_ms") or 0.0 for row in rows) for cause in CAUSES}
+        cycles = {cause: sum(row.get(f"{cause}_ms") or 0.0 for row in rows)
+                  for cause in CAUSES if any(f"{cause}_ms" in row for row in rows)}
         return {**{f"{cause}_ms": value for cause, value in cycles.items()}, "bound": bound_of(cycles)}
 
     parts = list(_ordered({part: None for step in steps for part in step.get("demand_by_part") or {}}))

@@ -499,8 +499,9 @@ def _row_positions(rows: np.ndarray, subset: np.ndarray) -> np.ndarray:
         a = np.ascontiguousarray(a, dtype=np.int64)
         return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
 
-    order = np.argsort(keys(rows), kind="stable")
-    return order[np.searchsorted(keys(rows)[order], keys(subset))]
+    row_keys = keys(rows)
+    order = np.argsort(row_keys, kind="stable")
+    return order[np.searchsorted(row_keys[order], keys(subset))]
 
 
 def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int,
