@@ -369,6 +369,13 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
 MODEL_FORMATS = ("einstein", "onnx")
 #: ONNX symbolic dims that stand for workload.batch unless model.placeholders says otherwise.
 ONNX_BATCH_DIMS = ("batch", "batch_size")
+#: ONNX symbolic dims of the cached tokens: workload.kv_len - 1 in a decode workload (the
+#: zoo's KV length counts the new token).
+ONNX_PAST_DIMS = ("past_sequence_length", "past_sequence", "past_seq_len")
+#: ONNX symbolic dims of the cached and new tokens (TorchScript's mask): workload.kv_len in decode.
+ONNX_TOTAL_DIMS = ("total_sequence_length", "total_sequence")
+#: ONNX symbolic dims of the new tokens: 1 in a decode workload, workload.seq_len otherwise.
+ONNX_SEQUENCE_DIMS = ("sequence_length", "sequence", "seq_len")
 
 
 def read_model_file(model: ModelConfig, workload: Workload, conventions: Conventions | None = None
@@ -425,19 +432,31 @@ def _read_einstein(model: ModelConfig, workload: Workload,
 
 
 def _read_onnx(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any, int]]:
-    """An ONNX file: its symbolic dims take model.placeholders (by name), `batch` and
-    `batch_size` defaulting to workload.batch."""
+    """An ONNX file: its symbolic dims take model.placeholders (by name; a free dim or an
+    expression dim such as ``past_sequence + 1``), where those leave a name undetermined the
+    workload's defaults (ONNX_BATCH_DIMS the batch; in a decode step ONNX_SEQUENCE_DIMS 1,
+    ONNX_PAST_DIMS the KV length - 1 and ONNX_TOTAL_DIMS the KV length, which counts the new
+    token as the zoo's does; ONNX_SEQUENCE_DIMS the sequence otherwise), and
+    expression dims are computed (`elkopt.graph.onnx_shapes.resolve_sizes`). Returns the
+    graph and every size used, computed ones included."""
     from elkopt.graph.onnx_graph import import_onnx, load_onnx, symbolic_dims
+    from elkopt.graph.onnx_shapes import free_dims, resolve_sizes
 
     proto = load_onnx(model.path)
-    dims = symbolic_dims(proto)
+    dims = list(dict.fromkeys([*symbolic_dims(proto), *free_dims(proto)]))
     for key, value in model.placeholders.items():
         _check_size(key, value)
         if key not in dims:
             raise ValueError(f"model.placeholders.{key}: {Path(model.path).name} has no symbolic dim {key!r} "
                              f"(its graph inputs have {', '.join(map(repr, dims)) or 'none'})")
-    values = {**{name: workload.batch for name in ONNX_BATCH_DIMS}, **model.placeholders}
-    sizes = {name: values[name] for name in dims if name in values}
+    decode = workload.kind is WorkloadKind.DECODE
+    # a decode step's KV length counts the new token, as the zoo's: past = kv_len - 1, total = kv_len
+    past = workload.tokens - 1 if decode and workload.tokens > 1 else None
+    defaults = {**{name: workload.batch for name in ONNX_BATCH_DIMS},  # taken in this order
+                **{name: 1 if decode else workload.tokens for name in ONNX_SEQUENCE_DIMS},
+                **{name: past for name in ONNX_PAST_DIMS if past is not None},
+                **{name: workload.tokens for name in ONNX_TOTAL_DIMS if decode}}
+    sizes = resolve_sizes(proto, dict(model.placeholders), defaults)
     return import_onnx(proto, Path(model.path).stem, workload.elem_bytes, sizes), sizes
 
 

@@ -56,7 +56,8 @@ class ModelConfig:
     numbers: 99 stands for workload.batch and 66 for the sequence (decode: KV) length
     unless set here (`+model.placeholders.99=16`; a number mapped to itself is left
     alone). In an ONNX model they are the graph inputs' symbolic dim names
-    (`+model.placeholders.seq=128`); `batch` and `batch_size` default to workload.batch.
+    (`+model.placeholders.seq=128`); the exporters' names have defaults from the workload
+    (batch, past, total and new tokens: `elkopt.app._read_onnx`).
 
     `decode_from_prefill` says how a decode workload reads an einstein dump with no KV
     cache input (a prefill graph, as the published LLM graphs are): `published` (the

@@ -46,29 +46,27 @@ How the imported graph differs from the zoo's (b32 KV 2048 on ipu_pod4, elkopt s
   HBM (the importer folds a Slice of an HBM initializer), as the zoo's `rope.cos` /
   `rope.sin`. (A Gather of the tables by position_ids would be one GATHER per table reading
   B x D once, not D per Mul; a static Slice is what matches the zoo.)
-- FLOPs are equal except Gemma2's: `Gelu` is one UNARY where the zoo writes
-  x * sigmoid(1.702 x) as Sigmoid + Multiply, so B x F fewer per layer (-3.0e-5 of the
-  whole model, -1.6e-5 with 2 layers). The decomposed RMSNorm has the zoo's 7 operators and
+- FLOPs are equal, Gemma2's too: `Gelu` is read as the zoo's x * sigmoid(1.702 x), Sigmoid
+  and Multiply (until issue 15 it was one UNARY, B x F fewer per layer). The decomposed
+  RMSNorm has the zoo's 7 operators and
   its FLOPs: ReduceMean carries no division (the importer's rule: "the mean's division is
   not a separate operator", -B), Div(1, sqrt) adds one (+B), and the zoo's B x H normalising
   Divide is a B x H Mul here. Cast, Reshape, Transpose, Unsqueeze, Expand, Identity, the
   Concat with the past and rotate_half's Concat fold away.
 - Operators: the zoo's, kind for kind (Llama2-13B 1928 both, OPT-30B 2269, Llama2-70B
-  3848), but Gemma2's Gelu, one operator where the zoo has two (2170 vs 2216, -1 per
-  layer). rotate_half's Concat(-x2, x1) of two computed tensors folds, as in the zoo: the
+  3848, Gemma2 2216). rotate_half's Concat(-x2, x1) of two computed tensors folds, as in the zoo: the
   sin Mul reads the Neg's tensor at [B, H, 1, D], and x1's Slice runs unread, as the
   zoo's `first_half`. (Before the importer folded it, it was two SLICE parts per rotary,
   +4 operators per layer and +1.6% latency on Llama2-13B.) Labels differ only where the
   decomposed RMSNorm is written as torch exports it (Power, ReduceMean, Div(1, x) for the
-  zoo's Multiply, Sum, Divide: same kinds and count); with `--norm onnx` only Gelu does.
+  zoo's Multiply, Sum, Divide: same kinds and count); with `--norm onnx` none do.
 - Latency: the zoo's to the last digit for Llama2-13B (all 40 layers: 6.950414 ms both;
   2 layers: 0.413105), OPT-30B (0.633953) and Llama2-70B (0.476594), with either norm,
   although the importer's dims differ (a projection is a Dot over (B0, M=1, N, K) where
   the zoo has (B, N, K); GQA scores are (B0, B1, B2, M=1, N=S, K=D) where the zoo has (B,
   Hkv, G, T=1, S, D); element-wise ops run over the ONNX shapes): length-1 dims and axis
-  order change no plan. Gemma2 (2 layers) is 0.18% faster, 0.548772 vs 0.549757 ms: the
-  GELU Multiply the zoo has and the import has not (1304.5 cycles for the 2 layers,
-  exactly the difference); with SiLU in both, the latencies are equal. Program order
+  order change no plan. Gemma2 (2 layers) too, 0.523512 ms both (before Gelu was read as
+  two operators the import was 0.18% faster, by the zoo's GELU Multiply). Program order
   counts: written with rotate_half before the cos Mul (not torch's order), Gemma2 with
   SiLU came out 0.12% faster than the zoo (other loads overlap the output projection,
   less interconnect stall), Llama unchanged.

@@ -410,7 +410,7 @@ def test_an_element_wise_op_splits_a_partly_broadcast_axis_too_unless_the_reshap
     assert add2.inputs[0] == Operand("x", ("D0", "D1"), CHIP)  # read plainly, at [2, 15]
 
 
-def test_slices_of_hbm_are_folded_slices_on_chip_are_operators_and_splits_fold():
+def test_slices_of_hbm_are_folded_slices_on_chip_are_operators_and_splits_are_slices():
     m = model([node("Slice", ["table", "start", "end", "axis0"], ["rows"]),
                node("Add", ["x", "rows"], ["sum"]),
                node("Slice", ["sum", "start", "end", "axis1"], ["left"], name="take"),
@@ -421,11 +421,14 @@ def test_slices_of_hbm_are_folded_slices_on_chip_are_operators_and_splits_fold()
               [weight("table", 32, 16), ints("start", 0), ints("end", 8), ints("axis0", 0), ints("axis1", 1),
                ints("halves", 8, 8)], opset=18)
     graph = import_onnx(m, "g")
-    add, take, mul, _out = graph.ops
+    add, take, s0, s1, mul, _out = graph.ops
     assert add.inputs[1] == Operand("table", ("D0", "D1"), HBM) and graph.hbm_bytes == 8 * 16 * 2
     assert (take.kind, take.label, dims(take)) == (OpKind.SLICE, "Slice", [("D0", 8), ("D1", 8)])
     assert take.inputs[0] == Operand("sum", ("D0", "D1"), CHIP)
-    assert [x.tensor for x in mul.inputs] == ["sum", "sum"] and dims(mul) == [("D0", 8), ("D1", 8)]
+    # a Split of an on-chip tensor is one SLICE per output, each 8 x 8 of the 8 x 16 sum
+    for part in (s0, s1):
+        assert (part.kind, dims(part), part.inputs[0].tensor) == (OpKind.SLICE, [("D0", 8), ("D1", 8)], "sum")
+    assert [x.tensor for x in mul.inputs] == [s0.output.tensor, s1.output.tensor]
 
 
 # -- names, symbolic dims, errors --------------------------------------------------------------
@@ -544,9 +547,10 @@ def transformer_block(batch=4, seq=16, hidden=64, heads=4):
 def test_a_transformer_block_imports_from_a_file_and_plans(tmp_path):
     onnx.save(transformer_block(), tmp_path / "block.onnx")
     graph = read_onnx(tmp_path / "block.onnx")
-    assert graph.name == "block" and graph.n_ops == 11 + 3 + 1 + 1 + 4 + 1 + 1 + 1
-    labels = [op.label for op in graph.ops if op.kind == OpKind.MATMUL]
-    assert labels == ["Dot", "Dot", "Dot", "BatchMatMul", "BatchMatMul", "Dot"]
+    # the q/k/v projections of one input become one Dot and three Slices (onnx_rewrites)
+    assert graph.name == "block" and graph.n_ops == 11 + 1 + 3 + 1 + 1 + 4 + 1 + 1 + 1
+    labels = [op.label for op in graph.ops if op.kind in (OpKind.MATMUL, OpKind.SLICE)]
+    assert labels == ["Dot", "Slice", "Slice", "Slice", "BatchMatMul", "BatchMatMul", "Dot"]
     scores = graph.ops[graph.n_ops - 9]
     assert scores.name == "scores" and dims(scores) == [("B0", 4), ("B1", 4), ("M", 16), ("N", 16), ("K", 16)]
     assert scores.inputs == (Operand("q_proj", ("B0", "B1", "M", "K"), CHIP),

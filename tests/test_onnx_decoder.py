@@ -1,6 +1,6 @@
 """The ONNX decode step written by experiments/onnx_decoder.py imports to the zoo's graph: HBM
-bytes to the byte (with HF's repeat_kv too), FLOPs within 1e-3 (equal with SiLU; Gelu is one
-operator where the zoo has two), the zoo's operators (rotate_half's Concat folds)."""
+bytes to the byte (with HF's repeat_kv too), FLOPs equal (Gelu is read as the zoo's Sigmoid and
+Multiply), the zoo's operators (rotate_half's Concat folds)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from elkopt.graph.onnx_graph import read_onnx
 from elkopt.graph.zoo import get_architecture
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "onnx_decoder.py"
-# relative; measured: 0 with SiLU, 1.6e-5 for Gemma2 b32 KV 2048, 3.4e-4 for tiny with Gelu
-FLOP_TOLERANCE = 1e-3
-
-
 def load_script():
     spec = importlib.util.spec_from_file_location("onnx_decoder", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -39,10 +35,7 @@ def test_the_tiny_decode_step_in_onnx_reads_the_zoos_hbm_bytes_and_flops(tmp_pat
         ours = read_onnx(tmp_path / f"{arch.name}_{gqa}.onnx", sizes=script.onnx_sizes(batch, kv_len))
         zoo = script.zoo_graph(arch, batch, kv_len)
         assert ours.hbm_bytes == zoo.hbm_bytes, case  # repeat_kv too: each cache is read once
-        assert abs(ours.total_flops / zoo.total_flops - 1) <= FLOP_TOLERANCE, case
-        # the only FLOPs apart: the Multiply of the zoo's two-operator GELU, B x F per layer
-        gelu = batch * arch.ffn * arch.n_layers if arch.activation == "gelu" else 0
-        assert zoo.total_flops - ours.total_flops == gelu, case
-        # rotate_half's Concat folds as in the zoo; Gelu is one operator, not two
-        assert ours.n_ops == zoo.n_ops - (arch.activation == "gelu") * arch.n_layers, case
+        assert ours.total_flops == zoo.total_flops, case
+        # rotate_half's Concat folds as in the zoo; Gelu is two operators, as the zoo's
+        assert ours.n_ops == zoo.n_ops, case
         assert script.kind_counts(ours)[OpKind.SLICE] == script.kind_counts(zoo)[OpKind.SLICE], case

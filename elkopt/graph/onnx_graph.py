@@ -3,8 +3,12 @@
 The sibling of `elkopt.graph.dump` for models exported to ONNX. Only shapes matter: a file is
 read without its external weight files, the caller gives the symbolic dims (`sizes`, e.g.
 ``{"batch": 4, "seq": 128}``, substituted on the graph inputs, outputs and value_info) and
-ONNX shape inference fills in the rest. The element size comes from the caller, never from
-the ONNX dtypes.
+ONNX shape inference fills in the rest. Dims named by expressions of others
+(``past_sequence + 1``) are computed from them or solve for them, and a contradiction is an
+error; where ONNX's inference leaves a value the import reads unknown (exported masks,
+``com.microsoft`` operators), onnxruntime's symbolic shape inference completes it, when
+installed (`elkopt.graph.onnx_shapes` has the rules). The element size comes from the
+caller, never from the ONNX dtypes.
 
 Tensors and storage:
 
@@ -78,11 +82,12 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   reads them through the concat (constants and graph inputs are dropped).
 - ``Slice`` of an HBM tensor is folded (consumers read the slice from HBM, as the zoo's
   rotary tables); of an on-chip tensor, a SLICE over the output's axes, as the zoo's
-  q/k/v and rotary halves.
+  q/k/v and rotary halves. ``Split``: the same for each output (``<node>.<k>``).
+- ``Gelu`` (exact or tanh): the zoo's GELU, x * sigmoid(1.702 x), a ``<node>.sigmoid``
+  Sigmoid and a Multiply.
 - Folded data movement (consumers read the producer's tensor, at their own view of its
   shape): ``Reshape``, ``Transpose``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Identity``,
-  ``Cast``, ``CastLike``, ``Expand``, ``Tile``, ``Pad``, ``Dropout`` (inference), ``Split``
-  (every output reads the input tensor).
+  ``Cast``, ``CastLike``, ``Expand``, ``Tile``, ``Pad``, ``Dropout`` (inference).
 - ``Expand`` is a broadcast, not a copy: its output's axes are remembered as factors of
   the tensor read and factors broadcast (a new axis, or one of size 1 in its input).
   Identity, Cast, CastLike, Dropout, Transpose (permuted) and the reshapes (``Reshape``,
@@ -102,15 +107,26 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   along it reads it whole, so both inputs index it), and the first input to split a dim
   sets its factors (another input with other factors on that dim reads it whole).
 
+Before the import, after shape inference, onnxruntime's fused operators that exporters write
+(``SkipLayerNormalization``, ``SkipSimplifiedLayerNormalization``, ``QuickGelu``, ``FastGelu``,
+``BiasGelu``) become the standard nodes they fuse (`elkopt.graph.onnx_contrib`), and the graph
+is rewritten to cost what its architecture costs (`elkopt.graph.onnx_rewrites`): masks built
+from ``*mask*`` inputs are one on-chip input each, tables computed from positions or weights
+(rotary cos/sin) are read from HBM, token and position embedding lookups are folded as the
+zoo's, a NaN guard after a softmax is dropped, constant scales on a MatMul's operands move to
+its output, and sibling projections of one input are one MatMul and Slices.
+
 Not imported: control flow (``If``, ``Loop``, ``Scan``), local functions, ``ConvTranspose``,
-``Resize``, ``GatherElements``/``GatherND``/``ScatterND``, ``TopK``, fused contrib operators
-(``Attention``, ``SkipLayerNormalization``, ...) and the secondary outputs of a node
+``Resize``, ``GatherElements``/``GatherND``/``ScatterND`` outside a mask, ``TopK`` (a
+mixture-of-experts router), other contrib operators (``Attention``, ``RotaryEmbedding``,
+``GroupQueryAttention``, ``MultiHeadAttention``, ...) and the secondary outputs of a node
 (``MaxPool`` indices, ``LayerNormalization`` mean, a ``Dropout`` mask): an ``OnnxImportError``
 names the node and what was expected. A file that is not an ONNX model (an einstein dump's
 JSON, say) is refused the same way, naming the file.
 
 The import is split by responsibility: `elkopt.graph.onnx_shapes` loads files and handles
-symbolic dims and inferred shapes, `elkopt.graph.onnx_views` follows an Expand's broadcast,
+symbolic dims and inferred shapes, `elkopt.graph.onnx_contrib` and `elkopt.graph.onnx_rewrites`
+rewrite the inferred graph, `elkopt.graph.onnx_views` follows an Expand's broadcast,
 `elkopt.graph.onnx_importer` keeps the values and emits operators, and
 `elkopt.graph.onnx_ops` translates each op type.
 """
@@ -124,8 +140,12 @@ from pathlib import Path
 import onnx
 
 from elkopt.graph.ir import Graph
-from elkopt.graph.onnx_ops import _Importer
-from elkopt.graph.onnx_shapes import OnnxImportError, _checked_sizes, _substitute, load_onnx, symbolic_dims
+from elkopt.graph.onnx_contrib import expand_contrib
+from elkopt.graph.onnx_ops import _data_inputs, _data_values, _Importer
+from elkopt.graph.onnx_rewrites import rewrite_exported
+from elkopt.graph.onnx_shapes import (
+    OnnxImportError, _substitute, infer_shapes, load_onnx, resolve_sizes, symbolic_dims,
+)
 
 DEFAULT_HBM_INPUTS = ("*past*", "*cache*")
 
@@ -146,19 +166,24 @@ def import_onnx(model: onnx.ModelProto, name: str, elem_bytes: int = 2,
     """The operator graph of `model` (see the module doc for the rules); `model` is not changed.
 
     sizes: symbolic dim name (``dim_param``) -> length; every symbolic dim of a graph
-    input needs one. hbm_inputs: fnmatch patterns of graph inputs read from HBM.
+    input needs one, given or computed from the others (`onnx_shapes.resolve_sizes`:
+    ``past_sequence + 1`` from past_sequence, or past_sequence solved from it).
+    hbm_inputs: fnmatch patterns of graph inputs read from HBM.
     """
     if not isinstance(model, onnx.ModelProto):
         raise OnnxImportError(f"expected an onnx.ModelProto, got {type(model).__name__}")
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
-    _substitute(model_copy.graph, _checked_sizes(sizes or {}))
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model_copy, strict_mode=False, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
-        raise OnnxImportError(f"shape inference failed: {error}") from None
+    _substitute(model_copy.graph, resolve_sizes(model_copy, sizes or {}))
+    shapes = infer_shapes(model_copy, _data_values(model_copy.graph), _data_inputs)
+    inferred = shapes.model
+    expand_contrib(inferred.graph)
+    rewrite_exported(inferred)
     patterns = (hbm_inputs,) if isinstance(hbm_inputs, str) else tuple(hbm_inputs)
-    return _Importer(inferred, patterns).run(name, elem_bytes)
+    try:
+        return _Importer(inferred, patterns).run(name, elem_bytes)
+    except OnnxImportError as error:  # an unknown shape: say why onnxruntime did not infer it
+        raise shapes.explained(error) from None
 
 
 __all__ = ["DEFAULT_HBM_INPUTS", "OnnxImportError", "import_onnx", "load_onnx", "read_onnx", "symbolic_dims"]

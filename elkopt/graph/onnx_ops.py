@@ -18,7 +18,7 @@ from elkopt.graph.onnx_shapes import OnnxImportError
 from elkopt.graph.onnx_views import _broadcast_view, _expanded, _plain, _regrouped
 
 _UNARY = {"Neg": "Negative", **{op: op for op in (
-    "Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Gelu",
+    "Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Abs",
     "Softplus", "Softsign", "Elu", "Selu", "Celu", "LeakyRelu", "ThresholdedRelu", "HardSigmoid",
     "HardSwish", "Mish", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf",
     "Clip")}}
@@ -101,7 +101,7 @@ class _Importer(_ImporterBase):
             "Softmax": self._softmax, "LogSoftmax": self._softmax,
             "LayerNormalization": self._norm, "SimplifiedLayerNormalization": self._norm,
             "RMSNormalization": self._norm, "Gather": self._gather, "Concat": self._concat,
-            "Split": self._split, "Slice": self._slice, "Where": self._select,
+            "Split": self._split, "Slice": self._slice, "Where": self._select, "Gelu": self._gelu,
         }
 
     def run(self, name: str, elem_bytes: int) -> Graph:
@@ -158,10 +158,30 @@ class _Importer(_ImporterBase):
         self._alias(out, source, view)
 
     def _split(self, node: onnx.NodeProto, where: str, base: str) -> None:
-        source = self._source(node.input[0], where)
-        for out in node.output:
-            if out:
+        """One SLICE per output, as ``Slice`` (folded for an HBM input)."""
+        x = node.input[0]
+        source = self._source(x, where)
+        for k, out in enumerate(node.output):
+            if not out:
+                continue
+            if source.origin == _HBM:
                 self._alias(out, source)
+                continue
+            shape = self._shape(out, where)
+            names = _axes(len(shape))
+            tensor = self._emit(self._claim(f"{base}.{k}"), "Slice", OpKind.SLICE, dict(zip(names, shape)), names,
+                                (self._read(x, names, where),), where)
+            self._computed(out, tensor)
+
+    def _gelu(self, node: onnx.NodeProto, where: str, base: str) -> None:
+        """The zoo's GELU: x * sigmoid(1.702 x), a Sigmoid and a Multiply (exact or tanh)."""
+        out = node.output[0]
+        gate = self._elementwise(self._claim(f"{base}.sigmoid"), "Sigmoid", OpKind.UNARY, out, node.input[:1], where)
+        self._computed(f"{out}.sigmoid", gate)
+        self.shapes[f"{out}.sigmoid"] = self.shapes[out]
+        tensor = self._elementwise(self._claim(base), "Multiply", OpKind.BINARY, out,
+                                   [node.input[0], f"{out}.sigmoid"], where)
+        self._computed(out, tensor)
 
     def _unary(self, node: onnx.NodeProto, where: str, base: str) -> None:
         tensor = self._elementwise(self._claim(base), _UNARY[node.op_type], OpKind.UNARY,
