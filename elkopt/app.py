@@ -457,7 +457,7 @@ def _read_onnx(model: ModelConfig, workload: Workload) -> tuple[Graph, dict[Any,
                 **{name: past for name in ONNX_PAST_DIMS if past is not None},
                 **{name: workload.tokens for name in ONNX_TOTAL_DIMS if decode}}
     sizes = resolve_sizes(proto, dict(model.placeholders), defaults)
-    return import_onnx(proto, Path(model.path).stem, workload.elem_bytes, sizes), sizes
+    return import_onnx(proto, Path(model.path).stem, workload.elem_bytes, sizes, routing=workload.routing), sizes
 
 
 def model_placeholders(model: ModelConfig, workload: Workload) -> dict[int, int]:

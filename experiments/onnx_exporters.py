@@ -39,10 +39,15 @@ FIXTURES = ROOT / "tests" / "fixtures" / "onnx"
 CONF = ROOT / "conf" / "chip"
 KINDS = (OpKind.MATMUL, OpKind.BINARY, OpKind.UNARY, OpKind.REDUCE, OpKind.SLICE, OpKind.GATHER)
 
-#: The configs of tests/fixtures/onnx/export.py (hidden 64, 4 heads of 16, 2 layers, MLP 128, vocab 256).
+#: The configs of tests/fixtures/onnx/export.py (hidden 64, 4 heads of 16, 2 layers, MLP 128, vocab 256;
+#: Mixtral: 4 experts of MLP 128, top 2).
 FIXTURE_LLAMA = Architecture("fixture_llama", n_layers=2, hidden=64, n_heads=4, n_kv_heads=2, head_dim=16,
                              ffn=128, vocab=256, gated=True, activation="silu", norm="rmsnorm",
                              positional="rotary")
+FIXTURE_MIXTRAL = Architecture("fixture_mixtral", n_layers=2, hidden=64, n_heads=4, n_kv_heads=2, head_dim=16,
+                               ffn=128, vocab=256, gated=True, activation="silu", norm="rmsnorm",
+                               positional="rotary", n_experts=4, experts_per_token=2, expert_ffn=128,
+                               renormalize_gates=True)
 FIXTURE_GPT2 = Architecture("fixture_gpt2", n_layers=2, hidden=64, n_heads=4, n_kv_heads=4, head_dim=16,
                             ffn=128, vocab=256, gated=False, activation="gelu", norm="layernorm",
                             positional="learned", bias=True)
@@ -51,9 +56,11 @@ FIXTURE_GPT2 = Architecture("fixture_gpt2", n_layers=2, hidden=64, n_heads=4, n_
 def fixture_architecture(stem: str) -> Architecture | None:
     if "gpt2" in stem:
         return FIXTURE_GPT2
+    if "mixtral" in stem:
+        return FIXTURE_MIXTRAL
     if "llama" in stem:
         return FIXTURE_LLAMA
-    return None  # mixtral: not compared
+    return None
 
 
 def fixture_sizes(path: Path, batch: int, past: int, prompt: int) -> dict[str, int]:

@@ -9,11 +9,13 @@ import importlib.util
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from onnx import TensorProto, helper, numpy_helper
 
 from elkopt.chip import Chip
-from elkopt.graph.onnx_graph import OnnxImportError, read_onnx
+from elkopt.graph.onnx_graph import OnnxImportError, import_onnx, read_onnx
 from elkopt.pipeline import PlanningOptions, compile_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +79,35 @@ def test_optimum_gpt2_adds_the_qkv_bias_once(stem):
     assert kinds(ours)[ox.OpKind.MATMUL] == kinds(zoo)[ox.OpKind.MATMUL]
 
 
-def test_the_mixtral_router_is_refused_by_name():
-    with pytest.raises(OnnxImportError, match=r"TopK.*not supported"):
-        imported("ts_mixtral_decode")
+def test_the_torchscript_mixtral_is_the_zoos_mixture_of_experts():
+    ours, zoo = imported("ts_mixtral_decode")
+    assert kinds(ours) == kinds(zoo) and ours.total_flops == zoo.total_flops
+    assert zoo.hbm_bytes - ours.hbm_bytes == ROTARY_READS * 1 * D * ELEM  # TorchScript's rotary constants
+    routed = [op for op in ours.ops if op.routed_by]
+    selections = {op.output.tensor for op in ours.ops if "topk.select" in op.name}
+    assert routed and {op.routed_by for op in routed} <= selections  # each expert load waits for its router
+    # uniform routing, 2 tokens, top 2 of 4 experts: 4 (1 - (1/2)^2) = 3 experts read per layer
+    expert_bytes = sum(op.hbm_bytes(ELEM) for op in routed) / ARCH.n_layers
+    assert expert_bytes == pytest.approx(3 * 3 * ARCH.hidden * ox.FIXTURE_MIXTRAL.expert_ffn * ELEM, abs=ARCH.n_layers)
+
+
+def test_the_routing_distribution_sets_the_experts_read():
+    path = ox.FIXTURES / "ts_mixtral_decode.onnx"
+    sizes = ox.fixture_sizes(path, BATCH, PAST, PROMPT)
+    skewed = read_onnx(path, sizes=sizes, routing="loads:1,1,0,0")  # the two tokens pick experts 0 and 1
+    routed = [op for op in skewed.ops if op.routed_by]
+    assert sum(op.hbm_bytes(ELEM) for op in routed) == pytest.approx(
+        ARCH.n_layers * 2 * 3 * ARCH.hidden * ox.FIXTURE_MIXTRAL.expert_ffn * ELEM, abs=ARCH.n_layers)
+
+
+def test_a_topk_that_is_not_a_router_is_refused_by_name():
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="top")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([2], np.int64), "k")]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OnnxImportError, match=r"node 'top' \(TopK\): op type 'TopK' is not supported"):
+        import_onnx(m, "g")
 
 
 def test_exported_llama_plans_to_the_zoos_latency(tmp_path):

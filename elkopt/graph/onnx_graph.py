@@ -107,7 +107,10 @@ Dims are ``D0, D1, ...`` over an output's axes unless said otherwise.
   along it reads it whole, so both inputs index it), and the first input to split a dim
   sets its factors (another input with other factors on that dim reads it whole).
 
-Before the import, after shape inference, onnxruntime's fused operators that exporters write
+Before the import, after shape inference, a mixture-of-experts block (a ``Softmax`` router
+and its ``TopK``, then the exporter's data-dependent dispatch to the experts) becomes one
+``MixtureOfExperts`` node that the import reads as the zoo's layer over the expected number
+of distinct experts (`routing`; `elkopt.graph.onnx_moe`), onnxruntime's fused operators that exporters write
 (``SkipLayerNormalization``, ``SkipSimplifiedLayerNormalization``, ``QuickGelu``, ``FastGelu``,
 ``BiasGelu``) become the standard nodes they fuse (`elkopt.graph.onnx_contrib`), and the graph
 is rewritten to cost what its architecture costs (`elkopt.graph.onnx_rewrites`): masks built
@@ -117,16 +120,16 @@ zoo's, a NaN guard after a softmax is dropped, constant scales on a MatMul's ope
 its output, and sibling projections of one input are one MatMul and Slices.
 
 Not imported: control flow (``If``, ``Loop``, ``Scan``), local functions, ``ConvTranspose``,
-``Resize``, ``GatherElements``/``GatherND``/``ScatterND`` outside a mask, ``TopK`` (a
-mixture-of-experts router), other contrib operators (``Attention``, ``RotaryEmbedding``,
+``Resize``, ``GatherElements``/``GatherND``/``ScatterND`` outside a mask or a
+mixture-of-experts dispatch, ``TopK`` outside a router, other contrib operators (``Attention``, ``RotaryEmbedding``,
 ``GroupQueryAttention``, ``MultiHeadAttention``, ...) and the secondary outputs of a node
 (``MaxPool`` indices, ``LayerNormalization`` mean, a ``Dropout`` mask): an ``OnnxImportError``
 names the node and what was expected. A file that is not an ONNX model (an einstein dump's
 JSON, say) is refused the same way, naming the file.
 
 The import is split by responsibility: `elkopt.graph.onnx_shapes` loads files and handles
-symbolic dims and inferred shapes, `elkopt.graph.onnx_contrib` and `elkopt.graph.onnx_rewrites`
-rewrite the inferred graph, `elkopt.graph.onnx_views` follows an Expand's broadcast,
+symbolic dims and inferred shapes, `elkopt.graph.onnx_moe`, `elkopt.graph.onnx_contrib` and
+`elkopt.graph.onnx_rewrites` rewrite the inferred graph, `elkopt.graph.onnx_views` follows an Expand's broadcast,
 `elkopt.graph.onnx_importer` keeps the values and emits operators, and
 `elkopt.graph.onnx_ops` translates each op type.
 """
@@ -141,6 +144,7 @@ import onnx
 
 from elkopt.graph.ir import Graph
 from elkopt.graph.onnx_contrib import expand_contrib
+from elkopt.graph.onnx_moe import fuse_moe
 from elkopt.graph.onnx_ops import _data_inputs, _data_values, _Importer
 from elkopt.graph.onnx_rewrites import rewrite_exported
 from elkopt.graph.onnx_shapes import (
@@ -152,23 +156,25 @@ DEFAULT_HBM_INPUTS = ("*past*", "*cache*")
 
 def read_onnx(path: str | os.PathLike, elem_bytes: int = 2, name: str | None = None,
               sizes: Mapping[str, int] | None = None,
-              hbm_inputs: Sequence[str] = DEFAULT_HBM_INPUTS) -> Graph:
+              hbm_inputs: Sequence[str] = DEFAULT_HBM_INPUTS, routing: str | None = None) -> Graph:
     """The operator graph of the ONNX file at `path` (named after the file unless `name`).
 
     External weight files are not read (only shapes matter); see `import_onnx`.
     """
-    return import_onnx(load_onnx(path), name or Path(path).stem, elem_bytes, sizes, hbm_inputs)
+    return import_onnx(load_onnx(path), name or Path(path).stem, elem_bytes, sizes, hbm_inputs, routing)
 
 
 def import_onnx(model: onnx.ModelProto, name: str, elem_bytes: int = 2,
                 sizes: Mapping[str, int] | None = None,
-                hbm_inputs: Sequence[str] = DEFAULT_HBM_INPUTS) -> Graph:
+                hbm_inputs: Sequence[str] = DEFAULT_HBM_INPUTS, routing: str | None = None) -> Graph:
     """The operator graph of `model` (see the module doc for the rules); `model` is not changed.
 
     sizes: symbolic dim name (``dim_param``) -> length; every symbolic dim of a graph
     input needs one, given or computed from the others (`onnx_shapes.resolve_sizes`:
     ``past_sequence + 1`` from past_sequence, or past_sequence solved from it).
-    hbm_inputs: fnmatch patterns of graph inputs read from HBM.
+    hbm_inputs: fnmatch patterns of graph inputs read from HBM. routing: how tokens pick
+    the experts of a mixture-of-experts layer (`workload.routing`, `elkopt.graph.moe`;
+    None: uniform).
     """
     if not isinstance(model, onnx.ModelProto):
         raise OnnxImportError(f"expected an onnx.ModelProto, got {type(model).__name__}")
@@ -177,11 +183,12 @@ def import_onnx(model: onnx.ModelProto, name: str, elem_bytes: int = 2,
     _substitute(model_copy.graph, resolve_sizes(model_copy, sizes or {}))
     shapes = infer_shapes(model_copy, _data_values(model_copy.graph), _data_inputs)
     inferred = shapes.model
+    fuse_moe(inferred.graph)
     expand_contrib(inferred.graph)
     rewrite_exported(inferred)
     patterns = (hbm_inputs,) if isinstance(hbm_inputs, str) else tuple(hbm_inputs)
     try:
-        return _Importer(inferred, patterns).run(name, elem_bytes)
+        return _Importer(inferred, patterns, routing).run(name, elem_bytes)
     except OnnxImportError as error:  # an unknown shape: say why onnxruntime did not infer it
         raise shapes.explained(error) from None
 

@@ -5,15 +5,19 @@ which inputs are data, the walk over the nodes and one handler per op type.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import onnx
 
-from elkopt.graph.builders import chip, norm_operators, softmax_operators
+from elkopt.graph.arch import Architecture
+from elkopt.graph.builders import _GraphBuilder, _Step, chip, norm_operators, softmax_operators
+from elkopt.graph.moe import add_moe_mlp
 from elkopt.graph.ir import Graph, Operand, OpKind
 from elkopt.graph.onnx_importer import (
     _COMPUTED, _CONSTANT, _HBM, _INPUT, _axes, _Builder, _ImporterBase, _Source,
 )
+from elkopt.graph.onnx_moe import attributes_of
 from elkopt.graph.onnx_shapes import OnnxImportError
 from elkopt.graph.onnx_views import _broadcast_view, _expanded, _plain, _regrouped
 
@@ -89,8 +93,9 @@ class _Importer(_ImporterBase):
     """Walks the nodes in order, mapping each ONNX value to a `_Source` and emitting operators
     (one handler per op type)."""
 
-    def __init__(self, model: onnx.ModelProto, hbm_inputs: tuple[str, ...]) -> None:
+    def __init__(self, model: onnx.ModelProto, hbm_inputs: tuple[str, ...], routing: str | None = None) -> None:
         super().__init__(model, hbm_inputs)
+        self.routing = routing  # of mixture-of-experts layers (`elkopt.graph.moe.parse_routing`)
         self.handlers: dict[str, Callable[[onnx.NodeProto, str, str], None]] = {
             **{op: self._fold for op in _FOLDED},
             **{op: self._unary for op in _UNARY},
@@ -102,6 +107,7 @@ class _Importer(_ImporterBase):
             "LayerNormalization": self._norm, "SimplifiedLayerNormalization": self._norm,
             "RMSNormalization": self._norm, "Gather": self._gather, "Concat": self._concat,
             "Split": self._split, "Slice": self._slice, "Where": self._select, "Gelu": self._gelu,
+            "MixtureOfExperts": self._moe,
         }
 
     def run(self, name: str, elem_bytes: int) -> Graph:
@@ -172,6 +178,30 @@ class _Importer(_ImporterBase):
             tensor = self._emit(self._claim(f"{base}.{k}"), "Slice", OpKind.SLICE, dict(zip(names, shape)), names,
                                 (self._read(x, names, where),), where)
             self._computed(out, tensor)
+
+    def _moe(self, node: onnx.NodeProto, where: str, base: str) -> None:
+        """An exported mixture-of-experts block (`elkopt.graph.onnx_moe`): the zoo's layer
+        (`elkopt.graph.moe.add_moe_mlp`) over the router input's rows, one token each."""
+        values = attributes_of(node)
+        x, out = node.input[0], node.output[0]
+        shape = self._shape(x, where)
+        hidden, rows = shape[-1], math.prod(shape[:-1])
+        arch = Architecture(f"{base}.arch", n_layers=1, hidden=hidden, n_heads=1, n_kv_heads=1, head_dim=2,
+                            ffn=values["expert_ffn"], gated=bool(values["gated"]), activation=values["activation"],
+                            norm="rmsnorm", positional="rotary", n_experts=values["experts"],
+                            experts_per_token=values["top_k"], expert_ffn=values["expert_ffn"],
+                            renormalize_gates=bool(values["renormalize"]))
+        builder = _GraphBuilder()
+        source = self._source(x, where)
+        y = add_moe_mlp(builder, arch, _Step(batch=rows, tokens=1, keys=1, decode=True), self._claim(base),
+                        source.tensor, self.routing)
+        for op in builder.ops:
+            self.taken.add(op.name)
+        self.ops.extend(builder.ops)
+        self.graph_inputs.update(builder.graph_inputs)
+        if source.origin in (_INPUT, _CONSTANT):
+            self.graph_inputs.add(source.tensor)
+        self._computed(out, y)
 
     def _gelu(self, node: onnx.NodeProto, where: str, base: str) -> None:
         """The zoo's GELU: x * sigmoid(1.702 x), a Sigmoid and a Multiply (exact or tanh)."""
