@@ -5,7 +5,8 @@
     python experiments/onnx_exporters.py --only optimum_llama optimum_gpt2
 
 The files are tests/fixtures/onnx/*.onnx (tiny Hugging Face models exported by torch.onnx with
-dynamo and with TorchScript, and by optimum with and without ``--optimize O2``;
+dynamo and with TorchScript, by optimum with and without ``--optimize O2``, and by
+onnxruntime-genai's model builder;
 tests/fixtures/onnx/export.py regenerates them). Each is read as `python -m elkopt.run
 model=file model.format=onnx` reads it: only the free symbolic dims are given (batch, past
 length, prompt length), the dims named by expressions are computed, onnxruntime's shape
@@ -65,11 +66,12 @@ def fixture_architecture(stem: str) -> Architecture | None:
 
 def fixture_sizes(path: Path, batch: int, past: int, prompt: int) -> dict[str, int]:
     """The free symbolic dims of a fixture: batch, past length, and the new tokens (1 in a
-    decode step, `prompt` in a prefill); TorchScript's independent total length is past + 1."""
+    decode step, `prompt` in a prefill); TorchScript's and onnxruntime-genai's independent total
+    length is past + 1, and genai's `kv_cache_dim` the head size."""
     decode = "prefill" not in path.stem
     values = {"batch": batch, "batch_size": batch, "past_sequence": past, "past_sequence_length": past,
-              "total_sequence": past + 1, "sequence": 1 if decode else prompt,
-              "sequence_length": 1 if decode else prompt}
+              "total_sequence": past + 1, "total_sequence_length": past + 1, "sequence": 1 if decode else prompt,
+              "sequence_length": 1 if decode else prompt, "kv_cache_dim": FIXTURE_LLAMA.head_dim}
     dims = symbolic_dims(load_onnx(path))
     return {name: values[name] for name in dims if name in values}
 

@@ -47,8 +47,8 @@ def kinds(graph):
     return Counter(op.kind for op in graph.ops)
 
 
-@pytest.mark.parametrize("stem", ["dynamo_llama_decode", "dynamo_llama_prefill"])
-def test_dynamo_exports_are_the_zoos_graph(stem):
+@pytest.mark.parametrize("stem", ["dynamo_llama_decode", "dynamo_llama_prefill", "genai_llama"])
+def test_dynamo_and_genai_exports_are_the_zoos_graph(stem):
     ours, zoo = imported(stem)
     assert (ours.n_ops, ours.total_flops, ours.hbm_bytes) == (zoo.n_ops, zoo.total_flops, zoo.hbm_bytes)
 

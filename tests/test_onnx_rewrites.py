@@ -164,3 +164,64 @@ def test_quick_and_fast_gelu_are_the_zoos_two_operators():
               [value("x", [2, 16])], ["y"], [weight("bias", 16)], domains=["com.microsoft"])
     graph = import_onnx(m, "g")
     assert [op.label for op in graph.ops] == ["Sigmoid", "Multiply", "Add", "Sigmoid", "Multiply"]
+
+
+# -- onnxruntime's fused attention (elkopt.graph.onnx_attention) ---------------------------------
+MS = "com.microsoft"
+I32 = TensorProto.INT32
+
+
+def test_group_query_attention_reads_the_cache_once_at_the_total_length():
+    # 4 query heads of 16 on 2 KV heads, batch 2, one new token after 8 cached ones
+    gqa = helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_key", "past_value", "seqlens", "total"],
+                           ["context", "present_key", "present_value"], name="gqa", domain=MS,
+                           num_heads=4, kv_num_heads=2)
+    m = model([gqa, node("MatMul", ["context", "w"], ["y"])],
+              [value("q", [2, 1, 64]), value("k", [2, 1, 32]), value("v", [2, 1, 32]),
+               value("past_key", [2, 2, 8, 16]), value("past_value", [2, 2, 8, 16]), value("seqlens", [2], I32),
+               value("total", [], I32)], ["y"], [weight("w", 64, 64)], domains=[MS])
+    graph = import_onnx(m, "g", elem_bytes=2)
+    labels = [op.label for op in graph.ops]
+    assert labels == ["BatchMatMul", "Divide", "Add", "Max", "Subtract", "Sum", "Divide", "BatchMatMul", "Dot"]
+    scores, context = graph.ops[0], graph.ops[7]
+    assert scores.flops == context.flops == 2 * 2 * 4 * 1 * 9 * 16  # B x Hq x T x (8 + 1) x D, twice
+    cache = 2 * 2 * 9 * 16 * 2  # each cache read once (not per query head), at past + new positions
+    assert graph.hbm_bytes == 2 * cache + 64 * 64 * 2
+
+
+def test_packed_group_query_attention_with_rotary_is_the_zoos_attention():
+    gqa = helper.make_node("GroupQueryAttention", ["qkv", "", "", "past_key", "past_value", "seqlens", "total",
+                                                   "cos_cache", "sin_cache"],
+                           ["context", "present_key", "present_value"], name="gqa", domain=MS,
+                           num_heads=4, kv_num_heads=2, do_rotary=1)
+    m = model([gqa], [value("qkv", [2, 1, 128]), value("past_key", [2, 2, 8, 16]), value("past_value", [2, 2, 8, 16]),
+                      value("seqlens", [2], I32), value("total", [], I32)], ["context"],
+              [weight("cos_cache", 512, 8), weight("sin_cache", 512, 8)], domains=[MS])
+    graph = import_onnx(m, "g", elem_bytes=2)
+    kinds = [op.kind for op in graph.ops]
+    # q, k, v slices; the rotary of q and of k (6 each); scores, scale, mask, softmax (4), context
+    assert kinds[:3] == [OpKind.SLICE] * 3 and len(kinds) == 3 + 12 + 8
+    assert [op.name for op in graph.ops[:3]] == ["gqa.q", "gqa.k", "gqa.v"]
+    rotary_reads = 4 * 1 * 16 * 2  # cos and sin for q and k: T x D each, as the zoo's rope.cos/sin
+    assert graph.hbm_bytes == 2 * (2 * 2 * 9 * 16 * 2) + rotary_reads
+
+
+def test_causal_multi_head_attention_without_a_cache_attends_on_chip():
+    mha = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["context"], name="mha", domain=MS, num_heads=4,
+                           unidirectional=1)
+    m = model([mha], [value("q", [2, 6, 64]), value("k", [2, 6, 64]), value("v", [2, 6, 64])], ["context"],
+              domains=[MS])
+    graph = import_onnx(m, "g")
+    assert [op.label for op in graph.ops] == ["BatchMatMul", "Divide", "Add", "Max", "Subtract", "Sum", "Divide",
+                                              "BatchMatMul"]
+    assert graph.hbm_bytes == 0 and graph.ops[0].flops == 2 * 2 * 4 * 6 * 6 * 16
+
+
+def test_rotary_embedding_is_the_zoos_six_operators():
+    rope = helper.make_node("RotaryEmbedding", ["x", "positions", "cos_cache", "sin_cache"], ["y"], name="rope",
+                            domain=MS, num_heads=4)
+    m = model([rope], [value("x", [2, 1, 64]), value("positions", [2, 1], I64)], ["y"],
+              [weight("cos_cache", 512, 8), weight("sin_cache", 512, 8)], domains=[MS])
+    graph = import_onnx(m, "g", elem_bytes=2)
+    assert [op.label for op in graph.ops] == ["Multiply", "Slice", "Slice", "Negative", "Multiply", "Add"]
+    assert graph.hbm_bytes == 2 * 1 * 16 * 2

@@ -11,7 +11,9 @@ read as the zoo's decomposition of what it fuses.
   and ``BiasGelu(x, bias)``: an ``Add`` of the bias when given, then ``Gelu``, read as the
   zoo's Sigmoid and Multiply (the constant inside the sigmoid costs nothing).
 
-Other ``com.microsoft`` operators are left for the import to refuse by name.
+The fused attentions (``GroupQueryAttention``, ``MultiHeadAttention``, ``RotaryEmbedding``) are
+read by the import itself (`elkopt.graph.onnx_attention`); other ``com.microsoft`` operators are
+left for the import to refuse by name.
 """
 
 from __future__ import annotations

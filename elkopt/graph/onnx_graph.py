@@ -112,7 +112,9 @@ and its ``TopK``, then the exporter's data-dependent dispatch to the experts) be
 ``MixtureOfExperts`` node that the import reads as the zoo's layer over the expected number
 of distinct experts (`routing`; `elkopt.graph.onnx_moe`), onnxruntime's fused operators that exporters write
 (``SkipLayerNormalization``, ``SkipSimplifiedLayerNormalization``, ``QuickGelu``, ``FastGelu``,
-``BiasGelu``) become the standard nodes they fuse (`elkopt.graph.onnx_contrib`), and the graph
+``BiasGelu``) become the standard nodes they fuse (`elkopt.graph.onnx_contrib`; the fused
+attentions ``GroupQueryAttention``, ``MultiHeadAttention`` and ``RotaryEmbedding`` are read as
+the zoo's attention by `elkopt.graph.onnx_attention`), and the graph
 is rewritten to cost what its architecture costs (`elkopt.graph.onnx_rewrites`): masks built
 from ``*mask*`` inputs are one on-chip input each, tables computed from positions or weights
 (rotary cos/sin) are read from HBM, token and position embedding lookups are folded as the
@@ -121,8 +123,8 @@ its output, and sibling projections of one input are one MatMul and Slices.
 
 Not imported: control flow (``If``, ``Loop``, ``Scan``), local functions, ``ConvTranspose``,
 ``Resize``, ``GatherElements``/``GatherND``/``ScatterND`` outside a mask or a
-mixture-of-experts dispatch, ``TopK`` outside a router, other contrib operators (``Attention``, ``RotaryEmbedding``,
-``GroupQueryAttention``, ``MultiHeadAttention``, ...) and the secondary outputs of a node
+mixture-of-experts dispatch, ``TopK`` outside a router, other contrib operators
+(``Attention``, ``MatMulNBits``, ...) and the secondary outputs of a node
 (``MaxPool`` indices, ``LayerNormalization`` mean, a ``Dropout`` mask): an ``OnnxImportError``
 names the node and what was expected. A file that is not an ONNX model (an einstein dump's
 JSON, say) is refused the same way, naming the file.

@@ -13,6 +13,7 @@ import onnx
 from elkopt.graph.arch import Architecture
 from elkopt.graph.builders import _GraphBuilder, _Step, chip, norm_operators, softmax_operators
 from elkopt.graph.moe import add_moe_mlp
+from elkopt.graph.onnx_attention import _AttentionOps
 from elkopt.graph.ir import Graph, Operand, OpKind
 from elkopt.graph.onnx_importer import (
     _COMPUTED, _CONSTANT, _HBM, _INPUT, _axes, _Builder, _ImporterBase, _Source,
@@ -44,6 +45,8 @@ _DATA_INPUTS: dict[str, tuple[int, ...]] = {
     **{op: () for op in _SHAPE_SOURCES},
     **{op: (0,) for op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Split", "Tile",
                            "Pad", "Dropout", "CastLike", "Clip", *_REDUCE)},
+    # com.microsoft attention: not seqlens_k, total_sequence_length, position_ids
+    "GroupQueryAttention": (0, 1, 2, 3, 4, 7, 8), "RotaryEmbedding": (0, 2, 3),
 }
 #: (output, kernel) dim names of the spatial axes of a 1-D, 2-D or 3-D Conv / pool.
 _SPATIAL = {1: (("WO",), ("KW",)), 2: (("HO", "WO"), ("KH", "KW")),
@@ -89,7 +92,7 @@ def _data_values(graph: onnx.GraphProto) -> set[str]:
 
 
 # -- the walk and the handlers -----------------------------------------------------------
-class _Importer(_ImporterBase):
+class _Importer(_AttentionOps, _ImporterBase):
     """Walks the nodes in order, mapping each ONNX value to a `_Source` and emitting operators
     (one handler per op type)."""
 
@@ -107,7 +110,8 @@ class _Importer(_ImporterBase):
             "LayerNormalization": self._norm, "SimplifiedLayerNormalization": self._norm,
             "RMSNormalization": self._norm, "Gather": self._gather, "Concat": self._concat,
             "Split": self._split, "Slice": self._slice, "Where": self._select, "Gelu": self._gelu,
-            "MixtureOfExperts": self._moe,
+            "MixtureOfExperts": self._moe, "GroupQueryAttention": self._group_query_attention,
+            "MultiHeadAttention": self._multi_head_attention, "RotaryEmbedding": self._rotary_embedding,
         }
 
     def run(self, name: str, elem_bytes: int) -> Graph:
