@@ -220,7 +220,7 @@ def test_without_onnxruntime_the_error_names_the_values_and_the_fix(monkeypatch)
     expected = (r"^node 3 \(Add\): value '(positions|index)' has shape \[\?\] after shape inference; .*; "
                 r"ONNX shape inference leaves the shape of 4 values: 'positions' \[\?\], 'index' \[\?\], "
                 r"'picked' \[4, \?\], 'y' \[4, \?\] unknown; onnxruntime's symbolic shape inference completes "
-                r"such models: pip install 'elkopt\[ort\]'$")
+                r"such models, but it cannot be imported \(.*\): pip install 'elkopt\[ort\]'$")
     with pytest.raises(OnnxImportError, match=expected):
         import_onnx(mask_model(), "mask", sizes={"batch": 4, "sequence": 8})
 

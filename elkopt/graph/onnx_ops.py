@@ -12,9 +12,9 @@ import onnx
 
 from elkopt.graph.arch import Architecture
 from elkopt.graph.builders import _GraphBuilder, _Step, chip, norm_operators, softmax_operators
+from elkopt.graph.ir import Graph, Operand, OpKind
 from elkopt.graph.moe import add_moe_mlp
 from elkopt.graph.onnx_attention import _AttentionOps
-from elkopt.graph.ir import Graph, Operand, OpKind
 from elkopt.graph.onnx_importer import (
     _COMPUTED, _CONSTANT, _HBM, _INPUT, _axes, _Builder, _ImporterBase, _Source,
 )
@@ -212,7 +212,7 @@ class _Importer(_AttentionOps, _ImporterBase):
         out = node.output[0]
         gate = self._elementwise(self._claim(f"{base}.sigmoid"), "Sigmoid", OpKind.UNARY, out, node.input[:1], where)
         self._computed(f"{out}.sigmoid", gate)
-        self.shapes[f"{out}.sigmoid"] = self.shapes[out]
+        self.shapes[f"{out}.sigmoid"] = self._shape(out, where)
         tensor = self._elementwise(self._claim(base), "Multiply", OpKind.BINARY, out,
                                    [node.input[0], f"{out}.sigmoid"], where)
         self._computed(out, tensor)

@@ -98,11 +98,26 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return readers
 
 
-def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = new
+def _rename_reads(graph: onnx.GraphProto, renamed: dict[str, str]) -> None:
+    """Nodes read `renamed[v]` where they read v (one pass)."""
+    if renamed:
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[k] = renamed[name]
+
+
+def _insert_after(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], after: dict[int, list[onnx.NodeProto]],
+                  before: dict[int, list[onnx.NodeProto]] | None = None) -> None:
+    """Rebuild the node list once: `after[i]` follows `nodes[i]`, `before[i]` precedes it."""
+    before = before or {}
+    ordered = []
+    for i, node in enumerate(nodes):
+        ordered.extend(before.get(i, ()))
+        ordered.append(node)
+        ordered.extend(after.get(i, ()))
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _scalar_constants(graph: onnx.GraphProto) -> set[str]:
@@ -129,20 +144,24 @@ def _external(name: str, dims: Sequence[int], data_type: int) -> onnx.TensorProt
     return tensor
 
 
-def _move_to_input(graph: onnx.GraphProto, value: str, info: onnx.ValueInfoProto, hbm: bool) -> None:
-    """Make `value` a graph input (on chip) or an HBM initializer; its producer's output is
-    renamed so nothing reads it."""
+def _move_to_inputs(graph: onnx.GraphProto, moved: dict[str, bool], infos: dict[str, onnx.ValueInfoProto]) -> None:
+    """Make each value of `moved` a graph input (on chip) or, where `moved[v]`, an HBM
+    initializer; its producer's output is renamed so nothing reads it (one pass)."""
+    if not moved:
+        return
     for node in graph.node:
         for k, name in enumerate(node.output):
-            if name == value:
-                node.output[k] = f"{value}.folded"
-    kept = [v for v in graph.value_info if v.name != value]
+            if name in moved:
+                node.output[k] = f"{name}.folded"
+    kept = [v for v in graph.value_info if v.name not in moved]
     del graph.value_info[:]
     graph.value_info.extend(kept)
-    if hbm:
-        graph.initializer.append(_external(value, _shape(info), info.type.tensor_type.elem_type))
-    else:
-        graph.input.append(info)
+    for value, hbm in moved.items():
+        info = infos[value]
+        if hbm:
+            graph.initializer.append(_external(value, _shape(info), info.type.tensor_type.elem_type))
+        else:
+            graph.input.append(info)
 
 
 # -- the rules -------------------------------------------------------------------------------
@@ -153,8 +172,8 @@ def _fold_embeddings(graph: onnx.GraphProto, tokens: tuple[str, ...]) -> int:
     producers = {out: node for node in graph.node for out in node.output if out}
     infos = _value_infos(graph)
     integer = {onnx.TensorProto.INT32, onnx.TensorProto.INT64}
-    count = 0
-    for node in list(graph.node):
+    folded: dict[str, bool] = {}
+    for node in graph.node:
         if node.op_type != "Gather" or len(node.input) != 2:
             continue
         ids = node.input[1]  # a graph input, perhaps reshaped
@@ -165,9 +184,9 @@ def _fold_embeddings(graph: onnx.GraphProto, tokens: tuple[str, ...]) -> int:
         if (table is None or len(table.dims) != 2 or ids is None or _shape(info) is None
                 or ids.type.tensor_type.elem_type not in integer or _attribute_int(node, "axis", 0) != 0):
             continue
-        _move_to_input(graph, node.output[0], info, hbm=False)
-        count += 1
-    return count
+        folded[node.output[0]] = False
+    _move_to_inputs(graph, folded, infos)
+    return len(folded)
 
 
 def _attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -219,8 +238,7 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
                 name = producers[name].input[0]
             if name in produced and name in data and _shape(infos.get(name)):
                 boundary[name] = hbm
-    for value, hbm in boundary.items():
-        _move_to_input(graph, value, infos[value], hbm)
+    _move_to_inputs(graph, boundary, infos)
     return len(boundary)
 
 
@@ -228,8 +246,8 @@ def _drop_nan_guards(graph: onnx.GraphProto) -> int:
     producers = {out: node for node in graph.node for out in node.output if out}
     scalars = _scalar_constants(graph)
     outputs = {v.name for v in graph.output}
-    count = 0
-    for node in list(graph.node):
+    renamed: dict[str, str] = {}
+    for node in graph.node:
         if node.op_type != "Where" or len(node.input) != 3 or node.output[0] in outputs:
             continue
         test = producers.get(node.input[0])
@@ -242,9 +260,9 @@ def _drop_nan_guards(graph: onnx.GraphProto) -> int:
             kept = node.input[1]
         else:
             continue
-        _rename_reads(graph, node.output[0], kept)
-        count += 1
-    return count
+        renamed[node.output[0]] = kept
+    _rename_reads(graph, renamed)
+    return len(renamed)
 
 
 _ELEMENTWISE = frozenset({"Mul", "Add", "Sub", "Div", "Pow"})
@@ -309,8 +327,12 @@ def _move_scales(graph: onnx.GraphProto) -> int:
     scalars = _scalar_constants(graph)
     infos = _value_infos(graph)
     outputs = {v.name for v in graph.output}
+    nodes = list(graph.node)
+    after: dict[int, list[onnx.NodeProto]] = {}
     count = 0
-    for matmul in [n for n in graph.node if n.op_type == "MatMul"]:
+    for position, matmul in enumerate(nodes):
+        if matmul.op_type != "MatMul":
+            continue
         scale = None
         for operand in matmul.input:
             current = operand
@@ -336,9 +358,10 @@ def _move_scales(graph: onnx.GraphProto) -> int:
                 info.CopyFrom(infos[out])
                 info.name = unscaled
                 graph.value_info.append(info)
-            position = list(graph.node).index(matmul)
-            graph.node.insert(position + 1, onnx.helper.make_node(
-                "Mul", [unscaled, scale], [out], name=f"{matmul.name or out}.scale"))
+            after[position] = [onnx.helper.make_node("Mul", [unscaled, scale], [out],
+                                                     name=f"{matmul.name or out}.scale")]
+    if after:
+        _insert_after(graph, nodes, after)
     return count
 
 
@@ -346,30 +369,32 @@ def _fuse_siblings(graph: onnx.GraphProto) -> int:
     initializers = {t.name: t for t in graph.initializer}
     readers = _consumers(graph)
     infos = _value_infos(graph)
-    groups: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
+    nodes = list(graph.node)
+    groups: dict[tuple[str, int, int], list[int]] = defaultdict(list)  # (input, rows, dtype) -> positions
+    for position, node in enumerate(nodes):
         if node.op_type != "MatMul" or len(node.input) != 2:
             continue
         weight = initializers.get(node.input[1])
         if weight is None or len(weight.dims) != 2 or len(readers[weight.name]) != 1 or not _shape(
                 infos.get(node.output[0])):
             continue
-        groups[node.input[0]].append(node)
+        groups[(node.input[0], weight.dims[0], weight.data_type)].append(position)
+    before: dict[int, list[onnx.NodeProto]] = {}
     fused = 0
-    for members in groups.values():
-        by_rows: dict[tuple[int, int], list[onnx.NodeProto]] = defaultdict(list)
-        for node in members:
-            weight = initializers[node.input[1]]
-            by_rows[(weight.dims[0], weight.data_type)].append(node)
-        for (rows, data_type), nodes in by_rows.items():
-            if len(nodes) > 1:
-                _fuse(graph, nodes, rows, data_type, initializers, infos)
-                fused += len(nodes)
+    for (_, rows, data_type), positions in groups.items():
+        if len(positions) > 1:
+            members = [nodes[p] for p in positions]
+            before[positions[0]] = [_fuse(graph, members, rows, data_type, initializers, infos)]
+            fused += len(members)
+    if before:
+        _insert_after(graph, nodes, {}, before)
     return fused
 
 
 def _fuse(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], rows: int, data_type: int,
-          initializers: dict[str, onnx.TensorProto], infos: dict[str, onnx.ValueInfoProto]) -> None:
+          initializers: dict[str, onnx.TensorProto], infos: dict[str, onnx.ValueInfoProto]) -> onnx.NodeProto:
+    """Turn `nodes` (MatMuls of one input by [rows, N_i] weights) into Slices of one fused
+    MatMul, which is returned for the caller to place before the first of them."""
     widths = [initializers[n.input[1]].dims[1] for n in nodes]
     first = nodes[0]
     weight_name = f"{first.input[1]}.fused"
@@ -391,4 +416,4 @@ def _fuse(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], rows: int, data_t
         slice_node = onnx.helper.make_node("Slice", [out, *bounds], [node.output[0]], name=node.name or None)
         start += width
         node.CopyFrom(slice_node)
-    graph.node.insert(list(graph.node).index(first), matmul)
+    return matmul

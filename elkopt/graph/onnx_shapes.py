@@ -468,10 +468,11 @@ def infer_shapes(model: onnx.ModelProto, data_values: Collection[str],
     listed = _listed(unknown, inferred.graph)
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
-        log.warning("ONNX shape inference leaves %s unknown and onnxruntime is not installed", listed)
+    except ImportError as error:  # onnxruntime, or the sympy its symbolic inference imports
+        log.warning("ONNX shape inference leaves %s unknown and onnxruntime's symbolic shape inference "
+                    "cannot be imported (%s)", listed, error)
         note = (f"ONNX shape inference leaves {listed} unknown; onnxruntime's symbolic shape inference "
-                f"completes such models: {_ORT_FIX}")
+                f"completes such models, but it cannot be imported ({error}): {_ORT_FIX}")
         return InferredShapes(inferred, tuple(unknown), note)
     log.info("ONNX shape inference leaves %s unknown; running onnxruntime's", listed)
     try:
