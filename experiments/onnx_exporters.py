@@ -51,7 +51,7 @@ FIXTURE_MIXTRAL = Architecture("fixture_mixtral", n_layers=2, hidden=64, n_heads
                                renormalize_gates=True)
 FIXTURE_GPT2 = Architecture("fixture_gpt2", n_layers=2, hidden=64, n_heads=4, n_kv_heads=4, head_dim=16,
                             ffn=128, vocab=256, gated=False, activation="gelu", norm="layernorm",
-                            positional="learned", bias=True)
+                            positional="learned", bias=True, fused_qkv_bias=True)
 
 
 def fixture_architecture(stem: str) -> Architecture | None:

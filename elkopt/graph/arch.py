@@ -17,8 +17,11 @@ class Architecture:
     Decoder-only LLMs (`kind="decoder"`) and diffusion transformers (`kind="dit"`, adaLN-Zero
     blocks over latent patches). Implementation details of some model codes that add
     operators are explicit flags so the graph matches the published operator counts:
-    `scale_query` (OPT multiplies q by 1/sqrt(head_dim) instead of dividing the scores) and
-    `clamp_scores` (OPT clamps masked scores at the dtype minimum: one Maximum).
+    `scale_query` (OPT multiplies q by 1/sqrt(head_dim) instead of dividing the scores),
+    `clamp_scores` (OPT clamps masked scores at the dtype minimum: one Maximum) and
+    `fused_qkv_bias` (with `bias`: one bias Add on the fused q/k/v projection, as GPT-2's
+    Conv1D `c_attn` has one bias of 3 x hidden, instead of one per q, k and v slice, as OPT's
+    separate projections and the published graph).
     """
 
     name: str
@@ -37,6 +40,7 @@ class Architecture:
     kind: str = "decoder"
     scale_query: bool = False
     clamp_scores: bool = False
+    fused_qkv_bias: bool = False
     # DiT only: latent image side (elements), patch side, latent channels in and out,
     # and the size of the sinusoidal timestep embedding fed to the timestep MLP.
     latent_size: int = 0

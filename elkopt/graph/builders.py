@@ -248,11 +248,12 @@ def _attention(g: _GraphBuilder, arch: Architecture, step: _Step, p: str, x: str
     r = tuple(step.rows)
     d, n_kv, group = arch.head_dim, arch.n_kv_heads, arch.group_size
     qkv = _linear(g, f"{p}.qkv", step.dot_rows, x, arch.hidden, arch.q_dim + 2 * arch.kv_dim,
-                  bias=False)
+                  bias=arch.bias and arch.fused_qkv_bias)
 
     def project(part: str, width: int) -> str:
         y = g.slice(f"{p}.{part}", {**step.rows, "N": width}, qkv)
-        return _add_bias(g, f"{p}.{part}", {**step.rows, "N": width}, y) if arch.bias else y
+        separate = arch.bias and not arch.fused_qkv_bias
+        return _add_bias(g, f"{p}.{part}", {**step.rows, "N": width}, y) if separate else y
 
     rotary = arch.positional == "rotary"
     q = project("q", arch.q_dim)

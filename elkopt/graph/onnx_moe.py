@@ -39,13 +39,15 @@ def fuse_moe(graph: onnx.GraphProto) -> int:
     """Replace each mixture-of-experts block (module doc) by a ``MixtureOfExperts`` node in
     place; how many were replaced."""
     count = 0
-    while True:
+    routers = [n.output[0] for n in graph.node if n.op_type == "TopK"]
+    for values in routers:  # each TopK once, in program order (a replaced block's nodes stay, unread)
         nodes = list(graph.node)
-        block = next((b for n in nodes if n.op_type == "TopK" and (b := _block(graph, nodes, n))), None)
-        if block is None:
-            return count
-        _replace(graph, nodes, *block)
-        count += 1
+        topk = next(n for n in nodes if n.op_type == "TopK" and n.output[0] == values)
+        block = _block(graph, nodes, topk)
+        if block is not None:
+            _replace(graph, nodes, *block)
+            count += 1
+    return count
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:

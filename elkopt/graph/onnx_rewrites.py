@@ -8,7 +8,8 @@ each rule only where its pattern matches exactly, and returns how often each rul
 - ``side_inputs``: every value is tagged with what it depends on: ``data`` (a graph input
   that is not a mask or a position, such as the token ids or a KV cache), ``mask`` (graph
   inputs named like ``*mask*``), ``position`` (``*position*``) and ``weight`` (an initializer
-  with more than one element); shapes (``Shape``, ``Size``) and one-element constants tag
+  or a ``Constant`` node with more than one element: TorchScript writes ``inv_freq`` so);
+  shapes (``Shape``, ``Size``) and one-element constants tag
   nothing. A value without ``data`` that a data computation reads is folded where it enters:
   with ``mask``, it becomes an on-chip graph input of its own shape (the padding and causal
   masks, however an exporter builds them - ``GatherND``, a flattened ``Gather`` over a
@@ -211,6 +212,11 @@ def _tags(graph: onnx.GraphProto, masks: tuple[str, ...], positions: tuple[str, 
         else:
             tags[value.name] = frozenset({_DATA})
     for node in graph.node:
+        if node.op_type == "Constant":  # a tensor in the file, as an initializer is
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            tags[node.output[0]] = frozenset({_WEIGHT}) if value is not None and math.prod(value.dims) > 1 \
+                else frozenset()
+            continue
         found = frozenset().union(*(tags.get(name, frozenset()) for name in _data_inputs(node)))
         for out in node.output:
             if out:
