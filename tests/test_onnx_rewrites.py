@@ -58,8 +58,9 @@ def test_a_mask_built_from_the_attention_mask_is_one_on_chip_input():
     assert graph.hbm_bytes == 0 and add.flops == 8
 
 
-def test_rotary_tables_computed_from_positions_are_read_from_hbm():
-    # cos(position * inv_freq), duplicated to the head dim: one [2, 8] table read by the Mul
+def test_rotary_tables_computed_from_positions_are_read_from_hbm_once_for_the_batch():
+    # cos(position * inv_freq), duplicated to the head dim: a [2, 8] table, whose rows are the
+    # same for both requests (one KV length for the batch): 8 elements read by the Mul
     m = model([node("Cast", ["position_ids"], ["p"], to=F),
                node("Mul", ["p", "inv_freq"], ["angles"]),
                node("Concat", ["angles", "angles"], ["both"], axis=-1),
@@ -69,7 +70,7 @@ def test_rotary_tables_computed_from_positions_are_read_from_hbm():
     graph = import_onnx(m, "g", elem_bytes=2)
     (mul,) = graph.ops
     assert mul.inputs[1].tensor == "cos" and mul.inputs[1].storage.value == "hbm"
-    assert graph.hbm_bytes == 2 * 8 * 2
+    assert mul.elements(mul.inputs[0]) == 2 * 8 and graph.hbm_bytes == 1 * 8 * 2
 
 
 def test_the_nan_guard_after_a_softmax_is_dropped():

@@ -16,7 +16,10 @@ each rule only where its pattern matches exactly, and returns how often each rul
   ``Range``, ``Where``, ``And``, ``Expand`` - are the zoo's mask input, read by one ``Add`` or
   ``Where`` per layer); with ``position`` or ``weight``, it is a table read from HBM at its own
   shape (the rotary cos/sin that exporters compute from ``inv_freq`` and the positions are
-  the zoo's ``rope.cos``/``rope.sin`` rows; a transposed or cast weight is the weight).
+  the zoo's ``rope.cos``/``rope.sin`` rows; a transposed or cast weight is the weight). A
+  table computed from [batch, tokens] positions is read once for the batch (its batch axis
+  becomes 1): every request of a step is at the same positions, as the workload has one KV
+  length for all of them.
   The nodes that computed it are no longer imported.
 - ``embedding``: a ``Gather`` of a weight (a rank-2 initializer) by the token ids or the
   positions (an integer graph input named like ``*input_ids*`` or ``*position*``, perhaps
@@ -230,6 +233,9 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
     infos = _value_infos(graph)
     produced = {out for node in graph.node for out in node.output if out}
     producers = {out: node for node in graph.node for out in node.output if out}
+    # the batch, from the positions' leading axis ([batch, tokens] in Hugging Face's exports)
+    batch = next((shape[0] for v in graph.input if any(fnmatch.fnmatchcase(v.name, p) for p in positions)
+                  and (shape := _shape(v)) and len(shape) == 2), 0)
     boundary: dict[str, bool] = {}  # value -> read from HBM (else an on-chip input)
     for node in graph.node:
         if not any(_DATA in tags.get(out, ()) for out in node.output if out):
@@ -239,6 +245,10 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
             if not found or _DATA in found:
                 continue
             hbm = _MASK not in found
+            shape = _shape(infos.get(name))
+            if hbm and _POSITION in found and batch > 1 and shape and shape[0] == batch and name in produced:
+                boundary[name], infos[name] = True, _shared_rows(infos[name])  # read as it enters
+                continue
             followed = _VIEWS | {"Slice"} if hbm else _VIEWS  # the import follows views, and slices of HBM
             while name in producers and producers[name].op_type in followed:
                 name = producers[name].input[0]
@@ -246,6 +256,14 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
                 boundary[name] = hbm
     _move_to_inputs(graph, boundary, infos)
     return len(boundary)
+
+
+def _shared_rows(info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """`info` with a leading (batch) axis of 1: every request of a step is at the same positions."""
+    shared = onnx.ValueInfoProto()
+    shared.CopyFrom(info)
+    shared.type.tensor_type.shape.dim[0].dim_value = 1
+    return shared
 
 
 def _drop_nan_guards(graph: onnx.GraphProto) -> int:
