@@ -101,6 +101,15 @@ def test_operand_scales_move_to_the_matmul_output_and_the_cache_is_read_once():
     assert graph.hbm_bytes == 4 * 8 * 16 * 2
 
 
+def test_a_scale_on_q_alone_stays_where_the_scores_are_larger():
+    # OPT scales q [4, 1, 16] (64 elements); the scores [4, 1, 32] (128) would cost more
+    m = model([node("Mul", ["q", "inv_root"], ["q_scaled"]),
+               node("MatMul", ["q_scaled", "k_t"], ["scores"])],
+              [value("q", [4, 1, 16]), value("k_t", [4, 16, 32])], ["scores"], [scalar("inv_root", 0.25)])
+    graph = import_onnx(m, "g")
+    assert [op.label for op in graph.ops] == ["Multiply", "BatchMatMul"] and graph.ops[0].flops == 64
+
+
 def test_sibling_projections_become_one_matmul_and_slices():
     m = model([node("MatMul", ["x", "w_q"], ["q"]),
                node("MatMul", ["x", "w_k"], ["k"]),

@@ -35,9 +35,10 @@ each rule only where its pattern matches exactly, and returns how often each rul
   multiplied by x (or a constant multiple of x). The import reads ``Gelu`` as the zoo does.
 - ``scale``: a ``Mul`` by a one-element constant on a ``MatMul`` operand, read only through
   folded data movement (``Transpose``, ``Reshape``, ``Expand``, ...), is moved to the
-  ``MatMul``'s output as one ``Mul`` (both operands' scales become one): torch's export of
-  scaled-dot-product attention scales q and the repeated K by sqrt(scale) each, which would
-  scale an on-chip copy of the cache per query head; the zoo scales the scores once.
+  ``MatMul``'s output as one ``Mul`` (both operands' scales become one), where the output is
+  smaller than the operands scaled: torch's export of scaled-dot-product attention scales q
+  and the repeated K by sqrt(scale) each, which would scale an on-chip copy of the cache per
+  query head; the zoo scales the scores once. A scale on q alone (OPT's) stays.
 - ``siblings``: ``MatMul`` nodes that multiply one input by different rank-2 weights
   (Hugging Face's separate q/k/v and gate/up projections) become one ``MatMul`` by a weight
   of the concatenated columns (an initializer named ``<first weight>.fused``, shapes only),
@@ -357,7 +358,7 @@ def _move_scales(graph: onnx.GraphProto) -> int:
     for position, matmul in enumerate(nodes):
         if matmul.op_type != "MatMul":
             continue
-        scale = None
+        found = []  # (Mul, its data input, its scalar), one per scaled operand
         for operand in matmul.input:
             current = operand
             while (current in producers and producers[current].op_type in _VIEWS
@@ -368,22 +369,25 @@ def _move_scales(graph: onnx.GraphProto) -> int:
                 continue
             kept = [name for name in mul.input if name not in scalars]
             factors = [name for name in mul.input if name in scalars]
-            if len(kept) != 1 or len(factors) != 1:
-                continue
-            mul.op_type, mul.input[:] = "Identity", kept  # the operand is read unscaled
-            scale = scale or factors[0]
-            count += 1
-        if scale is not None:
-            out = matmul.output[0]
-            unscaled = f"{out}.unscaled"
-            matmul.output[0] = unscaled
-            if out in infos:
-                info = onnx.ValueInfoProto()
-                info.CopyFrom(infos[out])
-                info.name = unscaled
-                graph.value_info.append(info)
-            after[position] = [onnx.helper.make_node("Mul", [unscaled, scale], [out],
-                                                     name=f"{matmul.name or out}.scale")]
+            if len(kept) == 1 and len(factors) == 1:
+                found.append((mul, kept[0], factors[0]))
+        # moved only where scaling the output is less work than scaling the operands
+        sizes = [_shape(infos.get(mul.output[0])) for mul, _, _ in found]
+        out_shape = _shape(infos.get(matmul.output[0]))
+        if not found or None in sizes or out_shape is None or math.prod(out_shape) >= sum(map(math.prod, sizes)):
+            continue
+        for mul, kept, _ in found:
+            mul.op_type, mul.input[:] = "Identity", [kept]  # the operand is read unscaled
+        count += len(found)
+        out = matmul.output[0]
+        unscaled = f"{out}.unscaled"
+        matmul.output[0] = unscaled
+        info = onnx.ValueInfoProto()
+        info.CopyFrom(infos[out])
+        info.name = unscaled
+        graph.value_info.append(info)
+        after[position] = [onnx.helper.make_node("Mul", [unscaled, found[0][2]], [out],
+                                                 name=f"{matmul.name or out}.scale")]
     if after:
         _insert_after(graph, nodes, after)
     return count
