@@ -15,6 +15,7 @@ from elkopt.plans.space import (
     enumerate_plans,
     enumerate_spatial,
     enumerate_temporal,
+    min_hot_bytes,
     pruning_floors,
     replicas,
 )
@@ -246,3 +247,21 @@ def test_the_full_plan_space_plans_a_batch_1_decode_step_faster():
     assert full.references["lower_bound"] < reference.references["lower_bound"]
     with pytest.raises(ValueError, match="planning.plan_space must be one of reference, full, got 'wide'"):
         PlanningOptions(plan_space="wide")
+
+
+def test_no_plan_is_smaller_than_every_operand_spread_over_all_cores():
+    # the bound build_table uses to skip enumerating operators that cannot fit
+    for b, n, k in ((8, 96, 64), (1, 7, 5), (64, 256, 512), (3, 1000, 48)):
+        shape = OpShape.of(dot(b, n, k))
+        plans = enumerate_plans(shape, SMALL, 2, 256, "full")
+        bound = min_hot_bytes(shape, SMALL.cores, 2)
+        assert bound == (-(-b * k // 64) + -(-k * n // 64) + -(-b * n // 64)) * 2
+        assert plans.hot_bytes.min() >= bound
+
+
+def test_an_operator_above_the_bound_gets_an_empty_table_without_enumerating(monkeypatch):
+    tiny = Chip(name="tiny_sram", cores_per_chip=4, sram_bytes_per_core=1024)
+    shape = OpShape.of(dot(64, 256, 512))  # 2 x (64*512 + 512*256 + 64*256) / 4 elements per core
+    assert min_hot_bytes(shape, tiny.cores, 2) > tiny.usable_sram_bytes_per_core
+    monkeypatch.setattr("elkopt.plans.table.enumerate_plans", lambda *a, **k: pytest.fail("enumerated"))
+    assert len(build_table(shape, tiny, 2, 256)) == 0

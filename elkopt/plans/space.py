@@ -504,6 +504,16 @@ def _row_positions(rows: np.ndarray, subset: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(row_keys[order], keys(subset))]
 
 
+def min_hot_bytes(shape: OpShape, cores: int, elem_bytes: int) -> int:
+    """A lower bound on any plan's per-core footprint (`CostedPlans.hot_bytes`): every operand
+    spread evenly over all cores, no replica, no rotation buffer. A plan's piece of operand v
+    is its tile cut by the temporal factors, and the tiles times their pieces cover v on at
+    most `cores` cores, so no piece is smaller than v / cores."""
+    sizes = [int(np.prod([n for n, used in zip(shape.lengths, uses) if used], dtype=np.float64))
+             for uses in shape.uses]
+    return sum(-(-size // cores) for size in sizes) * elem_bytes
+
+
 def enumerate_plans(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int,
                     plan_space: str = "full") -> CostedPlans:
     """Every plan worth keeping for one operator, costed (`plan_space`: `PLAN_SPACES`)."""
@@ -542,6 +552,7 @@ __all__ = [
     "OpShape",
     "CostedPlans",
     "enumerate_plans",
+    "min_hot_bytes",
     "enumerate_spatial",
     "enumerate_temporal",
     "cost_plans",

@@ -26,7 +26,9 @@ from elkopt.graph.ir import Graph, Operator, Storage
 from elkopt.plans import cache
 from elkopt.plans import cycles as cyc
 from elkopt.plans.option import Plan, PlanOption
-from elkopt.plans.space import CostedPlans, OpShape, divisors, enumerate_plans, pareto_2d, replicas
+from elkopt.plans.space import (
+    CostedPlans, OpShape, divisors, enumerate_plans, min_hot_bytes, pareto_2d, replicas,
+)
 from elkopt.progress import Ticker
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,8 @@ def build_table(op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits:
     """Enumerate, cost and reduce the plans of one operator (`plan_space`:
     `elkopt.plans.space.PLAN_SPACES`)."""
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
+    if min_hot_bytes(shape, chip.cores, elem_bytes) > chip.usable_sram_bytes_per_core:
+        return _empty_table(shape)  # no plan can fit: nothing to enumerate (a cut's large copies)
     costed = enumerate_plans(shape, chip, elem_bytes, max_splits, plan_space)
     fits = costed.hot_bytes <= chip.usable_sram_bytes_per_core
     costed = CostedPlans(*(a[fits] for a in _fields(costed)))
@@ -424,12 +428,7 @@ def _layout_problem(arrays: dict[str, np.ndarray], shape: OpShape, chip: Chip) -
 
 
 def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> InfeasibleOperatorError:
-    # The smallest footprint any split could reach: every operand spread over all cores.
-    sizes = [
-        int(np.prod([l for l, u in zip(shape.lengths, uses) if u], dtype=np.float64))
-        for uses in shape.uses
-    ]
-    need = sum(-(-s // chip.cores) for s in sizes) * elem_bytes
+    need = min_hot_bytes(shape, chip.cores, elem_bytes)  # every operand spread over all cores
     have = chip.usable_sram_bytes_per_core
     dims = dict((d.name, d.length) for d in op.dims)
     if need <= have:  # the plan space always holds a split, so the padding is what does not fit
