@@ -362,6 +362,9 @@ def _rotation_cycles(
     are nested with the biggest shifted piece outermost.
     """
     n, n_dims, n_ops = temporal.shape
+    if not (temporal > 1).any():  # no rotation (stage 1 costs every split so): the formula's zeros
+        none = np.zeros(n)
+        return 2 * cyc.SYNC_CYCLES * none + cyc.shift_cycles(none, elem_bytes, per_byte)
     levels = np.sort(temporal, axis=2)  # (n, D, V) ascending
     prev = np.concatenate([np.ones((n, n_dims, 1), dtype=levels.dtype), levels[:, :, :-1]], axis=2)
     g = levels // prev  # 1 where no new level
