@@ -339,10 +339,17 @@ def build_inputs(run_config: RunConfig) -> RunInputs:
     chip = to_chip(run_config.chip)
     source = digest = sizes = notes = None
     if model == "file":
-        if workload.kind is WorkloadKind.PREFILL:
-            raise ValueError("workload=prefill builds a zoo model's prefill step with its KV-cache writes; a graph "
-                             "file (model=file) has none: choose a zoo model, or workload=forward for the file")
+        prefill = workload.kind is WorkloadKind.PREFILL
+        if prefill and (run_config.model.format != "onnx" or workload.chunk is not None or workload.decode_batch):
+            raise ValueError("workload=prefill builds a zoo model's prefill step with its KV-cache writes; of a "
+                             "graph file (model=file) only an ONNX prompt that returns its K and V (present.* "
+                             "outputs) has them, one whole prompt (no workload.chunk or decode_batch): choose a zoo "
+                             "model, or workload=forward for the file")
         graph, sizes, notes = read_model_file(run_config.model, workload, to_conventions(run_config.conventions))
+        if prefill and not graph.stores:
+            raise ValueError(f"workload=prefill: {Path(run_config.model.path).name} writes nothing to HBM (no "
+                             "present.* output computed on chip); export the prompt with its KV cache, or use "
+                             "workload=forward")
         model, source, digest = graph.name, run_config.model.path, model_file_digest(run_config)
     else:
         graph = zoo.build_graph(model, str(workload.kind), workload.batch, workload.tokens,

@@ -80,6 +80,8 @@ def zoo_graph(stem: str, batch: int, past: int, prompt: int) -> Graph | None:
     arch = fixture_architecture(stem)
     if arch is None:
         return None
+    if "prefill_cache" in stem:  # the prompt's K and V written to HBM for the cache
+        return build_graph(arch, "prefill", batch, prompt)
     if "prefill" in stem:
         return build_graph(arch, "forward", batch, prompt)
     return build_graph(arch, "decode", batch, past + 1)

@@ -271,3 +271,16 @@ def test_an_onnx_file_plans_with_its_symbolic_dims_from_the_workload_and_placeho
     wrong = run_cli(tmp_path, "model=file", "model.format=tflite", f"model.path={tmp_path / 'mlp.onnx'}",
                     "hydra.run.dir=wrong")
     assert wrong.returncode == 2 and "model.format must be one of einstein, onnx" in wrong.stderr
+
+
+def test_an_exported_prompt_with_its_cache_plans_as_a_prefill(tmp_path):
+    fixtures = Path(__file__).parent / "fixtures" / "onnx"
+    common = ("model=file", "model.format=onnx", "workload=prefill", "workload.seq_len=6", "workload.batch=2",
+              "scheduler=static")
+    run = run_cli(tmp_path, *common, f"model.path={fixtures / 'ts_llama_prefill_cache.onnx'}", "hydra.run.dir=pf")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "pf" / "metrics.json").read_text())
+    # the K and V of 2 layers, 2 requests x 6 tokens x 2 KV heads x 16, written once
+    assert metrics["hbm_bytes_written"] == 2 * 2 * 2 * 6 * 32 * 2
+    plain = run_cli(tmp_path, *common, f"model.path={fixtures / 'ts_llama_prefill.onnx'}", "hydra.run.dir=plain")
+    assert plain.returncode == 2 and "ts_llama_prefill.onnx writes nothing to HBM" in plain.stderr

@@ -63,6 +63,19 @@ def test_exports_are_the_zoos_graph(stem):
         assert kinds(ours) == shifted
 
 
+def test_a_prompt_returning_its_cache_writes_the_zoos_kv_bytes():
+    # a prefill: the present K and V (after the rotary) are written to HBM, as the zoo's stores
+    ours, zoo = imported("ts_llama_prefill_cache")
+    assert len(ours.stores) == len(zoo.stores) == 2 * LAYERS
+    assert ours.hbm_bytes_written == zoo.hbm_bytes_written == 2 * LAYERS * BATCH * PROMPT * ARCH.kv_dim * ELEM
+    assert ours.hbm_bytes == zoo.hbm_bytes
+    # Hugging Face normalises every token before keeping the last one's logits (one Slice);
+    # the zoo normalises the last token only: 4 H + 3 FLOPs per RMSNorm row (square, sum,
+    # mean, epsilon, root, divide, scale) for the B x (S - 1) other rows
+    assert ours.n_ops == zoo.n_ops + 1
+    assert ours.total_flops - zoo.total_flops == BATCH * (PROMPT - 1) * (4 * ARCH.hidden + 3)
+
+
 def test_the_torchscript_mixtral_is_the_zoos_mixture_of_experts():
     ours, zoo = imported("ts_mixtral_decode")
     assert kinds(ours) == kinds(zoo) and ours.total_flops == zoo.total_flops and ours.hbm_bytes == zoo.hbm_bytes

@@ -17,6 +17,10 @@ Tensors and storage:
   constants and shapes (``Shape``, ``Size``, ``ConstantOfShape``, ``Range``, ``EyeLike``,
   and any node whose data inputs are all constants) are constants: no operator, read as
   on-chip graph inputs like the zoo's scalar constants;
+- a graph output named like ``*present*`` that an operator computes (a prompt's K and V
+  returned for the KV cache) is written to HBM, as the zoo's prefill writes them
+  (`Graph.stores`); a decode step's present (past with the new entries appended) is the HBM
+  cache itself;
 - a graph input that is not an initializer is an on-chip graph input, unless its name
   matches an fnmatch pattern of `hbm_inputs` (by default ``*past*`` and ``*cache*``: a
   decode model's KV cache), then it is read from HBM;

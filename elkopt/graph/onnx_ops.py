@@ -5,6 +5,7 @@ which inputs are data, the walk over the nodes and one handler per op type.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ import onnx
 
 from elkopt.graph.arch import Architecture
 from elkopt.graph.builders import _GraphBuilder, _Step, chip, norm_operators, softmax_operators
-from elkopt.graph.ir import Graph, Operand, OpKind
+from elkopt.graph.ir import Graph, Operand, OpKind, Store
 from elkopt.graph.moe import add_moe_mlp
 from elkopt.graph.onnx_attention import _AttentionOps
 from elkopt.graph.onnx_importer import (
@@ -123,9 +124,20 @@ class _Importer(_AttentionOps, _ImporterBase):
             raise OnnxImportError(f"model {name!r} imports to no operator (every node is data "
                                   "movement or a shape computation)")
         try:
-            return Graph(name, self.ops, elem_bytes, self.graph_inputs)
+            return Graph(name, self.ops, elem_bytes, self.graph_inputs, self._stores())
         except ValueError as error:
             raise OnnxImportError(str(error)) from None
+
+    def _stores(self) -> tuple[Store, ...]:
+        """A computed graph output named like ``*present*`` (a prefill's K and V for the KV
+        cache) is written to HBM as the zoo's prefill writes them; a decode step's present,
+        the past cache with the new entries appended, is the HBM cache itself (no write)."""
+        stores = []
+        for value in self.graph.output:
+            source = self.sources.get(value.name)
+            if source is not None and source.origin == _COMPUTED and fnmatch.fnmatchcase(value.name, "*present*"):
+                stores.append(Store(source.tensor, value.name))
+        return tuple(stores)
 
     def _node(self, node: onnx.NodeProto, index: int) -> None:
         where = _where(node, index)
