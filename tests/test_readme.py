@@ -1,6 +1,7 @@
 """The README's commands work: every `python -m elkopt...` line of its shell blocks that
-names no file of the reader's (no `...`, no `<placeholder>`, no graph file) runs from a
-fresh folder and exits 0. Slow (a few minutes): `pytest -m slow tests/test_readme.py`."""
+names no file of the reader's or of the repository's (no `...`, no `<placeholder>`, no graph
+file, no test fixture) runs from a fresh folder and exits 0. Slow (a few minutes):
+`pytest -m slow tests/test_readme.py`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 #: Commands that need a file or a cluster the reader brings.
-NEEDS_INPUT = ("...", "<", "graph.json", "model.onnx", "hydra/launcher=slurm")
+NEEDS_INPUT = ("...", "<", "graph.json", "model.onnx", "tests/fixtures/", "hydra/launcher=slurm")
 
 
 def readme_commands() -> list[str]:
