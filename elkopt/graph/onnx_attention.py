@@ -14,8 +14,8 @@ higher ``--optimize`` levels write a whole attention as one node.
   are that cache; without one they are the node's own k and v, on chip.
 - ``MultiHeadAttention(query, key, value[, bias, key_padding_mask, attention_bias,
   past_key, past_value])`` (``num_heads``): the same with as many KV heads as query heads
-  and no rotary; a bias is three ``Add``s (q, k, v, as the zoo's biased projections); the
-  mask ``Add`` reads the given mask or bias, or ``<node>.mask`` when ``unidirectional``.
+  and no rotary; a bias input is refused by name; the mask ``Add`` reads the given mask or
+  bias (as [B, S]), or ``<node>.mask`` when ``unidirectional``.
 - ``RotaryEmbedding(input, position_ids, cos_cache, sin_cache)``: the zoo's rotary.
 
 Query, key and value are the BSH layout ([B, S, heads x D]); a packed QKV query (``key`` and
@@ -158,7 +158,7 @@ class _AttentionOps:
         scores = g.binary(f"{base}.scale", "Divide", space, chip(scores, *s_dims), self._scalar(f"{base}.scale"))
         if mask is not None or masked:
             mask_operand = (self._operand(mask, ("B", "S"), where) if mask is not None
-                            else self._scalar_input(f"{base}.mask", ("B", "S")))
+                            else self._internal_input(f"{base}.mask", ("B", "S")))
             scores = g.binary(f"{base}.mask", "Add", space, chip(scores, *s_dims), mask_operand)
         probs = softmax_operators(g, f"{base}.softmax", space, rows, chip(scores, *s_dims))
         context = self._emit(self._claim(f"{base}.context"), "BatchMatMul", OpKind.MATMUL, {**space, "D": depth},
@@ -166,7 +166,7 @@ class _AttentionOps:
         self.shapes[node.output[0]] = (batch, tokens, width)
         self._computed(node.output[0], context)
 
-    def _scalar_input(self, name: str, dims: tuple[str, ...]) -> Operand:
+    def _internal_input(self, name: str, dims: tuple[str, ...]) -> Operand:
         """A new on-chip graph input indexed by `dims` (a mask the node builds internally)."""
         tensor = self._claim(name)
         self.graph_inputs.add(tensor)
