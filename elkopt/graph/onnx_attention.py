@@ -29,19 +29,8 @@ import onnx
 
 from elkopt.graph.builders import chip, hbm, softmax_operators
 from elkopt.graph.ir import Operand, OpKind
-from elkopt.graph.onnx_importer import _CONSTANT, _HBM, _INPUT, _Builder
+from elkopt.graph.onnx_importer import _HBM, _attribute, _Builder, _optional_input
 from elkopt.graph.onnx_shapes import OnnxImportError
-
-
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
-def _input(node: onnx.NodeProto, position: int) -> str | None:
-    return node.input[position] if len(node.input) > position and node.input[position] else None
 
 
 class _AttentionOps:
@@ -50,14 +39,14 @@ class _AttentionOps:
     def _group_query_attention(self, node: onnx.NodeProto, where: str, base: str) -> None:
         heads, kv_heads = _attribute(node, "num_heads"), _attribute(node, "kv_num_heads")
         rotary = bool(_attribute(node, "do_rotary", 0))
-        tables = (_input(node, 7), _input(node, 8)) if rotary else None
+        tables = (_optional_input(node, 7), _optional_input(node, 8)) if rotary else None
         self._attend(node, where, base, heads, kv_heads, past=(3, 4), tables=tables, mask=None,
                      masked=True)
 
     def _multi_head_attention(self, node: onnx.NodeProto, where: str, base: str) -> None:
         heads = _attribute(node, "num_heads")
-        mask = _input(node, 5) or _input(node, 4)
-        if _input(node, 3) is not None:
+        mask = _optional_input(node, 5) or _optional_input(node, 4)
+        if _optional_input(node, 3) is not None:
             raise OnnxImportError(f"{where}: a bias input is not imported (export the projections with their "
                                   "biases)")
         self._attend(node, where, base, heads, heads, past=(6, 7), tables=None, mask=mask,
@@ -78,15 +67,9 @@ class _AttentionOps:
             dims = {"B": batch, "H": heads, "T": tokens, "D": depth}
             x_dims = ("B", "H", "T", "D")
         self.shapes[out] = shape
-        self._computed(out, self._rope(base, self._operand(x, x_dims, where), dims, node.input[2], node.input[3]))
+        self._computed(out, self._rope(base, self._read(x, x_dims, where), dims, node.input[2], node.input[3]))
 
     # -- the shared decomposition ----------------------------------------------------------
-    def _operand(self, value: str, dims: tuple[str, ...], where: str) -> Operand:
-        source = self._source(value, where)
-        if source.origin in (_INPUT, _CONSTANT):
-            self.graph_inputs.add(source.tensor)
-        return Operand(source.tensor, dims, source.storage)
-
     def _rope(self, base: str, x: Operand, dims: dict[str, int], cos: str, sin: str) -> str:
         """The zoo's rotary (`builders._rotary`), the cos/sin caches read from HBM (T x D)."""
         axes = tuple(dims)
@@ -103,7 +86,7 @@ class _AttentionOps:
     def _attend(self, node: onnx.NodeProto, where: str, base: str, heads: int, kv_heads: int,
                 past: tuple[int, int], tables: tuple[str | None, str | None] | None, mask: str | None,
                 masked: bool) -> None:
-        query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
+        query, key, value = _optional_input(node, 0), _optional_input(node, 1), _optional_input(node, 2)
         if not heads or not kv_heads or (key is None) != (value is None):
             raise OnnxImportError(f"{where}: expected query, key and value inputs (or a packed QKV query) and "
                                   "the num_heads (and kv_num_heads) attributes")
@@ -113,7 +96,7 @@ class _AttentionOps:
         q_dims = {"B": batch, "T": tokens, "Hkv": kv_heads, "G": group, "D": depth}
         k_dims = {"B": batch, "T": tokens, "Hkv": kv_heads, "D": depth}
         if key is None:  # packed QKV: the zoo's q, k and v Slices of the fused projection
-            source = self._operand(query, ("B", "T", "N"), where)
+            source = self._read(query, ("B", "T", "N"), where)
             parts = []
             for part, size in (("q", width), ("k", kv_heads * depth), ("v", kv_heads * depth)):
                 space = {"B": batch, "T": tokens, "N": size}
@@ -122,15 +105,15 @@ class _AttentionOps:
             q, k = chip(parts[0], *q_dims), chip(parts[1], *k_dims)
             value_tensor = parts[2]
         else:
-            q = self._operand(query, tuple(q_dims), where)
-            k = self._operand(key, tuple(k_dims), where)
+            q = self._read(query, tuple(q_dims), where)
+            k = self._read(key, tuple(k_dims), where)
             value_tensor = None
         if tables is not None:
             if None in tables:
                 raise OnnxImportError(f"{where}: do_rotary needs the cos_cache and sin_cache inputs")
             q = chip(self._rope(f"{base}.rope_q", q, q_dims, *tables), *q_dims)
             k = chip(self._rope(f"{base}.rope_k", k, k_dims, *tables), *k_dims)
-        past_key, past_value = _input(node, past[0]), _input(node, past[1])
+        past_key, past_value = _optional_input(node, past[0]), _optional_input(node, past[1])
         cached = past_key is not None and self._source(past_key, where).origin == _HBM
         if cached:
             keys = self._source(past_key, where).tensor
@@ -145,7 +128,7 @@ class _AttentionOps:
             total = tokens
             key_operand = Operand(k.tensor, ("B", "S", "Hkv", "D"), k.storage)
             value_operand = (chip(value_tensor, "B", "S", "Hkv", "D") if value_tensor is not None
-                             else self._operand(value, ("B", "S", "Hkv", "D"), where))
+                             else self._read(value, ("B", "S", "Hkv", "D"), where))
             for k_out, operand in ((1, key_operand), (2, value_operand)):
                 if len(node.output) > k_out and node.output[k_out]:
                     self._computed(node.output[k_out], operand.tensor)
@@ -157,17 +140,11 @@ class _AttentionOps:
                             where, "sum")
         scores = g.binary(f"{base}.scale", "Divide", space, chip(scores, *s_dims), self._scalar(f"{base}.scale"))
         if mask is not None or masked:
-            mask_operand = (self._operand(mask, ("B", "S"), where) if mask is not None
-                            else self._internal_input(f"{base}.mask", ("B", "S")))
+            mask_operand = (self._read(mask, ("B", "S"), where) if mask is not None
+                            else self._scalar(f"{base}.mask", "B", "S"))
             scores = g.binary(f"{base}.mask", "Add", space, chip(scores, *s_dims), mask_operand)
         probs = softmax_operators(g, f"{base}.softmax", space, rows, chip(scores, *s_dims))
         context = self._emit(self._claim(f"{base}.context"), "BatchMatMul", OpKind.MATMUL, {**space, "D": depth},
                              (*rows, "D"), (chip(probs, *s_dims), value_operand), where, "sum")
         self.shapes[node.output[0]] = (batch, tokens, width)
         self._computed(node.output[0], context)
-
-    def _internal_input(self, name: str, dims: tuple[str, ...]) -> Operand:
-        """A new on-chip graph input indexed by `dims` (a mask the node builds internally)."""
-        tensor = self._claim(name)
-        self.graph_inputs.add(tensor)
-        return chip(tensor, *dims)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import onnx
 
-from elkopt.graph.onnx_shapes import OnnxImportError
+from elkopt.graph.onnx_importer import _optional_input
+from elkopt.graph.onnx_shapes import OnnxImportError, _value_infos
 
 CONTRIB = "com.microsoft"
 
 
 def expand_contrib(graph: onnx.GraphProto) -> int:
     """Replace the fused operators above by standard nodes in place; how many were replaced."""
-    infos = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
+    infos = _value_infos(graph)
     nodes: list[onnx.NodeProto] = []
     count = 0
     for index, node in enumerate(graph.node):
@@ -53,10 +54,6 @@ def _like(graph: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto], name: s
         infos[name] = info
 
 
-def _input(node: onnx.NodeProto, position: int) -> str | None:
-    return node.input[position] if len(node.input) > position and node.input[position] else None
-
-
 def _add_bias(node: onnx.NodeProto, base: str, x: str, bias: str | None, graph, infos) -> tuple[list, str]:
     if bias is None:
         return [], x
@@ -68,8 +65,8 @@ def _add_bias(node: onnx.NodeProto, base: str, x: str, bias: str | None, graph, 
 def _skip_norm(node: onnx.NodeProto, base: str, graph, infos) -> list[onnx.NodeProto]:
     simplified = node.op_type == "SkipSimplifiedLayerNormalization"
     x, skip, gamma = node.input[0], node.input[1], node.input[2]
-    beta = None if simplified else _input(node, 3)
-    bias = _input(node, 3 if simplified else 4)
+    beta = None if simplified else _optional_input(node, 3)
+    bias = _optional_input(node, 3 if simplified else 4)
     outputs = list(node.output) + [""] * (4 - len(node.output))
     if outputs[1] or outputs[2]:
         raise OnnxImportError(f"node {base!r} ({CONTRIB}.{node.op_type}): its mean and inverse standard "
@@ -89,7 +86,7 @@ def _skip_norm(node: onnx.NodeProto, base: str, graph, infos) -> list[onnx.NodeP
 
 
 def _gelu(node: onnx.NodeProto, base: str, graph, infos) -> list[onnx.NodeProto]:
-    bias = _input(node, 1) if node.op_type in ("FastGelu", "BiasGelu") else None
+    bias = _optional_input(node, 1) if node.op_type in ("FastGelu", "BiasGelu") else None
     nodes, x = _add_bias(node, base, node.input[0], bias, graph, infos)
     approximate = "tanh" if node.op_type == "FastGelu" else "none"
     return [*nodes, onnx.helper.make_node("Gelu", [x], [node.output[0]], name=base, approximate=approximate)]

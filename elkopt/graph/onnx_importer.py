@@ -24,6 +24,17 @@ from elkopt.graph.onnx_views import _plain, _View
 _INPUT, _CONSTANT, _COMPUTED, _HBM = "input", "constant", "computed", "hbm"
 
 
+def _optional_input(node: onnx.NodeProto, position: int) -> str | None:
+    return node.input[position] if len(node.input) > position and node.input[position] else None
+
+
+def _attribute(node: onnx.NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
 def _axes(rank: int) -> tuple[str, ...]:
     return tuple(f"D{i}" for i in range(rank))
 
@@ -182,11 +193,12 @@ class _ImporterBase:
                     dims.append(name)
         return self._read(value, dims, where)
 
-    def _scalar(self, name: str) -> Operand:
-        """A new scalar constant (an element count, an epsilon) as an on-chip graph input."""
+    def _scalar(self, name: str, *dims: str) -> Operand:
+        """A new on-chip graph input: a scalar constant (an element count, an epsilon), or one
+        indexed by `dims` (the mask a fused attention builds internally)."""
         tensor = self._claim(name)
         self.graph_inputs.add(tensor)
-        return chip(tensor)
+        return chip(tensor, *dims)
 
     def _emit(self, name: str, label: str, kind: OpKind, dims: Mapping[str, int],
               out: Sequence[str], inputs: Sequence[Operand], where: str,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-from elkopt.graph.onnx_shapes import OnnxImportError
+from elkopt.graph.onnx_shapes import OnnxImportError, _static_shape, _value_infos
 
 DOMAIN = "elkopt"
 OP_TYPE = "MixtureOfExperts"
@@ -58,20 +58,12 @@ def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return values
 
 
-def _shape(infos: dict[str, onnx.ValueInfoProto], name: str) -> tuple[int, ...] | None:
-    info = infos.get(name)
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim
-    return tuple(d.dim_value for d in dims) if all(d.HasField("dim_value") for d in dims) else None
-
-
 def _block(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], topk: onnx.NodeProto):
     """(router MatMul, x, output value, attributes) of the block around `topk`, or None."""
     producers = {out: n for n in nodes for out in n.output if out}
     constants = _constants(graph)
     initializers = {t.name: t for t in graph.initializer}
-    infos = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
+    infos = _value_infos(graph)
 
     def before(value: str) -> onnx.NodeProto | None:
         node = producers.get(value)
@@ -89,7 +81,7 @@ def _block(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], topk: onnx.NodeP
     hidden, experts = weight.dims
     top_k = int(numpy_helper.to_array(constants[topk.input[1]]).reshape(-1)[0])
     x = router.input[0]
-    x_shape = _shape(infos, x)
+    x_shape = _static_shape(infos.get(x))
     start = nodes.index(topk)
     routed = {out for out in topk.output if out}
     for node in nodes[start + 1:]:
@@ -110,7 +102,7 @@ def _block(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], topk: onnx.NodeP
         if node.op_type == "MatMul" and node.input[1] in initializers:
             matmuls.append(node)
         out = node.output[0] if node.output else ""
-        if matmuls and _shape(infos, out) == x_shape and all(
+        if matmuls and _static_shape(infos.get(out)) == x_shape and all(
                 last_read.get(v, -1) <= i for v in routed if produced_at.get(v, len(nodes)) <= i and v != out):
             output = out
             break

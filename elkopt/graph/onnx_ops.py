@@ -17,7 +17,7 @@ from elkopt.graph.ir import Graph, Operand, OpKind, Store
 from elkopt.graph.moe import add_moe_mlp
 from elkopt.graph.onnx_attention import _AttentionOps
 from elkopt.graph.onnx_importer import (
-    _COMPUTED, _CONSTANT, _HBM, _INPUT, _axes, _Builder, _ImporterBase, _Source,
+    _COMPUTED, _CONSTANT, _HBM, _INPUT, _attribute, _axes, _Builder, _ImporterBase, _optional_input, _Source,
 )
 from elkopt.graph.onnx_moe import attributes_of
 from elkopt.graph.onnx_shapes import OnnxImportError
@@ -64,17 +64,6 @@ def _data_inputs(node: onnx.NodeProto) -> list[str]:
     """The node's inputs read as data (not shapes, axes, pads ...), omitted ones skipped."""
     positions = _DATA_INPUTS.get(node.op_type, range(len(node.input)))
     return [node.input[i] for i in positions if i < len(node.input) and node.input[i]]
-
-
-def _optional_input(node: onnx.NodeProto, position: int) -> str | None:
-    return node.input[position] if len(node.input) > position and node.input[position] else None
-
-
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
 
 
 def _axis(axis: int, rank: int, where: str) -> int:
@@ -208,15 +197,13 @@ class _Importer(_AttentionOps, _ImporterBase):
                             experts_per_token=values["top_k"], expert_ffn=values["expert_ffn"],
                             renormalize_gates=bool(values["renormalize"]))
         builder = _GraphBuilder()
-        source = self._source(x, where)
+        tensor = self._read(x, ("B", "H"), where).tensor  # as the zoo's layer reads it
         y = add_moe_mlp(builder, arch, _Step(batch=rows, tokens=1, keys=1, decode=True), self._claim(base),
-                        source.tensor, self.routing)
+                        tensor, self.routing)
         for op in builder.ops:
             self.taken.add(op.name)
         self.ops.extend(builder.ops)
         self.graph_inputs.update(builder.graph_inputs)
-        if source.origin in (_INPUT, _CONSTANT):
-            self.graph_inputs.add(source.tensor)
         self._computed(out, y)
 
     def _gelu(self, node: onnx.NodeProto, where: str, base: str) -> None:

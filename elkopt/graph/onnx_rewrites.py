@@ -56,7 +56,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from elkopt.graph.onnx_importer import _attribute
 from elkopt.graph.onnx_ops import _data_inputs, _data_values
+from elkopt.graph.onnx_shapes import _static_shape, _value_infos
 
 DEFAULT_MASK_INPUTS = ("*mask*",)
 DEFAULT_POSITION_INPUTS = ("*position*",)
@@ -75,25 +77,15 @@ def rewrite_exported(model: onnx.ModelProto, mask_inputs: Sequence[str] = DEFAUL
     graph = model.graph
     applied["embedding"] = _fold_embeddings(graph, (*token_inputs, *position_inputs))
     applied["side_inputs"] = _fold_side_inputs(graph, tuple(mask_inputs), tuple(position_inputs))
-    applied["nan_guard"] = _drop_nan_guards(graph)
-    applied["gelu"] = _fuse_gelu(graph)
-    applied["scale"] = _move_scales(graph)
+    scalars = _scalar_constants(graph)  # the rules below keep every one of them
+    applied["nan_guard"] = _drop_nan_guards(graph, scalars)
+    applied["gelu"] = _fuse_gelu(graph, scalars)
+    applied["scale"] = _move_scales(graph, scalars)
     applied["siblings"] = _fuse_siblings(graph)
     return +applied
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _value_infos(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
-    return {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
-
-
-def _shape(info: onnx.ValueInfoProto | None) -> tuple[int, ...] | None:
-    if info is None or not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim
-    return tuple(d.dim_value for d in dims) if all(d.HasField("dim_value") for d in dims) else None
-
-
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
@@ -133,7 +125,7 @@ def _scalar_constants(graph: onnx.GraphProto) -> set[str]:
     scalars = {t.name for t in graph.initializer if math.prod(t.dims) == 1}
     for node in graph.node:
         for out in node.output:
-            shape = _shape(infos.get(out))
+            shape = _static_shape(infos.get(out))
             constant = node.op_type == "Constant" or (shape is not None and math.prod(shape) == 1)
             if out and not tags.get(out) and constant and (shape is None or math.prod(shape) == 1):
                 scalars.add(out)
@@ -164,7 +156,7 @@ def _move_to_inputs(graph: onnx.GraphProto, moved: dict[str, bool], infos: dict[
     for value, hbm in moved.items():
         info = infos[value]
         if hbm:
-            graph.initializer.append(_external(value, _shape(info), info.type.tensor_type.elem_type))
+            graph.initializer.append(_external(value, _static_shape(info), info.type.tensor_type.elem_type))
         else:
             graph.input.append(info)
 
@@ -186,19 +178,12 @@ def _fold_embeddings(graph: onnx.GraphProto, tokens: tuple[str, ...]) -> int:
             ids = producers[ids].input[0]
         table, ids = initializers.get(node.input[0]), inputs.get(ids)
         info = infos.get(node.output[0])
-        if (table is None or len(table.dims) != 2 or ids is None or _shape(info) is None
-                or ids.type.tensor_type.elem_type not in integer or _attribute_int(node, "axis", 0) != 0):
+        if (table is None or len(table.dims) != 2 or ids is None or _static_shape(info) is None
+                or ids.type.tensor_type.elem_type not in integer or _attribute(node, "axis", 0) != 0):
             continue
         folded[node.output[0]] = False
     _move_to_inputs(graph, folded, infos)
     return len(folded)
-
-
-def _attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return attribute.i
-    return default
 
 
 def _tags(graph: onnx.GraphProto, masks: tuple[str, ...], positions: tuple[str, ...]) -> dict[str, frozenset]:
@@ -236,7 +221,7 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
     producers = {out: node for node in graph.node for out in node.output if out}
     # the batch, from the positions' leading axis ([batch, tokens] in Hugging Face's exports)
     batch = next((shape[0] for v in graph.input if any(fnmatch.fnmatchcase(v.name, p) for p in positions)
-                  and (shape := _shape(v)) and len(shape) == 2), 0)
+                  and (shape := _static_shape(v)) and len(shape) == 2), 0)
     boundary: dict[str, bool] = {}  # value -> read from HBM (else an on-chip input)
     for node in graph.node:
         if not any(_DATA in tags.get(out, ()) for out in node.output if out):
@@ -246,14 +231,14 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
             if not found or _DATA in found:
                 continue
             hbm = _MASK not in found
-            shape = _shape(infos.get(name))
+            shape = _static_shape(infos.get(name))
             if hbm and _POSITION in found and batch > 1 and shape and shape[0] == batch and name in produced:
                 boundary[name], infos[name] = True, _shared_rows(infos[name])  # read as it enters
                 continue
             followed = _VIEWS | {"Slice"} if hbm else _VIEWS  # the import follows views, and slices of HBM
             while name in producers and producers[name].op_type in followed:
                 name = producers[name].input[0]
-            if name in produced and name in data and _shape(infos.get(name)):
+            if name in produced and name in data and _static_shape(infos.get(name)):
                 boundary[name] = hbm
     _move_to_inputs(graph, boundary, infos)
     return len(boundary)
@@ -267,9 +252,8 @@ def _shared_rows(info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
     return shared
 
 
-def _drop_nan_guards(graph: onnx.GraphProto) -> int:
+def _drop_nan_guards(graph: onnx.GraphProto, scalars: set[str]) -> int:
     producers = {out: node for node in graph.node for out in node.output if out}
-    scalars = _scalar_constants(graph)
     outputs = {v.name for v in graph.output}
     renamed: dict[str, str] = {}
     for node in graph.node:
@@ -293,10 +277,9 @@ def _drop_nan_guards(graph: onnx.GraphProto) -> int:
 _ELEMENTWISE = frozenset({"Mul", "Add", "Sub", "Div", "Pow"})
 
 
-def _fuse_gelu(graph: onnx.GraphProto) -> int:
+def _fuse_gelu(graph: onnx.GraphProto, scalars: set[str]) -> int:
     producers = {out: node for node in graph.node for out in node.output if out}
     readers = _consumers(graph)
-    scalars = _scalar_constants(graph)
     outputs = {v.name for v in graph.output}
 
     def leaves(value: str, seen: set[str]) -> set[str]:
@@ -346,10 +329,9 @@ def _fuse_gelu(graph: onnx.GraphProto) -> int:
     return count
 
 
-def _move_scales(graph: onnx.GraphProto) -> int:
+def _move_scales(graph: onnx.GraphProto, scalars: set[str]) -> int:
     producers = {out: node for node in graph.node for out in node.output if out}
     readers = _consumers(graph)
-    scalars = _scalar_constants(graph)
     infos = _value_infos(graph)
     outputs = {v.name for v in graph.output}
     nodes = list(graph.node)
@@ -372,8 +354,8 @@ def _move_scales(graph: onnx.GraphProto) -> int:
             if len(kept) == 1 and len(factors) == 1:
                 found.append((mul, kept[0], factors[0]))
         # moved only where scaling the output is less work than scaling the operands
-        sizes = [_shape(infos.get(mul.output[0])) for mul, _, _ in found]
-        out_shape = _shape(infos.get(matmul.output[0]))
+        sizes = [_static_shape(infos.get(mul.output[0])) for mul, _, _ in found]
+        out_shape = _static_shape(infos.get(matmul.output[0]))
         if not found or None in sizes or out_shape is None or math.prod(out_shape) >= sum(map(math.prod, sizes)):
             continue
         for mul, kept, _ in found:
@@ -403,7 +385,7 @@ def _fuse_siblings(graph: onnx.GraphProto) -> int:
         if node.op_type != "MatMul" or len(node.input) != 2:
             continue
         weight = initializers.get(node.input[1])
-        if weight is None or len(weight.dims) != 2 or len(readers[weight.name]) != 1 or not _shape(
+        if weight is None or len(weight.dims) != 2 or len(readers[weight.name]) != 1 or not _static_shape(
                 infos.get(node.output[0])):
             continue
         groups[(node.input[0], weight.dims[0], weight.data_type)].append(position)

@@ -566,7 +566,7 @@ def _ort_inferred(inference_class, model: onnx.ModelProto) -> onnx.ModelProto:
 def _merge(graph: onnx.GraphProto, completed: onnx.GraphProto) -> None:
     """Fill `graph`'s unknown dims and shapes from `completed`'s: ONNX's known dims win, and
     where the ranks differ ONNX's shape is kept."""
-    own = {value.name: value for value in (*graph.input, *graph.value_info, *graph.output)}
+    own = _value_infos(graph)
     for value in (*completed.value_info, *completed.output):
         dims = _tensor_dims(value)
         if dims is None:
@@ -590,6 +590,19 @@ def _merge(graph: onnx.GraphProto, completed: onnx.GraphProto) -> None:
 
 
 # -- shapes after inference --------------------------------------------------------------
+def _value_infos(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
+    """Value name -> its ValueInfo (graph inputs, value_info, graph outputs)."""
+    return {value.name: value for value in (*graph.input, *graph.value_info, *graph.output)}
+
+
+def _static_shape(value: onnx.ValueInfoProto | None) -> tuple[int, ...] | None:
+    """The shape of `value` when every dim is known, else None (None for no value)."""
+    dims = None if value is None else _tensor_dims(value)
+    if dims is None or not all(d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(d.dim_value for d in dims)
+
+
 def _shapes(graph: onnx.GraphProto) -> dict[str, tuple[int | None, ...]]:
     """Value name -> shape after inference, None where a dim is unknown or symbolic (left
     symbolic by inference: the graph inputs' symbols are substituted before it)."""
