@@ -86,6 +86,11 @@ def rewrite_exported(model: onnx.ModelProto, mask_inputs: Sequence[str] = DEFAUL
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Value name -> the node computing it."""
+    return {out: node for node in graph.node for out in node.output if out}
+
+
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
@@ -166,7 +171,7 @@ def _fold_embeddings(graph: onnx.GraphProto, tokens: tuple[str, ...]) -> int:
     initializers = {t.name: t for t in graph.initializer}
     inputs = {v.name: v for v in graph.input if v.name not in initializers
               and any(fnmatch.fnmatchcase(v.name, p) for p in tokens)}
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _producers(graph)
     infos = _value_infos(graph)
     integer = {onnx.TensorProto.INT32, onnx.TensorProto.INT64}
     folded: dict[str, bool] = {}
@@ -217,8 +222,7 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
     tags = _tags(graph, masks, positions)
     data = _data_values(graph)
     infos = _value_infos(graph)
-    produced = {out for node in graph.node for out in node.output if out}
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _producers(graph)
     # the batch, from the positions' leading axis ([batch, tokens] in Hugging Face's exports)
     batch = next((shape[0] for v in graph.input if any(fnmatch.fnmatchcase(v.name, p) for p in positions)
                   and (shape := _static_shape(v)) and len(shape) == 2), 0)
@@ -232,13 +236,13 @@ def _fold_side_inputs(graph: onnx.GraphProto, masks: tuple[str, ...], positions:
                 continue
             hbm = _MASK not in found
             shape = _static_shape(infos.get(name))
-            if hbm and _POSITION in found and batch > 1 and shape and shape[0] == batch and name in produced:
+            if hbm and _POSITION in found and batch > 1 and shape and shape[0] == batch and name in producers:
                 boundary[name], infos[name] = True, _shared_rows(infos[name])  # read as it enters
                 continue
             followed = _VIEWS | {"Slice"} if hbm else _VIEWS  # the import follows views, and slices of HBM
             while name in producers and producers[name].op_type in followed:
                 name = producers[name].input[0]
-            if name in produced and name in data and _static_shape(infos.get(name)):
+            if name in producers and name in data and _static_shape(infos.get(name)):
                 boundary[name] = hbm
     _move_to_inputs(graph, boundary, infos)
     return len(boundary)
@@ -253,7 +257,7 @@ def _shared_rows(info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 
 def _drop_nan_guards(graph: onnx.GraphProto, scalars: set[str]) -> int:
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _producers(graph)
     outputs = {v.name for v in graph.output}
     renamed: dict[str, str] = {}
     for node in graph.node:
@@ -278,7 +282,7 @@ _ELEMENTWISE = frozenset({"Mul", "Add", "Sub", "Div", "Pow"})
 
 
 def _fuse_gelu(graph: onnx.GraphProto, scalars: set[str]) -> int:
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _producers(graph)
     readers = _consumers(graph)
     outputs = {v.name for v in graph.output}
 
@@ -330,7 +334,7 @@ def _fuse_gelu(graph: onnx.GraphProto, scalars: set[str]) -> int:
 
 
 def _move_scales(graph: onnx.GraphProto, scalars: set[str]) -> int:
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _producers(graph)
     readers = _consumers(graph)
     infos = _value_infos(graph)
     outputs = {v.name for v in graph.output}
