@@ -206,6 +206,7 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
     estimator = scheduler if scheduler in ("basic", "static") else "static"
     estimates: dict[int, float] = {}  # ms
     finals: dict[int, RunResult] = {}  # Basic or Static asked for: the estimates are the plans
+    cuts: dict[int, CutChoice] = {}  # the estimate's cutting decision, reused when that graph is planned
     for m, (candidate, spec) in sorted(candidates.items()):
         what = "waiting for the routers" if m == 0 else f"preloading the {m} likeliest experts of every layer"
         say(f"mixture of experts: weighing {what} ({spec.experts_read:.2f} experts read per layer) by {estimator}")
@@ -215,7 +216,9 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
                                          time.perf_counter())
                 estimates[m] = finals[m].timeline.latency_ms
             else:
-                estimates[m] = _estimate_static(candidate, chip, options)
+                # the policy only says whether a runner-up is planned, not what is cut
+                cuts[m] = choose_split(candidate, chip, options)
+                estimates[m] = _estimate_static(cuts[m].graph, chip, options)
         except PlanningError as error:
             if m == 0:
                 raise
@@ -227,13 +230,13 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
         wait, chosen, m = finals[0], finals[best], best
     else:
         say(f"mixture of experts: planning the waiting graph with {scheduler}")
-        wait = chosen = _compile_cut(graph, chip, scheduler, options, say, solver, time.perf_counter())
+        wait = chosen = _compile_cut(graph, chip, scheduler, options, say, solver, time.perf_counter(), cuts[0])
         m = 0
         if best != 0:
             say(f"mixture of experts: planning {best} experts preloaded with {scheduler}")
             try:
                 speculative = _compile_cut(candidates[best][0], chip, scheduler, options, say, solver,
-                                           time.perf_counter())
+                                           time.perf_counter(), cuts[best])
             except PlanningError as error:
                 say(f"mixture of experts: {best} experts preloaded cannot be planned by {scheduler} ({error})")
             else:
@@ -248,11 +251,9 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
     return _with_moe_stats(result, m, candidates[m][1], options, wait.timeline.latency_ms, estimates, estimator)
 
 
-def _estimate_static(graph: Graph, chip: Chip, options: PlanningOptions) -> float:
-    """Latency (ms) of the Static schedule of `graph`, its operators cut by the per-operator
-    choice (no runner-up): the cheap estimate that ranks MoE preload candidates."""
-    cut = choose_split(graph, chip, replace(options, split_policy="per_op")
-                       if options.split_policy == "if_faster" else options).graph
+def _estimate_static(cut: Graph, chip: Chip, options: PlanningOptions) -> float:
+    """Latency (ms) of the Static schedule of `cut`, a graph with its operators cut as
+    `choose_split` chose (no runner-up): the cheap estimate that ranks MoE preload candidates."""
     try:
         tables = build_tables(cut, chip, options.max_spatial_splits, options.cache_dir, plan_space=options.plan_space)
         static = baselines.schedule_static(cut, tables, chip, options.static_step_bytes, options.max_preload_ops)
@@ -278,9 +279,11 @@ def _with_moe_stats(result: RunResult, preloaded: int, spec: moe.Speculation, op
 
 
 def _compile_cut(graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions, say: Callable[[str], None],
-                 solver: SolverOptions | None, start: float) -> RunResult:
-    """compile_model on one graph: operators cut into copies as `options` say, then planned."""
-    choice = choose_split(graph, chip, options, say)
+                 solver: SolverOptions | None, start: float, choice: CutChoice | None = None) -> RunResult:
+    """compile_model on one graph: operators cut into copies as `options` say (`choice`,
+    when `choose_split` already decided for this graph and these options), then planned."""
+    if choice is None:
+        choice = choose_split(graph, chip, options, say)
     if not choice.report.splits and choice.runner_up is None:
         return _compile(graph, chip, scheduler, options, say, solver, start, choice.report)
     stats = split_stats(choice)

@@ -181,6 +181,24 @@ def test_wait_plans_the_waiting_graph_and_respects_the_routers():
     assert auto.references["lower_bound"] <= wait.references["lower_bound"]
 
 
+def test_auto_decides_the_cutting_of_each_candidate_graph_once(monkeypatch):
+    # the Static estimate's cutting decision is the one the chosen graphs are planned with
+    import elkopt.pipeline as pipeline
+
+    decided = []
+    real = pipeline.choose_split
+
+    def counting(graph, *args, **kwargs):
+        decided.append(id(graph))
+        return real(graph, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "choose_split", counting)
+    graph = build_decode_graph(TINY, 2, 16)
+    auto = compile_model(graph, SLOW_HBM, "elkopt", PlanningOptions())
+    assert auto.stats["moe_preload_estimates"].count("ms") == 3  # three candidates weighed
+    assert len(decided) == len(set(decided)) == 3
+
+
 def test_the_plan_file_keeps_the_router_waits():
     from elkopt.report import schedule_from_dict, schedule_to_dict
     from elkopt.schedule.timeline import compute_timeline
