@@ -17,7 +17,7 @@ from elkopt.graph import moe
 from elkopt.graph.ir import Graph, Operator
 from elkopt.graph.split import CutChoice, SplitReport, choose_cuts, split_large_operators
 from elkopt.plans.space import OpShape, check_plan_space
-from elkopt.plans.table import InfeasibleOperatorError, PlanTable, TableSet, build_tables, cached_table
+from elkopt.plans.table import InfeasibleOperatorError, PlanTable, TableMemo, TableSet, build_tables, cached_table
 from elkopt.schedule import baselines
 from elkopt.schedule.checker import assert_valid
 from elkopt.schedule.schedule import Schedule
@@ -157,14 +157,15 @@ def compile_model(
     check_static_sweep(chip, options)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
+    memo: TableMemo = {}  # each plan table built or read once, whichever graphs are weighed
     if any(op.routed_by is not None for op in graph.ops):
-        return choose_moe_preload(graph, chip, scheduler, options, say, solver, routing, start)
-    return _compile_cut(graph, chip, scheduler, options, say, solver, start)
+        return choose_moe_preload(graph, chip, scheduler, options, say, solver, routing, start, memo=memo)
+    return _compile_cut(graph, chip, scheduler, options, say, solver, start, memo=memo)
 
 
 def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions,
                        say: Callable[[str], None], solver: SolverOptions | None,
-                       routing: moe.Routing | str | None, start: float) -> RunResult:
+                       routing: moe.Routing | str | None, start: float, memo: TableMemo | None = None) -> RunResult:
     """Plan an MoE graph waiting for its routers or preloading experts speculatively
     (`elkopt.graph.moe.speculate`), as `options.moe_preload` says.
 
@@ -199,7 +200,7 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
         candidates = {0: (graph, moe.Speculation(0, len(layers), float("nan"), True))}
     if len(candidates) == 1:
         ((m, (planned, spec)),) = candidates.items()
-        result = _compile_cut(planned, chip, scheduler, options, say, solver, start)
+        result = _compile_cut(planned, chip, scheduler, options, say, solver, start, memo=memo)
         latency = result.timeline.latency_ms
         return _with_moe_stats(result, m, spec, options, latency if m == 0 else None, {}, "")
 
@@ -213,12 +214,12 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
         try:
             if estimator == scheduler:
                 finals[m] = _compile_cut(candidate, chip, scheduler, options, lambda _msg: None, solver,
-                                         time.perf_counter())
+                                         time.perf_counter(), memo=memo)
                 estimates[m] = finals[m].timeline.latency_ms
             else:
                 # the policy only says whether a runner-up is planned, not what is cut
-                cuts[m] = choose_split(candidate, chip, options)
-                estimates[m] = _estimate_static(cuts[m].graph, chip, options)
+                cuts[m] = choose_split(candidate, chip, options, memo=memo)
+                estimates[m] = _estimate_static(cuts[m].graph, chip, options, memo)
         except PlanningError as error:
             if m == 0:
                 raise
@@ -230,13 +231,14 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
         wait, chosen, m = finals[0], finals[best], best
     else:
         say(f"mixture of experts: planning the waiting graph with {scheduler}")
-        wait = chosen = _compile_cut(graph, chip, scheduler, options, say, solver, time.perf_counter(), cuts[0])
+        wait = chosen = _compile_cut(graph, chip, scheduler, options, say, solver, time.perf_counter(), cuts[0],
+                                     memo=memo)
         m = 0
         if best != 0:
             say(f"mixture of experts: planning {best} experts preloaded with {scheduler}")
             try:
                 speculative = _compile_cut(candidates[best][0], chip, scheduler, options, say, solver,
-                                           time.perf_counter(), cuts[best])
+                                           time.perf_counter(), cuts[best], memo=memo)
             except PlanningError as error:
                 say(f"mixture of experts: {best} experts preloaded cannot be planned by {scheduler} ({error})")
             else:
@@ -251,11 +253,12 @@ def choose_moe_preload(graph: Graph, chip: Chip, scheduler: str, options: Planni
     return _with_moe_stats(result, m, candidates[m][1], options, wait.timeline.latency_ms, estimates, estimator)
 
 
-def _estimate_static(cut: Graph, chip: Chip, options: PlanningOptions) -> float:
+def _estimate_static(cut: Graph, chip: Chip, options: PlanningOptions, memo: TableMemo | None = None) -> float:
     """Latency (ms) of the Static schedule of `cut`, a graph with its operators cut as
     `choose_split` chose (no runner-up): the cheap estimate that ranks MoE preload candidates."""
     try:
-        tables = build_tables(cut, chip, options.max_spatial_splits, options.cache_dir, plan_space=options.plan_space)
+        tables = build_tables(cut, chip, options.max_spatial_splits, options.cache_dir, plan_space=options.plan_space,
+                              memo=memo)
         static = baselines.schedule_static(cut, tables, chip, options.static_step_bytes, options.max_preload_ops)
     except (InfeasibleOperatorError, ValueError) as error:
         raise PlanningError(str(error)) from None
@@ -279,29 +282,30 @@ def _with_moe_stats(result: RunResult, preloaded: int, spec: moe.Speculation, op
 
 
 def _compile_cut(graph: Graph, chip: Chip, scheduler: str, options: PlanningOptions, say: Callable[[str], None],
-                 solver: SolverOptions | None, start: float, choice: CutChoice | None = None) -> RunResult:
+                 solver: SolverOptions | None, start: float, choice: CutChoice | None = None,
+                 memo: TableMemo | None = None) -> RunResult:
     """compile_model on one graph: operators cut into copies as `options` say (`choice`,
     when `choose_split` already decided for this graph and these options), then planned."""
     if choice is None:
-        choice = choose_split(graph, chip, options, say)
+        choice = choose_split(graph, chip, options, say, memo=memo)
     if not choice.report.splits and choice.runner_up is None:
-        return _compile(graph, chip, scheduler, options, say, solver, start, choice.report)
+        return _compile(graph, chip, scheduler, options, say, solver, start, choice.report, memo)
     stats = split_stats(choice)
     what = (f"cut {len(choice.report.splits)} operators into copies: {graph.n_ops} -> {choice.graph.n_ops} operators"
             if choice.report.splits else "every operator kept whole")
     say(f"cutting decided per operator: {what} ({stats['split_choice_s']:.1f} s, "
         f"{choice.evaluations} graphs weighed)")
     if options.split_policy != "if_faster" or choice.runner_up is None:
-        result = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report)
+        result = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report, memo)
         return replace(result, stats={**result.stats, **stats})
     alternative, alternative_report = choice.runner_up
     say("planning the graph with the operators cut as chosen")
-    chosen = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report)
+    chosen = _compile(choice.graph, chip, scheduler, options, say, solver, start, choice.report, memo)
     say(f"as chosen: {chosen.timeline.latency_ms:.3f} ms; planning the runner-up (the close choices the other "
         f"way: {', '.join(choice.flipped)}; {len(alternative_report.splits)} operators cut, "
         f"{alternative.n_ops} operators)")
     try:
-        other = _compile(alternative, chip, scheduler, options, say, solver, start, alternative_report)
+        other = _compile(alternative, chip, scheduler, options, say, solver, start, alternative_report, memo)
     except PlanningError as error:
         say(f"the runner-up cannot be planned ({error}); keeping the choice")
         return replace(chosen, stats={**chosen.stats, **stats, "split_kept": "choice"},
@@ -340,10 +344,10 @@ def split_graph(graph: Graph, chip: Chip, options: PlanningOptions,
 
 
 def choose_split(graph: Graph, chip: Chip, options: PlanningOptions,
-                 progress: Callable[[str], None] | None = None) -> CutChoice:
+                 progress: Callable[[str], None] | None = None, memo: TableMemo | None = None) -> CutChoice:
     """Which operators to cut, how and along which dim (`elkopt.graph.split`).
 
-    An operator's cost is its fastest plan (its plan table, through the disk cache); the
+    An operator's cost is its fastest plan (its plan table, through `memo` and the disk cache); the
     graph latency that weighs whole against k copies is that of Elk-Dyn's schedule on these
     tables, timed on elkopt's timeline (`elkopt.elk.convert.elk_dyn_start`), or of the Ideal
     schedule (`baselines.schedule_ideal`) with `options.split_estimate="ideal"` or where the
@@ -360,7 +364,7 @@ def choose_split(graph: Graph, chip: Chip, options: PlanningOptions,
         shape = OpShape.of(op)
         if shape not in tables:
             tables[shape] = cached_table(shape, chip, graph.elem_bytes, options.max_spatial_splits,
-                                         options.cache_dir, options.plan_space)[0]
+                                         options.cache_dir, options.plan_space, memo)[0]
         return tables[shape]
 
     def fastest(op: Operator) -> float:  # cycles of the op's fastest plan; inf if none fits
@@ -435,12 +439,15 @@ def _compile(
     solver: SolverOptions | None,
     start: float,
     split: SplitReport,
+    memo: TableMemo | None = None,
 ) -> RunResult:
-    """compile_model on one graph (already cut or not, as `split` says)."""
+    """compile_model on one graph (already cut or not, as `split` says); plan tables
+    through `memo` (`elkopt.plans.table.cached_table`)."""
     say(f"{graph.name}: {graph.n_ops} operators; building plan tables")
     try:
         tables = build_tables(
-            graph, chip, options.max_spatial_splits, options.cache_dir, progress=say, plan_space=options.plan_space
+            graph, chip, options.max_spatial_splits, options.cache_dir, progress=say, plan_space=options.plan_space,
+            memo=memo,
         )
     except InfeasibleOperatorError as err:
         raise PlanningError(str(err)) from None

@@ -18,6 +18,7 @@ from elkopt.graph.split import (
 )
 from elkopt.graph.zoo import build_graph
 from elkopt.pipeline import PlanningError, PlanningOptions, choose_split, compile_model
+from elkopt.plans.space import OpShape
 from elkopt.plans.table import build_table
 
 
@@ -152,6 +153,28 @@ def test_splitting_makes_an_oversized_operator_plannable():
     assert result.graph.hbm_bytes == graph.hbm_bytes
     # compile_model checked the plan independently; its latency respects the true bound
     assert result.timeline.latency_ms >= result.references["lower_bound"] * (1 - 1e-9)
+
+
+def test_a_compilation_builds_each_plan_table_once_without_a_disk_cache(monkeypatch):
+    # the cutting decision, the chosen graph and its runner-up share one table per operator
+    # signature (elkopt.plans.table.TableMemo); they used to build their own
+    import elkopt.plans.table as plan_tables
+
+    built = []
+    real = plan_tables.build_table
+
+    def counting(shape, *args, **kwargs):
+        built.append(shape)
+        return real(shape, *args, **kwargs)
+
+    monkeypatch.setattr(plan_tables, "build_table", counting)
+    graph = build_graph("tiny", "decode", 8, 1024)
+    chip = Chip(name="roomy", cores_per_chip=64, sram_bytes_per_core=64 * 1024, hbm_bytes_per_s=2e11)
+    options = PlanningOptions(max_spatial_splits=64, split_fraction=0.05, max_copies=2, split_margin=1.0)
+    result = compile_model(graph, chip, "static", options)
+    assert "split_runner_up_ms" in result.stats  # both graphs were planned
+    assert built and len(built) == len(set(built))
+    assert set(built) >= {OpShape.of(op) for op in result.graph.ops}
 
 
 def test_if_faster_keeps_the_faster_of_the_choice_and_its_runner_up():

@@ -319,9 +319,11 @@ def build_tables(
     cache_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     plan_space: str = "full",
+    memo: TableMemo | None = None,
 ) -> TableSet:
     """Plan tables for every operator of `graph`, computed once per signature, in
-    `plan_space` (`elkopt.plans.space.PLAN_SPACES`).
+    `plan_space` (`elkopt.plans.space.PLAN_SPACES`), through `memo` when given
+    (`cached_table`).
 
     Raises InfeasibleOperatorError naming the operator when one fits in no plan.
     """
@@ -335,7 +337,7 @@ def build_tables(
     ticker = Ticker(progress, "plan tables: unique operators", len(members))
     for n, (shape, first) in enumerate(members.items(), 1):
         op = graph.ops[first]
-        table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir, plan_space)
+        table, hit = cached_table(shape, chip, graph.elem_bytes, max_splits, cache_dir, plan_space, memo)
         hits += hit
         if len(table) == 0:
             raise _infeasible(op, shape, chip, graph.elem_bytes)
@@ -346,17 +348,35 @@ def build_tables(
     return TableSet(tables, len(members), hits, time.perf_counter() - start)
 
 
+#: Plan tables kept in memory for one compilation (`elkopt.pipeline.compile_model`), by
+#: `table_key`: (table, whether it came from the disk cache). A graph weighed for cutting,
+#: estimated and planned builds or reads each table once, with or without a disk cache.
+TableMemo = dict[str, tuple["PlanTable", bool]]
+
+
 def cached_table(
     op: Operator | OpShape, chip: Chip, elem_bytes: int, max_splits: int,
-    cache_dir: str | Path | None, plan_space: str = "full",
+    cache_dir: str | Path | None, plan_space: str = "full", memo: TableMemo | None = None,
 ) -> tuple[PlanTable, bool]:
     """`build_table` through the disk cache: (table, whether it came from the cache).
 
     A cache file that fails verification (unreadable, wrong format or key, checksum
     mismatch, arrays that do not fit the operator) is logged as one warning, rebuilt and
-    replaced. Empty tables (the operator fits in no plan) are not cached.
+    replaced. Empty tables (the operator fits in no plan) are not cached. With `memo`, a
+    table already in it is returned as it was first found, and a new one is kept there.
     """
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
+    if memo is None:
+        return _disk_table(shape, chip, elem_bytes, max_splits, cache_dir, plan_space)
+    key = table_key(shape, chip, elem_bytes, max_splits, plan_space)
+    if key not in memo:
+        memo[key] = _disk_table(shape, chip, elem_bytes, max_splits, cache_dir, plan_space)
+    return memo[key]
+
+
+def _disk_table(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, cache_dir: str | Path | None,
+                plan_space: str) -> tuple[PlanTable, bool]:
+    """cached_table without the memo."""
     if not cache_dir:
         return build_table(shape, chip, elem_bytes, max_splits, plan_space), False
     key = table_key(shape, chip, elem_bytes, max_splits, plan_space)
@@ -450,6 +470,7 @@ def _infeasible(op: Operator, shape: OpShape, chip: Chip, elem_bytes: int) -> In
 __all__ = [
     "PlanTable",
     "TableSet",
+    "TableMemo",
     "InfeasibleOperatorError",
     "build_table",
     "build_tables",
