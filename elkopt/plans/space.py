@@ -20,7 +20,8 @@ full space the half is ranked instead by each split's fastest plan that fits
 with at most one temporal factor (one operand, one dim: `_one_factor_fits`).
 Those are evaluated in the order of the cost without temporal factors, a
 chunk at a time, until the next chunk cannot enter the half (its cost without
-temporal factors is already above the half's worst). Llama2-13B's prefill
+temporal factors is already above the half's worst), for at most 8 chunks of
+4096 splits. Llama2-13B's prefill
 gate_up at 2048 rows: its fastest plan 1,626,921 -> 1,057,924 cycles.
 
 Stage 1 keeps the plan space tractable: the reference enumerates temporal
@@ -498,8 +499,11 @@ def select_splits(shape: OpShape, costed: CostedPlans, limit: int, ranking: np.n
     return np.unique(np.concatenate([fastest, front]))
 
 
-#: Splits costed at a time by `fit_ranking`, and the temporal factors it tries.
+#: Splits costed at a time by `fit_ranking`, at most so many times (where no split fits with
+#: one factor, a scan of every split would find nothing: 8.4 s for OPT-30B's training LM head),
+#: and the temporal factors it tries.
 _RANK_CHUNK = 4096
+_RANK_MAX_CHUNKS = 8
 _RANK_FACTORS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 
 
@@ -508,14 +512,15 @@ def fit_ranking(shape: OpShape, spatial: np.ndarray, stage1: CostedPlans, chip: 
     """Cycles per split to rank "the fastest" by (module doc), or None when the
     `want` fastest splits without temporal factors include one that fits as it is.
 
-    Splits not evaluated, and splits with no fitting plan of at most one temporal
-    factor, rank after the others in the order of their cost without temporal factors.
+    Splits not evaluated (past the `_RANK_MAX_CHUNKS` chunks, or once no chunk can enter),
+    and splits with no fitting plan of at most one temporal factor, rank after the others in
+    the order of their cost without temporal factors.
     """
     order = np.argsort(stage1.exec_cycles, kind="stable")
     if (stage1.hot_bytes[order[:want]] <= chip.usable_sram_bytes_per_core).any():
         return None
     fits = np.full(len(spatial), np.inf)
-    for lo in range(0, len(order), _RANK_CHUNK):
+    for lo in range(0, min(len(order), _RANK_CHUNK * _RANK_MAX_CHUNKS), _RANK_CHUNK):
         chunk = order[lo:lo + _RANK_CHUNK]
         found = np.sort(fits[np.isfinite(fits)])
         if len(found) >= want and stage1.exec_cycles[chunk[0]] >= found[want - 1]:

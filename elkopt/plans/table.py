@@ -289,7 +289,8 @@ def table_key(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, plan
         chip_fields.pop(name)
     # the full space's selection also keeps the reference choice (enumerate_plans) since revision 2,
     # and ranks splits by plans that fit where none of the fastest fits as it is since revision 3
-    space = () if plan_space == "reference" else (plan_space, 3)
+    # (a bounded scan for those plans since revision 4)
+    space = () if plan_space == "reference" else (plan_space, 4)
     factor = () if shape.load_factor == 1 else (("load_factor", float(shape.load_factor)),)
     text = repr((TABLE_FORMAT, shape, sorted(chip_fields.items()), elem_bytes, max_splits, *space, *factor))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
