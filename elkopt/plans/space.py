@@ -21,8 +21,8 @@ with at most one temporal factor (one operand, one dim: `_one_factor_fits`).
 Those are evaluated in the order of the cost without temporal factors, a
 chunk at a time, until the next chunk cannot enter the half (its cost without
 temporal factors is already above the half's worst), for at most 8 chunks of
-4096 splits. Llama2-13B's prefill
-gate_up at 2048 rows: its fastest plan 1,626,921 -> 1,057,924 cycles.
+4096 splits. Llama2-13B's prefill gate_up at 2048 rows: its fastest plan
+1,626,921 -> 1,057,924 cycles.
 
 Stage 1 keeps the plan space tractable: the reference enumerates temporal
 factors for every spatial split and needs minutes for one large matmul.
@@ -373,9 +373,8 @@ def _rotation_cycles(
     are nested with the biggest shifted piece outermost.
     """
     n, n_dims, n_ops = temporal.shape
-    if not (temporal > 1).any():  # no rotation (stage 1 costs every split so): the formula's zeros
-        none = np.zeros(n)
-        return 2 * cyc.SYNC_CYCLES * none + cyc.shift_cycles(none, elem_bytes, per_byte)
+    if not (temporal > 1).any():  # no rotation (stage 1 costs every split so): no shift
+        return np.zeros(n)
     levels = np.sort(temporal, axis=2)  # (n, D, V) ascending
     prev = np.concatenate([np.ones((n, n_dims, 1), dtype=levels.dtype), levels[:, :, :-1]], axis=2)
     g = levels // prev  # 1 where no new level

@@ -368,20 +368,20 @@ def cached_table(
     table already in it is returned as it was first found, and a new one is kept there.
     """
     shape = op if isinstance(op, OpShape) else OpShape.of(op)
-    if memo is None:
-        return _disk_table(shape, chip, elem_bytes, max_splits, cache_dir, plan_space)
-    key = table_key(shape, chip, elem_bytes, max_splits, plan_space)
-    if key not in memo:
-        memo[key] = _disk_table(shape, chip, elem_bytes, max_splits, cache_dir, plan_space)
-    return memo[key]
+    key = table_key(shape, chip, elem_bytes, max_splits, plan_space) if memo is not None or cache_dir else ""
+    if memo is not None and key in memo:
+        return memo[key]
+    found = _disk_table(shape, chip, elem_bytes, max_splits, cache_dir, plan_space, key)
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
 def _disk_table(shape: OpShape, chip: Chip, elem_bytes: int, max_splits: int, cache_dir: str | Path | None,
-                plan_space: str) -> tuple[PlanTable, bool]:
-    """cached_table without the memo."""
+                plan_space: str, key: str) -> tuple[PlanTable, bool]:
+    """cached_table without the memo; `key` is the table's `table_key`."""
     if not cache_dir:
         return build_table(shape, chip, elem_bytes, max_splits, plan_space), False
-    key = table_key(shape, chip, elem_bytes, max_splits, plan_space)
     path = Path(cache_dir) / f"{key}.npz"
     try:
         arrays = cache.read_entry(path, key, TABLE_FORMAT, _ARRAYS)
